@@ -1,0 +1,1 @@
+"""The ``embedkit`` command line (click), installed as the ``embedkit`` console command."""

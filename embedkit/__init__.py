@@ -1,0 +1,22 @@
+"""embedkit: neural codes from pretrained CNNs, and what to do with them.
+
+Fine-tune a backbone for a new image domain, extract codes into memory-mapped
+stores, classify them with SVMs, retrieve neighbours with FAISS and look at the
+embedding with t-SNE/UMAP. See README.md for the command line.
+"""
+
+__version__ = "0.1.0"
+
+from .backbones import BackboneSpec, Preprocessing, get_spec, list_backbones, register_backbone  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError, DataError, EmbedkitError, MismatchError, MissingDependencyError, NotFittedError, StoreError,
+    WeightsError,
+)
+from .extract import Backbone  # noqa: E402
+from .store import CodeStore, EmbedResult, embed  # noqa: E402
+
+__all__ = [
+    "__version__", "Backbone", "BackboneSpec", "CodeStore", "EmbedResult", "Preprocessing", "embed", "get_spec",
+    "list_backbones", "register_backbone", "EmbedkitError", "ConfigError", "DataError", "MismatchError",
+    "MissingDependencyError", "NotFittedError", "StoreError", "WeightsError",
+]

@@ -1,0 +1,40 @@
+"""One exception hierarchy for embedkit.
+
+Every error a user can cause derives from :class:`EmbedkitError`; the CLI turns
+any of them into a single ``error: ...`` line and a non-zero exit. Messages say
+what was given, what is valid and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class EmbedkitError(Exception):
+    """Base class of every error embedkit raises on purpose."""
+
+
+class ConfigError(EmbedkitError, ValueError):
+    """A bad argument or option value (unknown name, out-of-range number...)."""
+
+
+class DataError(EmbedkitError, ValueError):
+    """Input data that cannot be used (no images, one class, NaN codes...)."""
+
+
+class WeightsError(EmbedkitError):
+    """Weights that cannot be found, downloaded or loaded."""
+
+
+class MismatchError(EmbedkitError):
+    """Artifacts that do not belong together (other backbone, layer or dim)."""
+
+
+class MissingDependencyError(EmbedkitError, ImportError):
+    """An optional dependency is needed for what was asked and is not installed."""
+
+
+class NotFittedError(EmbedkitError, AttributeError):
+    """An estimator was used before ``fit``."""
+
+
+class StoreError(EmbedkitError):
+    """A code store that is missing, incomplete or corrupt."""

@@ -1,0 +1,415 @@
+"""The code store: codes on disk as a memory-mapped array, rows in step with paths.
+
+A store is a folder::
+
+    codes.npy     N x D float32/float16, open with np.load(mmap_mode="r")
+    items.csv     row -> path, label, width, height, bytes, sha1
+    meta.json     backbone, layer, weights identity + hash, preprocessing, dtype, dim, count, version
+    skipped.csv   files that could not be read, with the reason
+    raw.npy, pca.npz   only with PCA-whitening: the raw codes and the fitted transform
+
+:func:`embed` writes it in chunks into a ``.work/`` folder (bounded memory:
+codes go straight into a pre-allocated memmap, items are appended to a CSV),
+committing a small ``state.json`` after each chunk so that a killed run
+resumes from the last commit with ``resume=True``. Final files appear by
+rename, ``meta.json`` last.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, MismatchError, StoreError
+
+ITEM_FIELDS = ("path", "label", "width", "height", "bytes", "sha1")
+IDENTITY_KEYS = ("backbone", "layer", "node", "spatial", "preprocessing")
+DTYPES = ("float32", "float16")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_csv_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def identity_mismatch(a: dict, b: dict) -> list[str]:
+    """Human-readable differences between two code identities (empty when compatible)."""
+    diffs = [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in IDENTITY_KEYS if a.get(k) != b.get(k)]
+    wa, wb = a.get("weights", {}), b.get("weights", {})
+    if (wa.get("identity"), wa.get("sha256")) != (wb.get("identity"), wb.get("sha256")):
+        diffs.append(f"weights: {wa.get('identity')!r} vs {wb.get('identity')!r}")
+    return diffs
+
+
+class CodeStore:
+    """A finished code store, opened read-only. Use :meth:`open`."""
+
+    def __init__(self, path: Path, meta: dict, items: list[dict]):
+        self.path = Path(path)
+        self.meta = meta
+        self.items = items
+        self._codes = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "CodeStore":
+        """Open and validate a store written by :func:`embed`."""
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.exists():
+            hint = " (an interrupted run is there: embed again with --resume)" if (path / ".work").exists() else ""
+            raise StoreError(f"{str(path)!r} is not a code store: meta.json is missing{hint}; create one with `embedkit embed IMAGES -o {path}`")
+        with open(meta_file, encoding="utf-8") as f:
+            meta = json.load(f)
+        items = read_csv_rows(path / "items.csv")
+        store = cls(path, meta, items)
+        n = store.codes.shape[0]
+        if not (n == len(items) == int(meta["count"])):
+            raise StoreError(f"store {str(path)!r} is inconsistent: {n} code rows, {len(items)} items, meta count "
+                             f"{meta['count']}; re-run `embedkit embed ... --resume` or re-embed")
+        return store
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The N x D codes, memory-mapped (nothing is read until used)."""
+        if self._codes is None:
+            self._codes = np.load(self.path / "codes.npy", mmap_mode="r")
+        return self._codes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def paths(self) -> list[str]:
+        return [it["path"] for it in self.items]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([it["label"] for it in self.items], dtype=object)
+
+    @property
+    def identity(self) -> dict:
+        return self.meta["identity"]
+
+    @property
+    def skipped(self) -> list[dict]:
+        return read_csv_rows(self.path / "skipped.csv")
+
+    def check_compatible(self, identity: dict, what: str = "these codes") -> None:
+        """Raise :class:`MismatchError` when ``identity`` (of a model or index) is not this store's."""
+        diffs = identity_mismatch(self.identity, identity)
+        if diffs:
+            raise MismatchError(f"{what} come from another backbone/layer than store {str(self.path)!r} "
+                                f"({'; '.join(diffs)}); embed with the same backbone and layer")
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """Apply the store's post-processing (PCA-whitening, L2) to raw codes of new images, e.g. queries."""
+        x = np.asarray(raw, dtype=np.float32)
+        if self.meta.get("pca_whiten"):
+            with np.load(self.path / "pca.npz") as p:
+                x = (x - p["mean"]) @ p["components"].T / p["scale"]
+        if self.meta.get("l2_normalize"):
+            x = l2_normalize(x)
+        return x.astype(np.float32)
+
+    def backbone(self, device: str | None = "auto"):
+        """Rebuild the backbone these codes were made with."""
+        from .extract import Backbone
+
+        return Backbone.from_identity(self.identity, device=device)
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(n, 1e-12)
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed` did: counts, time, throughput and where the store is."""
+
+    store: CodeStore
+    embedded: int
+    skipped: int
+    kept: int
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.embedded + self.skipped) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        return (f"embedded {self.embedded} images ({self.skipped} skipped, {self.kept} already in the store) in "
+                f"{self.seconds:.1f}s, {self.images_per_s:.1f} images/s -> {self.store.path} "
+                f"({len(self.store)} x {self.store.dim} {self.store.meta['dtype']})")
+
+
+def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="default", *, device="auto",
+          batch_size=None, workers=None, dtype="float32", precision="auto", spatial="avg", l2_normalize=False,
+          pca_whiten=None, resume=False, append=False, overwrite=False, commit_every=2048, progress=True,
+          on_commit=None) -> EmbedResult:
+    """Embed the images of ``source`` (folder, list file, CSV manifest or list of paths) into a store at ``out``.
+
+    ``backbone`` is a name or an already built :class:`~embedkit.extract.Backbone`.
+    ``resume`` continues an interrupted run, ``append`` adds only images not yet in an
+    existing store (which must have the same backbone/layer), ``overwrite`` starts over.
+    ``on_commit(rows, files_done)`` is called after each committed chunk.
+    """
+    from .extract import Backbone
+    from .read import discover
+
+    t0 = time.perf_counter()
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not valid; use one of {', '.join(DTYPES)}")
+    if pca_whiten is not None and int(pca_whiten) < 1:
+        raise ConfigError(f"pca_whiten={pca_whiten} is not valid; give the number of components (>= 1)")
+    out = Path(out)
+    work = out / ".work"
+    exists = (out / "meta.json").exists()
+    if overwrite:
+        for name in ("codes.npy", "items.csv", "meta.json", "skipped.csv", "raw.npy", "pca.npz"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+        exists = False
+    if work.exists() and not resume:
+        raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
+                         "or start over with --overwrite")
+    if exists and not (append or resume):
+        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append or replace it with --overwrite")
+
+    bb = backbone if isinstance(backbone, Backbone) else Backbone(backbone, layer, weights, device=device,
+                                                                    precision=precision, spatial=spatial)
+    ident = bb.identity()
+    items = discover(source)
+    old = CodeStore.open(out) if exists else None
+    if old is not None:
+        old.check_compatible(ident, what=f"the new codes ({bb.name}/{bb.layer})")
+
+    if work.exists():
+        state = json.loads((work / "state.json").read_text())
+        diffs = identity_mismatch(state["identity"], ident)
+        if diffs:
+            raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer ({'; '.join(diffs)}); "
+                                "resume with the same options or --overwrite")
+    else:
+        state = _start_job(work, items, old, bb, dtype, l2_normalize, pca_whiten)
+    queue = _read_queue(work)
+    result = _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress, on_commit)
+    store = _finalize(out, work, state)
+    kept = state["base_rows"]
+    return EmbedResult(store, result[0], result[1], kept, time.perf_counter() - t0)
+
+
+def _start_job(work: Path, items, old: CodeStore | None, bb, dtype, l2, pca_whiten) -> dict:
+    """Create ``.work/``: the queue of new images, a pre-allocated memmap, and old rows copied in (append)."""
+    if old is not None:
+        done = set(old.paths) | {s["path"] for s in old.skipped}
+        items = [it for it in items if it.path not in done]
+        l2 = bool(old.meta.get("l2_normalize"))
+        pca_whiten = old.meta.get("pca_whiten")
+        dtype = old.meta["dtype"]
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / "queue.tsv", "w", encoding="utf-8") as f:
+        for it in items:
+            f.write(f"{it.path}\t{it.label}\n")
+    base = len(old) if old is not None else 0
+    raw_dtype = "float32" if pca_whiten else dtype
+    codes = np.lib.format.open_memmap(work / "codes.npy", mode="w+", dtype=raw_dtype, shape=(base + len(items), bb.dim))
+    with open(work / "items.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow(ITEM_FIELDS)
+        if old is not None:
+            src = np.load(old.path / "raw.npy", mmap_mode="r") if pca_whiten else old.codes
+            for i in range(0, base, 65536):  # chunked copy keeps memory bounded
+                codes[i:i + 65536] = src[i:i + 65536]
+            csv.writer(f).writerows([[it[k] for k in ITEM_FIELDS] for it in old.items])
+    codes.flush()
+    del codes
+    skipped_rows = old.skipped if old is not None else []
+    with open(work / "skipped.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(("path", "reason"))
+        w.writerows([[s["path"], s["reason"]] for s in skipped_rows])
+    state = {"identity": bb.identity(), "dim": bb.dim, "dtype": dtype, "l2_normalize": bool(l2),
+             "pca_whiten": int(pca_whiten) if pca_whiten else None, "base_rows": base, "rows": base,
+             "files_done": 0, "files_total": len(items), "embedded": 0, "skipped": 0,
+             "items_bytes": (work / "items.csv").stat().st_size, "skipped_bytes": (work / "skipped.csv").stat().st_size,
+             "finished": False}
+    write_json_atomic(work / "state.json", state)
+    return state
+
+
+def _read_queue(work: Path):
+    from .read import Item
+
+    with open(work / "queue.tsv", encoding="utf-8") as f:
+        return [Item(*line.rstrip("\n").split("\t", 1)) for line in f]
+
+
+def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress, on_commit):
+    """Embed ``queue[files_done:]`` into the memmap, committing every ``commit_every`` rows."""
+    from tqdm.auto import tqdm
+
+    # Anything written after the last commit is discarded: the files are cut back to the committed size.
+    for name, key in (("items.csv", "items_bytes"), ("skipped.csv", "skipped_bytes")):
+        with open(work / name, "r+b") as f:
+            f.truncate(state[key])
+    codes = np.load(work / "codes.npy", mmap_mode="r+")
+    n_embedded = n_skipped = 0
+    pending_items, pending_skipped, rows = [], [], state["rows"]
+    bar = tqdm(total=state["files_total"], initial=state["files_done"], unit="img", disable=not progress,
+               desc=f"embed {bb.name}/{bb.layer}")
+    files_done = state["files_done"]
+
+    def commit():
+        codes.flush()
+        for name, key, rows_ in (("items.csv", "items_bytes", pending_items), ("skipped.csv", "skipped_bytes", pending_skipped)):
+            with open(work / name, "a", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows(rows_)
+                f.flush()
+                os.fsync(f.fileno())
+            state[key] = (work / name).stat().st_size
+        pending_items.clear()
+        pending_skipped.clear()
+        state.update(rows=rows, files_done=files_done)
+        write_json_atomic(work / "state.json", state)
+        if on_commit is not None:
+            on_commit(rows, files_done)
+
+    last_commit = rows
+    for idx, x, infos, bad in bb.iter_batches(queue, batch_size, workers, start=files_done):
+        if len(idx):
+            c = x.numpy()
+            if state["l2_normalize"] and not state["pca_whiten"]:
+                c = l2_normalize(c)
+            codes[rows:rows + len(idx)] = c
+            rows += len(idx)
+            for i, info in zip(idx, infos):
+                it = queue[i]
+                pending_items.append([it.path, it.label, info["width"], info["height"], info["bytes"], info.get("sha1", "")])
+        for i, reason in bad:
+            pending_skipped.append([queue[i].path, reason])
+        n_embedded += len(idx)
+        n_skipped += len(bad)
+        files_done += len(idx) + len(bad)
+        state["embedded"] += len(idx)
+        state["skipped"] += len(bad)
+        bar.update(len(idx) + len(bad))
+        bar.set_postfix(skipped=state["skipped"])
+        if rows - last_commit >= commit_every:
+            commit()
+            last_commit = rows
+    commit()
+    bar.close()
+    del codes
+    return n_embedded, n_skipped
+
+
+def _finalize(out: Path, work: Path, state: dict) -> CodeStore:
+    """Turn ``.work/`` into the final store files (rename, ``meta.json`` last) and remove it."""
+    from . import __version__
+
+    rows, dim = state["rows"], state["dim"]
+    if rows == 0:
+        os.replace(work / "skipped.csv", out / "skipped.csv")
+        shutil.rmtree(work)
+        from .errors import DataError
+
+        raise DataError(f"none of the {state['files_total']} files could be read as an image; "
+                        f"see {out / 'skipped.csv'} for the reasons")
+    src = np.load(work / "codes.npy", mmap_mode="r")
+    pca = state["pca_whiten"]
+    if pca:
+        if rows < 2:
+            raise ConfigError(f"PCA-whitening needs at least 2 codes, the store has {rows}; drop --pca-whiten")
+        k = min(int(pca), dim, rows)
+        mean, comps, scale = _fit_whitening(src[:rows], k)
+        np.savez(work / "pca.npz", mean=mean, components=comps, scale=scale)
+        final = np.lib.format.open_memmap(work / "final.npy", mode="w+", dtype=state["dtype"], shape=(rows, k))
+        for i in range(0, rows, 65536):
+            y = (np.asarray(src[i:i + 65536], np.float32) - mean) @ comps.T / scale
+            final[i:i + 65536] = l2_normalize(y) if state["l2_normalize"] else y
+        final.flush()
+        del final
+        _trim(work / "codes.npy", src, rows, work / "raw.npy")
+        dim = k
+    else:
+        _trim(work / "codes.npy", src, rows, work / "final.npy")
+    del src
+    # Rename into place; meta.json is written last so a half-finished store never opens.
+    (out / "meta.json").unlink(missing_ok=True)
+    os.replace(work / "final.npy", out / "codes.npy")
+    if pca:
+        os.replace(work / "raw.npy", out / "raw.npy")
+        os.replace(work / "pca.npz", out / "pca.npz")
+    os.replace(work / "items.csv", out / "items.csv")
+    os.replace(work / "skipped.csv", out / "skipped.csv")
+    meta = {
+        "embedkit_version": __version__,
+        "identity": state["identity"],
+        "backbone": state["identity"]["backbone"],
+        "layer": state["identity"]["layer"],
+        "dim": int(dim),
+        "code_dim": int(state["dim"]),
+        "dtype": state["dtype"],
+        "count": int(rows),
+        "skipped": sum(1 for _ in read_csv_rows(out / "skipped.csv")),
+        "l2_normalize": state["l2_normalize"],
+        "pca_whiten": pca,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_json_atomic(out / "meta.json", meta)
+    shutil.rmtree(work)
+    return CodeStore.open(out)
+
+
+def _trim(path: Path, src: np.ndarray, rows: int, dest: Path) -> None:
+    """Move the first ``rows`` rows of the memmap at ``path`` to ``dest`` (a rename when nothing is to cut)."""
+    if rows == src.shape[0]:
+        os.replace(path, dest)
+        return
+    out = np.lib.format.open_memmap(dest, mode="w+", dtype=src.dtype, shape=(rows, src.shape[1]))
+    for i in range(0, rows, 65536):
+        out[i:i + 65536] = src[i:i + 65536]
+    out.flush()
+    del out
+
+
+def _fit_whitening(x: np.ndarray, k: int, chunk: int = 65536):
+    """PCA-whitening fitted from streamed chunks (mean and D x D covariance in float64)."""
+    n, d = x.shape
+    mean = np.zeros(d)
+    for i in range(0, n, chunk):
+        mean += np.asarray(x[i:i + chunk], np.float64).sum(0)
+    mean /= n
+    cov = np.zeros((d, d))
+    for i in range(0, n, chunk):
+        c = np.asarray(x[i:i + chunk], np.float64) - mean
+        cov += c.T @ c
+    cov /= max(n - 1, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][:k]
+    scale = np.sqrt(np.maximum(vals[order], 1e-12))
+    return mean.astype(np.float32), vecs[:, order].T.astype(np.float32), scale.astype(np.float32)
