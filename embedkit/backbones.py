@@ -265,7 +265,8 @@ def _truncate(model: nn.Module, node: str, source: str) -> nn.Module:
     else:
         from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
     nodes = get_graph_node_names(model)[1]
-    if node not in nodes:
+    # A module name stands for the last node inside it (torchvision's shorthand, e.g. "layer4").
+    if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
         close = [n for n in nodes if node in n][:8] or nodes[-8:]
         raise ConfigError(f"layer {node!r} is not a node of this model; valid names include {', '.join(close)} "
                           "(list all with embedkit.backbones.layer_names(name))")

@@ -10,6 +10,7 @@ Decoding happens in DataLoader workers so it overlaps with inference.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Iterator, Sequence
 
@@ -86,15 +87,18 @@ class Backbone:
         return self._dim
 
     def identity(self) -> dict:
-        """What makes two code sets comparable: backbone, layer, weights, preprocessing, reduction."""
-        return {
+        """What makes two code sets comparable: backbone, layer, weights, preprocessing, reduction.
+
+        Returned in its JSON form (lists, not tuples) so it compares equal to one read back from disk.
+        """
+        return json.loads(json.dumps({
             "backbone": self.spec.name,
             "layer": self.layer,
             "node": self.node,
             "spatial": self.spatial,
             "weights": {**self.weights_info.to_dict(), "path": self.weights_path},
             "preprocessing": self.preprocessing.to_dict(),
-        }
+        }))
 
     @classmethod
     def from_identity(cls, ident: dict, device: str | None = "auto", precision: str = "auto") -> "Backbone":

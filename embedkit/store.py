@@ -243,7 +243,7 @@ def _start_job(work: Path, items, old: CodeStore | None, bb, dtype, l2, pca_whit
         if old is not None:
             src = np.load(old.path / "raw.npy", mmap_mode="r") if pca_whiten else old.codes
             for i in range(0, base, 65536):  # chunked copy keeps memory bounded
-                codes[i:i + 65536] = src[i:i + 65536]
+                codes[i:min(i + 65536, base)] = src[i:min(i + 65536, base)]
             csv.writer(f).writerows([[it[k] for k in ITEM_FIELDS] for it in old.items])
     codes.flush()
     del codes
@@ -349,7 +349,7 @@ def _finalize(out: Path, work: Path, state: dict) -> CodeStore:
         np.savez(work / "pca.npz", mean=mean, components=comps, scale=scale)
         final = np.lib.format.open_memmap(work / "final.npy", mode="w+", dtype=state["dtype"], shape=(rows, k))
         for i in range(0, rows, 65536):
-            y = (np.asarray(src[i:i + 65536], np.float32) - mean) @ comps.T / scale
+            y = (np.asarray(src[i:min(i + 65536, rows)], np.float32) - mean) @ comps.T / scale
             final[i:i + 65536] = l2_normalize(y) if state["l2_normalize"] else y
         final.flush()
         del final
@@ -392,7 +392,7 @@ def _trim(path: Path, src: np.ndarray, rows: int, dest: Path) -> None:
         return
     out = np.lib.format.open_memmap(dest, mode="w+", dtype=src.dtype, shape=(rows, src.shape[1]))
     for i in range(0, rows, 65536):
-        out[i:i + 65536] = src[i:i + 65536]
+        out[i:i + 65536] = src[i:min(i + 65536, rows)]
     out.flush()
     del out
 
