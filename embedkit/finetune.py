@@ -51,7 +51,7 @@ RESUMABLE_CHANGES = ("epochs", "device", "workers", "patience", "eval_test")
 class FinetuneConfig:
     """Every option of a fine-tuning run (saved in ``config.json`` and ``last.pt``)."""
 
-    backbone: str = "vgg19"
+    backbone: str = "efficientnet_lite0"  # vgg19 gives the paper's configuration
     weights: str = "default"
     strategy: str = "adaptive"
     epochs: int = 10
