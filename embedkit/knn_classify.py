@@ -84,12 +84,14 @@ class KNNClassifier:
 
     def predict(self, X) -> np.ndarray:
         """The class with most votes (ties go to the first class in ``classes_``)."""
+        self._check_fitted()
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
     def top_k(self, X, k: int = 5) -> np.ndarray:
         """The ``k`` most voted classes per row, best first (n x min(k, n_classes))."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k={k!r} is not valid; give a positive integer")
+        self._check_fitted()
         P = self.predict_proba(X)
         order = np.argsort(-P, axis=1, kind="stable")[:, :min(k, P.shape[1])]
         return self.classes_[order]
