@@ -1,0 +1,99 @@
+"""Embedding throughput: embedkit vs a per-image loop vs the forward-only ceiling, measured in one run.
+
+    python benchmarks/bench_embed.py [IMAGES] [--backbone efficientnet_lite0] [--n 256] [--batch-size 32]
+
+Prints three figures on the same images and model:
+  1. embedkit.embed (DataLoader workers decoding, batched inference, chunked memmap writes)
+  2. a plain loop: PIL open -> transform -> forward, one image at a time
+  3. forward only on preloaded tensors in batches (the compute ceiling)
+and the ratios embedkit / ceiling (target >= 0.90 on CPU, >= 0.85 on CUDA) and embedkit / loop
+(target >= 3 on CPU). On CUDA it also runs embedkit with --gpu-decode off/on where available.
+Figures measured are kept in benchmarks/results/bench_embed.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import embedkit
+from embedkit.read import discover, to_rgb
+
+HERE = Path(__file__).resolve().parent
+
+
+def _default_images() -> Path:
+    shared = HERE.parent.parent / "shared" / "datasets" / "emoji-dev"
+    return shared if shared.is_dir() else HERE.parent / "demo" / "images"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("images", nargs="?", default=str(_default_images()))
+    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--layer", default=None)
+    ap.add_argument("--n", type=int, default=256, help="images to use (repeated if the folder has fewer)")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    items = discover(args.images)
+    paths = [items[i % len(items)].path for i in range(args.n)]
+    bb = embedkit.Backbone(args.backbone, args.layer, device=args.device)
+    bs = args.batch_size or bb.default_batch_size()
+    tf = bb.transform
+    sync = torch.cuda.synchronize if bb.device.type == "cuda" else (lambda: None)
+    print(f"backbone {bb.name}/{bb.layer} dim {bb.dim} on {bb.device}, {args.n} images from {args.images}, "
+          f"batch {bs}, torch threads {torch.get_num_threads()}")
+
+    # warm-up (first-call allocations, cudnn autotune)
+    bb.forward(torch.stack([tf(to_rgb(Image.open(p))) for p in paths[:bs]]))
+    sync()
+
+    # 3. ceiling: forward only on preloaded tensors
+    x = torch.stack([tf(to_rgb(Image.open(p))) for p in paths])
+    if bb.device.type == "cuda":
+        x = x.pin_memory()
+    t = time.perf_counter()
+    for i in range(0, len(x), bs):
+        bb.forward(x[i:i + bs])
+    sync()
+    ceiling = len(x) / (time.perf_counter() - t)
+
+    # 2. per-image loop
+    n_loop = min(len(paths), 64)
+    t = time.perf_counter()
+    for p in paths[:n_loop]:
+        bb.forward(tf(to_rgb(Image.open(p)))[None])
+    sync()
+    loop = n_loop / (time.perf_counter() - t)
+
+    # 1. embedkit (list file of the same paths, so repeats are embedded too)
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        lst = tmp / "list.txt"
+        lst.write_text("\n".join(paths))
+        t = time.perf_counter()
+        res = embedkit.embed(lst, tmp / "store", bb, batch_size=bs, workers=args.workers, progress=False)
+        sync()
+        ours = len(paths) / (time.perf_counter() - t)
+        assert len(res.store) == len(paths)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"embedkit           {ours:8.1f} images/s")
+    print(f"per-image loop     {loop:8.1f} images/s")
+    print(f"forward-only       {ceiling:8.1f} images/s (ceiling)")
+    print(f"embedkit / ceiling {ours / ceiling:8.2f}  (target >= {0.85 if bb.device.type == 'cuda' else 0.90})")
+    print(f"embedkit / loop    {ours / loop:8.2f}  (target >= 3 on CPU)")
+
+
+if __name__ == "__main__":
+    main()
