@@ -17,7 +17,8 @@ from .options import device_option
 DEFAULT_COSINE_THRESHOLD = 0.05
 
 
-def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True):
+def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True,
+                 device: str = "auto"):
     """The store's kNN index from ``<store>/index/<metric>-<kind>/``, built and saved when missing or stale.
 
     Returns ``(index, how)`` with ``how`` "loaded" or "built". Stale = other identity, count or dim.
@@ -26,10 +27,11 @@ def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = Fa
     folder = Path(store.path) / "index" / f"{metric}-{kind}"
     if not rebuild and (folder / "index.json").exists():
         try:
-            return KNNIndex.load(folder, store=store, backend=backend), "loaded"
+            return KNNIndex.load(folder, store=store, backend=backend, device=device), "loaded"
         except (MismatchError, StoreError):
             pass  # stale cache: rebuilt below
-    index = KNNIndex.from_store(store, metric=metric, kind=kind, backend=backend, progress=progress)
+    index = KNNIndex.from_store(store, metric=metric, kind=kind, backend=backend, device=device,
+                                 progress=progress)
     try:
         index.save(folder)
     except OSError as exc:
@@ -101,7 +103,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     if dedupe:
         if queries:
             raise ConfigError("--dedupe looks at the whole store and takes no QUERIES; drop them or drop --dedupe")
-        return _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0)
+        return _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device)
     if threshold is not None:
         raise ConfigError("--threshold only applies with --dedupe")
     if not queries:
@@ -120,7 +122,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
         click.echo(f"skipped query {p}: {reason}", err=True)
     if codes is None:
         raise DataError(f"none of the {len(skipped)} queries could be read as an image (reasons above)")
-    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet)
+    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
     D, ids = index.search(codes, k)
     labels = store.labels
     rows, sections = [], []
@@ -138,7 +140,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     where = _outputs(html_out, csv_out, f"neighbors in {store.path}", sections,
                      ("query", "rank", "path", "label", "distance"), rows)
     dt = time.perf_counter() - t0
-    click.echo(f"{len(paths)} queries ({len(skipped)} skipped) x {k} neighbours from {index.describe()} "
+    click.echo(f"{len(paths)} quer{'y' if len(paths) == 1 else 'ies'} ({len(skipped)} skipped) x {k} neighbours from {index.describe()} "
                f"[{how}] in {dt:.1f}s{where}")
 
 
@@ -155,7 +157,7 @@ def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
     return where
 
 
-def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0):
+def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device):
     from embedkit.dedupe import near_duplicate_groups
 
     if threshold is None:
@@ -163,7 +165,7 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
             raise ConfigError(f"--dedupe with --metric {metric} needs --threshold (a {metric} distance); "
                               f"or use --metric cosine (default threshold {DEFAULT_COSINE_THRESHOLD})")
         threshold = DEFAULT_COSINE_THRESHOLD
-    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet)
+    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
     groups = near_duplicate_groups(index, store.codes, threshold, progress=not quiet)
     labels = store.labels
     rows, sections = [], []

@@ -68,23 +68,24 @@ def near_duplicate_groups(index, X, threshold: float, k: int = 10, chunk_size: i
     if not np.array_equal(index.ids_, np.arange(index.n_)):
         raise ConfigError("near_duplicate_groups needs an index with default ids (row numbers)")
     n = index.n_
+    cap = min(n, 2048) if index.backend_ == "faiss-gpu" else n  # GPU FAISS searches at most k=2048
     uf = UnionFind(n)
     edges_d = np.zeros(n, dtype=np.float64)  # largest linking distance at each row, for each group's max
     for start in tqdm(range(0, n, chunk_size), disable=not progress, desc="near-duplicates", unit="chunk"):
         q = np.asarray(X[start:start + chunk_size], dtype=np.float32)
         rows = np.arange(start, start + len(q))
-        kk = min(k + 1, n)
+        kk = min(k + 1, cap)
         while len(rows):
             D, I = index.search(q, kk)
-            for r, drow, irow in zip(rows, D, I):
-                for dist, j in zip(drow, irow):
-                    if j >= 0 and j != r and dist <= threshold:
-                        uf.union(int(r), int(j))
-                        edges_d[r] = max(edges_d[r], dist)
-                        edges_d[j] = max(edges_d[j], dist)
+            hit = (I >= 0) & (I != rows[:, None]) & (D <= threshold)
+            for a, b in zip(*np.nonzero(hit)):  # only the (few) pairs under the threshold are visited in Python
+                r, j, dist = int(rows[a]), int(I[a, b]), float(D[a, b])
+                uf.union(r, j)
+                edges_d[r] = max(edges_d[r], dist)
+                edges_d[j] = max(edges_d[j], dist)
             # rows whose last neighbour is still under the threshold may have more: search them again, wider
-            more = (D[:, -1] <= threshold) & (kk < n)
-            rows, q, kk = rows[more], q[more], min(2 * kk, n)
+            more = (D[:, -1] <= threshold) & (kk < cap)
+            rows, q, kk = rows[more], q[more], min(2 * kk, cap)
     roots = np.array([uf.find(i) for i in range(n)])
     groups = {}
     for i, r in enumerate(roots):

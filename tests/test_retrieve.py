@@ -85,6 +85,10 @@ def test_auto_kind_and_backend_on_cpu(data):
         resolve_knn_backend("faiss-gpu", "flat")
     with pytest.raises(ConfigError, match="exact"):
         resolve_knn_backend("torch", "hnsw")
+    with pytest.raises(ConfigError, match="no CUDA"):  # the suite runs with CUDA hidden
+        resolve_knn_backend("auto", "flat", device="cuda")
+    torch_index = KNNIndex(backend="torch", device="cpu").fit(data[0][:100])
+    assert torch_index.device_.type == "cpu" and "torch" in torch_index.describe()
 
 
 # ------------------------------------------------------------------ ids & paths
