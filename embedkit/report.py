@@ -1,0 +1,158 @@
+"""Trained classifier folders and evaluation outputs.
+
+A model folder holds::
+
+    model.pkl    the fitted estimator (pickle)
+    model.json   format, identity of the codes (backbone/layer/weights/preprocessing), dim,
+                 post-processing (L2, PCA), classes, parameters, grid-search summary; written last
+    pca.npz      only when the training store was PCA-whitened (to transform new codes)
+    split.csv    path,split rows of the train/val/test split used (a valid --split-file)
+
+Every file is written to a temporary name and renamed, ``model.json`` last, so a
+folder without ``model.json`` is never taken for a model. An evaluation writes
+``report.json``, ``report.txt``, ``confusion.png``, ``per_class.png``,
+``failures.csv`` and ``failures.html`` (the paper's failure cases: misclassified
+items with their top-5 classes and scores).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MismatchError, StoreError
+from .metrics import classification_report, rank_classes, write_report, write_text_atomic
+
+MODEL_FORMAT = "embedkit-classifier/1"
+TOP_K = 5
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_csv_atomic(path, header, rows) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def save_model(out, clf, store, extra: dict | None = None, split_rows=None) -> Path:
+    """Save a fitted classifier trained on codes of ``store`` into folder ``out`` (atomically, model.json last)."""
+    from . import __version__
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands
+    _write_bytes_atomic(out / "model.pkl", pickle.dumps(clf, protocol=pickle.HIGHEST_PROTOCOL))
+    if store.meta.get("pca_whiten"):
+        tmp = out / "pca.npz.tmp"
+        shutil.copyfile(store.path / "pca.npz", tmp)
+        os.replace(tmp, out / "pca.npz")
+    if split_rows is not None:
+        write_csv_atomic(out / "split.csv", ("path", "split"), split_rows)
+    params = {k: v for k, v in clf.get_params().items() if isinstance(v, (str, int, float, bool, type(None)))}
+    meta = {
+        "format": MODEL_FORMAT, "embedkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "estimator": type(clf).__name__, "params": params, "gamma": getattr(clf, "gamma_", None),
+        "backend": getattr(clf, "backend_", "sklearn"), "classes": [str(c) for c in clf.classes_],
+        "dim": int(clf.n_features_in_), "identity": store.identity,
+        "postprocess": {"l2_normalize": bool(store.meta.get("l2_normalize")), "pca_whiten": store.meta.get("pca_whiten")},
+        "store": str(store.path), **(extra or {}),
+    }
+    write_text_atomic(out / "model.json", json.dumps(meta, indent=2, default=str))
+    return out
+
+
+def load_model(path):
+    """``(estimator, meta)`` of a model folder written by :func:`save_model`."""
+    path = Path(path)
+    if not (path / "model.json").exists():
+        raise StoreError(f"{str(path)!r} is not a classifier model: model.json is missing; "
+                         f"train one with `embedkit classify train CODES -o {path}`")
+    meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    if meta.get("format") != MODEL_FORMAT:
+        raise StoreError(f"{str(path)!r} holds format {meta.get('format')!r}, not {MODEL_FORMAT!r}; retrain the model")
+    with open(path / "model.pkl", "rb") as f:
+        clf = pickle.load(f)
+    return clf, meta
+
+
+def check_store_matches(meta: dict, store, model_path="the model") -> None:
+    """Refuse codes from another backbone/layer/dim/post-processing than the model's (MismatchError)."""
+    store.check_compatible(meta["identity"], what=f"the codes model {str(model_path)!r} was trained on")
+    pp = {"l2_normalize": bool(store.meta.get("l2_normalize")), "pca_whiten": store.meta.get("pca_whiten")}
+    if store.dim != meta["dim"] or pp != meta["postprocess"]:
+        raise MismatchError(f"store {str(store.path)!r} has {store.dim}-d codes with post-processing {pp}, model "
+                            f"{str(model_path)!r} expects {meta['dim']}-d with {meta['postprocess']}; embed with the "
+                            "same options as the training store")
+
+
+def postprocess(meta: dict, model_path, raw: np.ndarray) -> np.ndarray:
+    """Apply the training store's PCA-whitening / L2 normalisation to raw codes of new images."""
+    from .store import l2_normalize
+
+    x = np.asarray(raw, dtype=np.float32)
+    if meta["postprocess"].get("pca_whiten"):
+        with np.load(Path(model_path) / "pca.npz") as p:
+            x = (x - p["mean"]) @ p["components"].T / p["scale"]
+    if meta["postprocess"].get("l2_normalize"):
+        x = l2_normalize(x)
+    return x.astype(np.float32)
+
+
+def evaluate(clf, X, y, paths, k: int = TOP_K):
+    """``(report, failures)``: the metrics report and one row per misclassified item with its top-k."""
+    scores = clf.class_scores(X)
+    classes = [str(c) for c in clf.classes_]
+    rep = classification_report(y, scores, classes, ks=(1, k))
+    order = rank_classes(scores, min(k, scores.shape[1]))
+    failures = []
+    for i in np.flatnonzero(np.asarray(classes, dtype=object)[order[:, 0]] != np.asarray(y, dtype=object)):
+        ranked = [(classes[j], float(scores[i, j])) for j in order[i]]
+        failures.append({"path": paths[i], "true": str(y[i]), "pred": ranked[0][0], "top": ranked,
+                         "true_rank": next((r + 1 for r, (c, _) in enumerate(ranked) if c == str(y[i])), None)})
+    return rep, failures
+
+
+def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", gallery_limit: int = 300) -> dict:
+    """Write report.json/.txt, confusion.png, per_class.png, failures.csv/.html into ``out``; returns the paths."""
+    from .gallery import write_gallery
+    from .plots import confusion_matrix_png, per_class_bar_png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"report": out / "report.json", "table": out / "report.txt", "confusion": out / "confusion.png",
+             "per_class": out / "per_class.png", "failures_csv": out / "failures.csv", "failures_html": out / "failures.html"}
+    head = f"{title}: top-1 {rep['top1']:.4f}  top-{TOP_K} {rep[f'top{TOP_K}']:.4f}  ({rep['n']} items)"
+    write_report(rep, paths["report"], paths["table"], title=head)
+    confusion_matrix_png(np.asarray(rep["confusion"]), rep["classes"], paths["confusion"], title=f"Confusion matrix ({title})")
+    per_class_bar_png({c: r["top1"] for c, r in rep["per_class"].items() if r["top1"] is not None}, paths["per_class"],
+                      title=f"Per-class top-1 precision ({title})")
+    k = max((len(f["top"]) for f in failures), default=TOP_K)
+    rows = [[f["path"], f["true"], f["pred"], f["true_rank"] or ""]
+            + [v for j in range(k) for v in (f["top"][j] if j < len(f["top"]) else ("", ""))] for f in failures]
+    write_csv_atomic(paths["failures_csv"], ["path", "true", "pred", "true_rank"]
+                     + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows)
+    items = [{"path": f["path"], "ok": False,
+              "caption": f"true: {f['true']}\n" + "\n".join(f"{j + 1}. {c} ({s:.3f})" for j, (c, s) in enumerate(f["top"]))}
+             for f in failures[:gallery_limit]]
+    more = f" (first {gallery_limit} of {len(failures)})" if len(failures) > gallery_limit else ""
+    write_gallery(paths["failures_html"], f"Failure cases: {title}",
+                  [{"title": f"{len(failures)} misclassified of {rep['n']}{more}", "items": items}])
+    return paths
