@@ -1,0 +1,232 @@
+"""Views of the embedding: projections, saved projections, metrics, PNG/HTML output and `embedkit view`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from embedkit.device import has_module
+from embedkit.errors import ConfigError, DataError, MissingDependencyError
+from embedkit.store import CodeStore
+from embedkit.view import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
+from embedkit.viewhtml import write_view_html
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def blobs(n_per=40, k=3, d=64, seed=0, spread=0.3):
+    """``k`` well separated Gaussian blobs in ``d`` dims, labels 'c0'..."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 4
+    x = np.concatenate([c + spread * rng.normal(size=(n_per, d)) for c in centres]).astype(np.float32)
+    y = np.repeat([f"c{i}" for i in range(k)], n_per).astype(object)
+    return x, y
+
+
+def knn_acc_2d(xy, y, k=5):
+    """Leave-one-out k-NN accuracy of a 2-D map: do the classes stay together?"""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.model_selection import cross_val_score
+
+    return cross_val_score(KNeighborsClassifier(k), xy, y.astype(str), cv=5).mean()
+
+
+def make_store(root: Path, codes: np.ndarray, labels, paths) -> CodeStore:
+    """A minimal finished code store on disk (what embed writes), without running a backbone."""
+    root.mkdir(parents=True)
+    np.save(root / "codes.npy", codes.astype(np.float32))
+    with open(root / "items.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(("path", "label", "width", "height", "bytes", "sha1"))
+        w.writerows([[p, lab, 64, 64, 0, ""] for p, lab in zip(paths, labels)])
+    meta = {"identity": {"backbone": "synthetic", "layer": "x"}, "dim": codes.shape[1], "dtype": "float32",
+            "count": len(codes), "created": "2024-01-01T00:00:00"}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return CodeStore.open(root)
+
+
+@pytest.fixture
+def shape_store(shapes_dir, tmp_path):
+    """24 synthetic images (3 classes) with blob codes of their class, paths pointing at real PNGs."""
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))
+    labels = [Path(p).parent.name for p in paths]
+    x, _ = blobs(n_per=8, k=3, d=32)
+    return make_store(tmp_path / "store", x, labels, paths)
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.remote, self.data = [], [], {}
+        self._in = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        for key in ("src", "href"):
+            if str(a.get(key, "")).lower().startswith(("http://", "https://", "//")):
+                self.remote.append(a[key])
+        self._in = a.get("id")
+
+    def handle_data(self, data):
+        if self._in == "data":
+            self.data = json.loads(data)
+
+
+def test_pca_shape_seed_reproducible_and_fit_on_sample():
+    x, _ = blobs(n_per=50)
+    a = project(x, "pca", seed=1)
+    assert a.xy.shape == (150, 2) and a.xy.dtype == np.float32
+    assert np.array_equal(a.indices, np.arange(150))
+    np.testing.assert_array_equal(a.xy, project(x, "pca", seed=1).xy)
+    # Above max_points PCA is fitted on a sample and still applied to every row.
+    s = project(x, "pca", seed=1, max_points=40)
+    assert s.xy.shape == (150, 2) and s.params["n_fit"] == 40 and s.params["fraction"] == pytest.approx(40 / 150, 1e-4)
+
+
+def test_tsne_groups_blobs_reproducible_and_subsamples():
+    x, y = blobs(n_per=40, d=100)
+    a = project(x, "tsne", backend="opentsne", seed=3, pca_dims=20)
+    assert a.xy.shape == (120, 2) and a.params["backend"] == "opentsne" and a.params["pca_dims"] == 20
+    np.testing.assert_allclose(a.xy, project(x, "tsne", backend="opentsne", seed=3, pca_dims=20).xy)
+    assert not np.allclose(a.xy, project(x, "tsne", backend="opentsne", seed=4, pca_dims=20).xy)
+    assert knn_acc_2d(a.xy, y) == 1.0
+    s = project(x, "tsne", backend="sklearn", seed=0, max_points=30)
+    assert s.xy.shape == (30, 2) and len(np.unique(s.indices)) == 30 and s.indices.max() < 120
+    assert np.all(np.diff(s.indices) > 0) and s.params["fraction"] == 0.25
+
+
+def test_umap_groups_blobs_and_is_reproducible():
+    x, y = blobs(n_per=30, d=16)
+    a = project(x, "umap", seed=0)
+    assert a.xy.shape == (90, 2) and a.params["backend"] == "umap-learn"
+    np.testing.assert_allclose(a.xy, project(x, "umap", seed=0).xy, atol=1e-5)
+    assert knn_acc_2d(a.xy, y) == 1.0
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(DataError, match="at least 3 codes"):
+        project(np.zeros((1, 8), np.float32), "pca")
+    bad = np.ones((10, 4), np.float32)
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        project(bad, "pca")
+    with pytest.raises(ConfigError, match="umap, tsne, pca"):
+        project(np.ones((10, 4)), "mds")
+    with pytest.raises(ConfigError, match="opentsne"):
+        project(np.ones((10, 4)), "tsne", backend="umap-learn")
+
+
+@pytest.mark.skipif(has_module("cuml"), reason="cuML is installed here; the missing-dependency path cannot be shown")
+def test_cuml_backend_without_cuml_names_the_gpu_extra():
+    with pytest.raises(MissingDependencyError, match=r"embedkit\[gpu\]"):
+        project(np.ones((10, 4)), "umap", backend="cuml")
+
+
+def test_projection_save_load_roundtrip(tmp_path):
+    x, _ = blobs(n_per=20)
+    p = project(x, "tsne", backend="opentsne", max_points=30, seed=2)
+    p.save(tmp_path / "proj")
+    assert {f.name for f in (tmp_path / "proj").iterdir()} == {"proj.npy", "proj.json"}
+    q = Projection.load(tmp_path / "proj")
+    np.testing.assert_array_equal(q.xy, p.xy)
+    np.testing.assert_array_equal(q.indices, p.indices)
+    assert q.params["method"] == "tsne" and q.params["seed"] == 2 and q.params["max_points"] == 30
+
+
+def test_metrics_tell_grouped_from_shuffled_labels():
+    x, y = blobs(n_per=30, k=4, spread=1.0)
+    good = code_metrics(x, y)
+    assert good["knn_acc"] == 1.0 and good["silhouette"] > 0.5 and good["classes"] == 4
+    shuffled = code_metrics(x, np.random.default_rng(0).permutation(y))
+    assert shuffled["knn_acc"] < 0.5 and abs(shuffled["silhouette"]) < 0.1
+    with pytest.raises(DataError, match="at least 2 classes"):
+        code_metrics(x, np.array(["a"] * len(x), dtype=object))
+
+
+def test_png_is_valid_and_shows_one_distinct_colour_per_class(tmp_path):
+    x, y = blobs(n_per=30)
+    p = project(x, "pca")
+    out = plot_views([ViewPanel("blobs", p.xy, y)], tmp_path / "map.png")
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    img = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    cols = palette(["c0", "c1", "c2", "c3"])
+    assert len(set(palette([f"k{i}" for i in range(30)]).values())) == 30
+
+    def pixels_of(hexcol):
+        rgb = np.array([int(hexcol[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(img - rgb).max(-1) <= 6).sum())
+
+    for c in ("c0", "c1", "c2"):
+        assert pixels_of(cols[c]) > 30, f"class {c} colour {cols[c]} not in the figure"
+    assert pixels_of(cols["c3"]) == 0  # a class that is not there is not drawn
+
+
+def test_html_is_self_contained_with_hover_data(tmp_path, shapes_dir):
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))
+    y = np.array([Path(p).parent.name for p in paths], dtype=object)
+    xy = np.random.default_rng(0).normal(size=(len(paths), 2))
+    out = write_view_html(tmp_path / "map.html", [ViewPanel("a", xy, y, paths), ViewPanel("b", xy, y, paths)],
+                          thumbnails=5)
+    page = _Page()
+    page.feed(out.read_text(encoding="utf-8"))
+    assert page.remote == [] and page.tags.count("canvas") == 2 and "script" in page.tags
+    assert page.data["names"] == ["circle", "square", "triangle"]
+    assert len(page.data["thumbs"]) == 10 and all(t.startswith("data:image/png;base64,") for t in page.data["thumbs"])
+    pts = page.data["panels"][0]["xy"]
+    assert len(pts) == 24 and sum(q[3] >= 0 for q in pts) == 5
+    assert page.data["panels"][0]["paths"] == paths
+
+
+def test_view_without_labels_is_a_clear_error(tmp_path, shapes_dir):
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))
+    x, _ = blobs(n_per=8)
+    store = make_store(tmp_path / "nolabels", x, [""] * len(paths), paths)
+    with pytest.raises(DataError, match="no labels.*--color-by none"):
+        view(store, tmp_path / "m.png", method="pca")
+    res = view(store, tmp_path / "m.png", method="pca", color_by="none")
+    assert res.panels[0].metrics is None and (tmp_path / "m.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
+    from embedkit_cli.main import app
+
+    other = make_store(tmp_path / "other", np.random.default_rng(1).normal(size=(24, 32)), shape_store.labels,
+                       shape_store.paths)
+    run = CliRunner().invoke
+    out = tmp_path / "cmp.png"
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--thumbnails", "3"])
+    assert r.exit_code == 0, r.output
+    assert "silhouette" in r.output and "5-NN acc 1.000" in r.output  # blob codes group perfectly...
+    assert r.output.count("5-NN acc") == 2
+    w, h = Image.open(out).size
+    assert w > 1.6 * h  # two panels side by side
+    assert (tmp_path / "cmp.proj" / "0_store" / "proj.npy").exists() and (tmp_path / "cmp.proj" / "1_other" / "proj.json").exists()
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse"])
+    assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse", "--seed", "5"])
+    assert r.exit_code == 2 and "error:" in r.output and "seed" in r.output and "drop --reuse" in r.output
+    r = run(app, ["view", str(shape_store.path), "-o", str(tmp_path / "m.svg")])
+    assert r.exit_code == 2 and ".png" in r.output and ".html" in r.output
+    r = run(app, ["view", str(shape_store.path), "-o", str(tmp_path / "m.html"), "--method", "tsne", "--backend", "sklearn"])
+    assert r.exit_code == 0, r.output
+    page = _Page()
+    page.feed((tmp_path / "m.html").read_text(encoding="utf-8"))
+    assert page.remote == [] and len(page.data["panels"][0]["xy"]) == 24
+
+
+def test_real_codes_group_by_class(emoji_store, tmp_path):
+    """On the real illustration codes, neighbours share the class far above chance (1/30), and the map is drawn."""
+    res = view(emoji_store, tmp_path / "emoji.png", method="tsne", thumbnails=10, max_points=200)
+    m = res.panels[0].metrics
+    assert m["classes"] == 30 and m["knn_acc"] > 0.5 and m["silhouette"] > 0
+    assert len(res.panels[0].xy) == 200 and res.params[0]["fraction"] == pytest.approx(200 / 366, 1e-4)
+    img = Image.open(tmp_path / "emoji.png")
+    assert img.format == "PNG" and img.size[0] > 600
