@@ -194,7 +194,7 @@ def build_model(cfg: FinetuneConfig, class_names: list):
     return model, layers, plan, resized(pre, cfg.input_size), not same
 
 
-def _optimizer(cfg, model, layers, plan, phase_epochs: int):
+def make_optimizer(cfg, model, layers, plan, phase_epochs: int):
     """SGD with one parameter group per learning rate, and the schedule; frozen layers get no gradient."""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -385,7 +385,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         log(layer_table(layers, p))
         log("re-initialised: " + format_ranges(i for i, (a, _) in p.items() if a == "reinit")
             + "; trained: " + format_ranges(p) + "; frozen: " + format_ranges(set(range(1, len(layers) + 1)) - set(p)))
-        return _optimizer(cfg, model, layers, p, n_ep)
+        return make_optimizer(cfg, model, layers, p, n_ep)
 
     start, history, best, best_epoch, since_best = 0, [], None, 0, 0
     if state is not None:
