@@ -117,7 +117,11 @@ class Backbone:
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes of a preprocessed batch (B, 3, H, W) as float32 CPU tensor (B, D)."""
+        """Codes of a batch (B, 3, H, W) as float32 CPU tensor (B, D).
+
+        ``x`` is either normalised float (``preprocessing.transform()``) or uint8 from
+        ``preprocessing.transform_uint8()``, which is normalised here, on the device.
+        """
         n = x.shape[0]
         step = min(self.micro_batch or n, n)
         outs, i = [], 0
@@ -134,8 +138,12 @@ class Backbone:
         return torch.cat(outs) if len(outs) > 1 else outs[0]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward one micro-batch; uint8 input (from the loaders) is normalised on the device."""
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = self.preprocessing.normalize_batch(x)
         if self.device.type == "cuda":
-            x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out = self.model(x)
         else:
@@ -149,7 +157,7 @@ class Backbone:
 
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        tf = self.transform
+        tf = self.preprocessing.transform_uint8()
         return self.forward(torch.stack([tf(to_rgb(im)) for im in images])).numpy()
 
     def embed_paths(self, paths: Sequence[str], batch_size: int | None = None, workers: int | None = None):
@@ -174,7 +182,7 @@ class Backbone:
         if bs < 1:
             raise ConfigError(f"batch size {bs} is not valid; use a positive integer")
         nw = default_workers() if workers is None else int(workers)
-        ds = ImageDataset(items, self.transform, want_sha1)
+        ds = ImageDataset(items, self.preprocessing.transform_uint8(), want_sha1)
         sub = Subset(ds, range(start, len(items))) if start else ds
         loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=nw, collate_fn=collate_skipping,
                             pin_memory=self.device.type == "cuda", prefetch_factor=4 if nw else None,
