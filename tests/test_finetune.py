@@ -20,8 +20,8 @@ from embedkit.weights import load_model
 from conftest import make_shape_image
 
 CLASSES = ["circle", "square", "triangle"]
-# efficientnet_lite0 has real weights offline; 48 px keeps a CPU epoch to a few seconds.
-FAST = dict(backbone="efficientnet_lite0", input_size=48, batch_size=8, workers=0)
+# efficientnet_lite0 has real weights offline; 32 px keeps a CPU epoch to a few seconds.
+FAST = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8, workers=0)
 
 
 def _shapes(root, n=8, classes=CLASSES, bad=True):
@@ -214,14 +214,14 @@ def test_export_embed_round_trip(adaptive_run, data_dir, tmp_path):
     model, info = load_model(spec, res.best_path)
     assert (info.kind, info.num_classes, info.class_names) == ("checkpoint", 3, CLASSES)
     best = torch.load(res.best_path, weights_only=True)
-    assert best["preprocessing"]["input_size"] == 48 and best["default_layer"] == spec.default_layer
+    assert best["preprocessing"]["input_size"] == 32 and best["default_layer"] == spec.default_layer
     store = embedkit.embed(data_dir, tmp_path / "codes", backbone="efficientnet_lite0", weights=str(res.best_path),
                            progress=False, workers=0).store
     assert len(store) == 24 and store.dim == 1280 and len(store.skipped) == 1
-    assert store.identity["weights"]["kind"] == "checkpoint" and store.identity["preprocessing"]["input_size"] == 48
+    assert store.identity["weights"]["kind"] == "checkpoint" and store.identity["preprocessing"]["input_size"] == 32
     # the classifier head came along: logits from the exported backbone are the fine-tuned model's
     bb = embedkit.Backbone("efficientnet_lite0", layer="logits", weights=str(res.best_path), device="cpu")
-    x = torch.randn(2, 3, 48, 48)
+    x = torch.randn(2, 3, 32, 32)
     model.eval()
     with torch.no_grad():
         assert torch.allclose(bb.forward(x), model(x), atol=1e-5)
@@ -243,7 +243,7 @@ def test_checkpoint_for_other_classes(adaptive_run, tmp_path):
     with pytest.raises(MismatchError, match="3 classes.*--new-head"):
         finetune(two, tmp_path / "r", weights=str(res.best_path), progress=False, log=lambda m: None, **FAST)
     r = CliRunner().invoke(embedkit_cli_app(), ["finetune", str(two), "-o", str(tmp_path / "r"), "--weights",
-                                                str(res.best_path), "--input-size", "48"])
+                                                str(res.best_path), "--input-size", "32"])
     assert r.exit_code == 2 and "error:" in r.output and "--new-head" in r.output
     ok = finetune(two, tmp_path / "r3", weights=str(res.best_path), new_head=True, strategy="head", epochs=1,
                   progress=False, log=lambda m: None, **FAST)
@@ -260,7 +260,7 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(embedkit_cli_app(), [
         "finetune", str(data_dir), "-o", str(out), "--backbone", "efficientnet_lite0", "--strategy", "head",
-        "--epochs", "1", "--input-size", "48", "--batch-size", "8", "--no-augment", "--eval-test"])
+        "--epochs", "1", "--input-size", "32", "--batch-size", "8", "--no-augment", "--eval-test"])
     assert r.exit_code == 0, r.output
     assert "layer" in r.output and "frozen" in r.output and "classifier" in r.output
     assert "best backbone" in r.output and "broken.png" in r.output and "test acc" in r.output
