@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as _SkNotFitted
 from sklearn.utils.multiclass import check_classification_targets
 
 from .errors import ConfigError, DataError, NotFittedError
@@ -60,9 +61,36 @@ def check_labels(y, n: int, min_classes: int = 2) -> np.ndarray:
         raise DataError("some items have no label; put each image in a class sub-folder (or give a label column)")
     k = len(np.unique(y))
     if k < min_classes:
-        raise DataError(f"classification needs at least {min_classes} classes, got {k} ({np.unique(y)[:3].tolist()}); "
-                        "add images of other classes")
+        raise DataError(f"classification needs at least {min_classes} classes, got {k} "
+                        f"({'one class' if k == 1 else 'classes'} {np.unique(y)[:3].tolist()}); add images of other classes")
     return y
+
+
+class EstimatorNotFittedError(NotFittedError, _SkNotFitted):
+    """Not fitted yet: embedkit's error that scikit-learn (``GridSearchCV``, ``check_is_fitted``) recognises too."""
+
+
+def validated(est, X, y="no_validation", reset: bool = False):
+    """scikit-learn's input validation (2-D, numeric, dense, ``n_features_in_``) with our errors and NaN check.
+
+    ``reset=True`` (in ``fit``) records ``n_features_in_``; otherwise X must match it.
+    """
+    from sklearn.utils.validation import check_is_fitted, validate_data
+
+    if not reset:
+        try:
+            check_is_fitted(est)
+        except _SkNotFitted as exc:
+            raise EstimatorNotFittedError(f"this {type(est).__name__} is not fitted yet; call fit(X, y) first") from exc
+    try:
+        out = validate_data(est, X, y, reset=reset, ensure_all_finite=False)
+    except ValueError as exc:
+        raise DataError(f"codes cannot be used: {exc}") from exc
+    X, y = out if isinstance(out, tuple) else (out, None)
+    X = check_codes(X)
+    if y is not None:
+        y = check_labels(y, X.shape[0])
+    return X, y
 
 
 def resolve_gamma(gamma, X) -> float:
@@ -145,12 +173,10 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         """Fit on codes ``X`` (N x D) and labels ``y``; returns self."""
         backend = self._check_params()
-        X = check_codes(X)
-        y = check_labels(y, X.shape[0])
+        X, y = validated(self, X, y, reset=True)
         if self.kernel == "precomputed" and X.shape[0] != X.shape[1]:
             raise DataError(f"a precomputed train kernel must be square, got shape {X.shape}")
         self.classes_, yi = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
         self.backend_ = backend
         self.gamma_ = resolve_gamma(self.gamma, X) if self.kernel != "precomputed" else None
         sw = None
@@ -167,6 +193,7 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
             self.estimators_ = [self._svc(cw, "ovr").fit(X, yi, sample_weight=sw)]
         else:
             self._fit_ovr(X, yi, sw)
+        self.n_iter_ = int(np.max([np.max(getattr(e, "n_iter_", 0)) for e in self.estimators_]))
         return self
 
     def _svc(self, class_weight, shape="ovr"):
@@ -200,9 +227,7 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
         self.estimators_ = [model]
 
     def _check_fitted(self, X):
-        if not hasattr(self, "estimators_"):
-            raise NotFittedError("this SVMClassifier is not fitted yet; call fit(X, y) first")
-        return check_codes(X, dim=self.n_features_in_)
+        return validated(self, X)[0]
 
     def class_scores(self, X) -> np.ndarray:
         """Per-class decision values, N x n_classes (columns in ``classes_`` order), larger = more likely."""
@@ -243,24 +268,23 @@ class LogisticBaseline(_TopKMixin, ClassifierMixin, BaseEstimator):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        X = check_codes(X)
-        y = check_labels(y, X.shape[0])
-        self.classes_, yi = np.unique(y, return_inverse=True)
-        self.n_features_in_ = X.shape[1]
+        X, y = validated(self, X, y, reset=True)
+        self.classes_ = np.unique(y)
         self.model_ = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=self.max_iter,
                                                                          class_weight=self.class_weight))
         self.model_.fit(X, y)  # its classes_ are np.unique(y), the same order as ours
+        self.n_iter_ = int(np.max(self.model_[-1].n_iter_))
         return self
 
     def class_scores(self, X) -> np.ndarray:
         """Per-class log-probabilities, N x n_classes."""
-        if not hasattr(self, "model_"):
-            raise NotFittedError("this LogisticBaseline is not fitted yet; call fit(X, y) first")
-        return self.model_.predict_log_proba(check_codes(X, dim=self.n_features_in_))
+        X = validated(self, X)[0]
+        return self.model_.predict_log_proba(X)
 
     def decision_function(self, X):
         s = self.class_scores(X)
         return s[:, 1] - s[:, 0] if len(self.classes_) == 2 else s
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.class_scores(X), axis=1)]
+        s = self.class_scores(X)  # checks fitted before classes_ is touched
+        return self.classes_[np.argmax(s, axis=1)]
