@@ -287,35 +287,40 @@ class KNNIndex:
         return (1.0 - S) if self.metric == "cosine" else -S
 
     def _search_torch(self, Q, k):
-        """Exact search: (query chunk x database chunk) matmul, top-k per chunk, merged top-k."""
+        """Exact search: (query chunk x database chunk) matmul, top-k per chunk, merged top-k.
+
+        Scores are ranked before turning into distances: ``|x|^2 - 2<q,x>`` (one fused addmm; ``|q|^2``
+        is added at the end) for l2, ``<q,x>`` (largest first) for ip/cosine.
+        """
         import torch
 
         V, out_d, out_i = self.vectors_, [], []
-        qc = 4096 if self.device_.type == "cuda" else 1024
-        dc = int(self.chunk_size)
+        cuda = self.device_.type == "cuda"
+        qc = 4096 if cuda else 1024
+        dc = int(self.chunk_size) if cuda else min(int(self.chunk_size), 16384)  # CPU: distance block stays in cache-friendly 64 MB
+        largest = self.metric != "l2"
         for i in range(0, Q.shape[0], qc):
             q = torch.from_numpy(self._prep(Q[i:i + qc])).to(self.device_)
-            best_d = best_i = None
+            best_s = best_i = None
             for j in range(0, self.n_, dc):
-                s = q @ V[j:j + dc].T
                 if self.metric == "l2":
-                    dist = (self.sqnorms_[j:j + dc][None, :] - 2 * s) + (q * q).sum(1, keepdim=True)
+                    s = torch.addmm(self.sqnorms_[j:j + dc], q, V[j:j + dc].T, alpha=-2)
                 else:
-                    dist = (1.0 - s) if self.metric == "cosine" else -s
-                kk = min(k, dist.shape[1])
-                d_, i_ = torch.topk(dist, kk, dim=1, largest=False, sorted=False)
+                    s = q @ V[j:j + dc].T
+                s_, i_ = torch.topk(s, min(k, s.shape[1]), dim=1, largest=largest, sorted=False)
                 i_ = i_ + j
-                if best_d is not None:
-                    d_, i_ = torch.cat([best_d, d_], 1), torch.cat([best_i, i_], 1)
-                    kk = min(k, d_.shape[1])
-                    d_, pos = torch.topk(d_, kk, dim=1, largest=False, sorted=False)
+                if best_s is not None:
+                    s_, i_ = torch.cat([best_s, s_], 1), torch.cat([best_i, i_], 1)
+                    s_, pos = torch.topk(s_, min(k, s_.shape[1]), dim=1, largest=largest, sorted=False)
                     i_ = torch.gather(i_, 1, pos)
-                best_d, best_i = d_, i_
-            best_d, order = torch.sort(best_d, dim=1)
+                best_s, best_i = s_, i_
+            best_s, order = torch.sort(best_s, dim=1, descending=largest)
             best_i = torch.gather(best_i, 1, order)
             if self.metric == "l2":
-                best_d = best_d.clamp_min(0)
-            out_d.append(best_d.float().cpu().numpy())
+                d = (best_s + (q * q).sum(1, keepdim=True)).clamp_min(0)
+            else:
+                d = (1.0 - best_s) if self.metric == "cosine" else -best_s
+            out_d.append(d.float().cpu().numpy())
             out_i.append(best_i.cpu().numpy())
         return np.concatenate(out_d).astype(np.float32), np.concatenate(out_i).astype(np.int64)
 
