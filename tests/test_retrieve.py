@@ -325,3 +325,18 @@ def test_neighbors_cli_dedupe_and_errors(shape_store, tmp_path):
     ]:
         res = CliRunner().invoke(app, ["neighbors", *argv])
         assert res.exit_code == 2 and "error:" in res.output and match in res.output, (argv, res.output)
+
+
+def test_neighbors_cli_rebuilds_stale_cache(shape_store):
+    from embedkit_cli.main import app
+
+    root, store = shape_store
+    folder = store.path / "index" / "l2-flat"
+    # a cached index of other codes (another layer, fewer rows) must not be used
+    KNNIndex(kind="flat").fit(store.codes[:5], identity=dict(store.identity, layer="x")).save(folder)
+    args = ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path), "--metric", "l2",
+            "--kind", "flat", "-k", "3", "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "[built]" in res.output and "(19 x " in res.output, res.output
+    assert KNNIndex.load(folder, store=store).n_ == len(store)
+    assert "[loaded]" in CliRunner().invoke(app, args).output
