@@ -55,7 +55,7 @@ def _fractions(_ctx, _param, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--input-size", type=click.IntRange(min=16), default=None, help="Input resolution (default: the backbone's).")
 @device_option
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Decoding processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")
 @click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT (same epoch, optimizer, schedule, RNG).")

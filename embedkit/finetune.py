@@ -30,10 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import TrainingData, make_loader, prepare_data, resized, train_transform
+from .augment import make_loader, prepare_data, resized, train_transform
 from .backbones import Preprocessing, get_spec
 from .device import resolve_device
 from .errors import ConfigError, MismatchError
+from .extract import default_workers
 from .layers import format_ranges, layer_table, parse_layers, weight_layers
 from .store import write_json_atomic
 from .weights import CHECKPOINT_FORMAT, load_model, read_checkpoint
@@ -78,7 +79,7 @@ class FinetuneConfig:
     seed: int = 0
     input_size: int | None = None
     device: str = "auto"
-    workers: int = 0
+    workers: int | None = None  # decoding processes; None = half the cores (seeded either way)
     eval_test: bool = False
     new_head: bool = False
 
@@ -226,21 +227,21 @@ def _freeze_norms(model: nn.Module) -> None:
             m.eval()
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
     st = np.random.get_state()
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": (st[0], st[1].tolist(), int(st[2]), int(st[3]), float(st[4]))}
-    if torch.cuda.is_initialized():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    if "cuda" in state and torch.cuda.is_initialized():
+    if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -309,20 +310,6 @@ def _write_history(history: list, out: Path) -> None:
         learning_curves_png(history, out / "curves.png", title="Fine-tuning")
 
 
-def _write_inputs(out: Path, cfg: FinetuneConfig, data: TrainingData) -> None:
-    write_json_atomic(out / "config.json", asdict(cfg))
-    write_json_atomic(out / "split.json", {
-        "classes": data.class_names,
-        **{part: [{"index": int(i), "path": data.items[i].path, "label": data.items[i].label}
-                  for i in data.part(part)] for part in ("train", "val", "test")}})
-    tmp = out / "skipped.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "reason"])
-        w.writerows(data.skipped)
-    os.replace(tmp, out / "skipped.csv")
-
-
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
     old = FinetuneConfig(**{**saved, "split": tuple(saved["split"])})
     diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
@@ -360,11 +347,14 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
                           "or start over with --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if cfg.workers is None:
+        cfg.workers = default_workers()
     data = prepare_data(source, cfg.split, cfg.seed, cfg.split_file, cfg.workers, progress)
     if state is not None and state["split_paths"] != [data.items[i].path for i in data.part("train")]:
         raise MismatchError(f"the images of {str(source)!r} are not those of the interrupted run (the training "
                             "split differs); resume with the same images or start over with --overwrite")
-    _write_inputs(out, cfg, data)
+    write_json_atomic(out / "config.json", asdict(cfg))
+    data.write(out)
 
     model, layers, plan, pre, fresh = build_model(cfg, data.class_names)
     model.to(device)
@@ -398,7 +388,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"], device)
 
     t_start, images, stopped, pin = time.perf_counter(), 0, False, device.type == "cuda"
     val_loader = make_loader(data, "val", pre.transform(), cfg.batch_size, cfg.workers, pin_memory=pin)
@@ -437,7 +427,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
             opt, sched = phase_setup(phase_of(cfg, epoch + 1))  # the checkpoint holds the next phase's optimizer
         _save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
-                      "epoch": epoch + 1, "rng": _rng_state(), "history": history, "best": best,
+                      "epoch": epoch + 1, "rng": _rng_state(device), "history": history, "best": best,
                       "best_epoch": best_epoch, "since_best": since_best, "config": asdict(cfg),
                       "class_names": data.class_names,
                       "split_paths": [data.items[i].path for i in data.part("train")]}, last_path)

@@ -260,7 +260,7 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(embedkit_cli_app(), [
         "finetune", str(data_dir), "-o", str(out), "--backbone", "efficientnet_lite0", "--strategy", "head",
-        "--epochs", "1", "--input-size", "32", "--batch-size", "8", "--no-augment", "--eval-test"])
+        "--epochs", "1", "--input-size", "32", "--batch-size", "8", "--no-augment", "--eval-test", "--workers", "0"])
     assert r.exit_code == 0, r.output
     assert "layer" in r.output and "frozen" in r.output and "classifier" in r.output
     assert "best backbone" in r.output and "broken.png" in r.output and "test acc" in r.output
