@@ -28,7 +28,9 @@ from embedkit.view import COLOR_BY, METHODS
 @click.option("--proj-dir", type=click.Path(file_okay=False), default=None,
               help="Where proj.npy + proj.json go (default: <out stem>.proj/ next to OUT).")
 @click.option("--title", default=None, help="Figure title.")
-def command(codes, out, method, backend, thumbnails, seed, max_points, pca_dims, color_by, reuse, proj_dir, title):
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(codes, out, method, backend, thumbnails, seed, max_points, pca_dims, color_by, reuse, proj_dir, title,
+            quiet):
     """Project the code store CODES (and CODES2... to compare, side by side) to 2-D and draw it.
 
     Prints the silhouette score and 5-NN leave-one-out accuracy of each store's codes
@@ -38,5 +40,5 @@ def command(codes, out, method, backend, thumbnails, seed, max_points, pca_dims,
 
     res = view(list(codes), out, method=method, backend=backend, seed=seed, max_points=max_points,
                pca_dims=pca_dims, thumbnails=thumbnails, color_by=color_by, reuse=reuse, proj_dir=proj_dir,
-               title=title)
+               title=title, progress=not quiet)
     click.echo(res.summary())

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .view import ViewPanel, metrics_line, palette, spread_sample
+from .viewplot import ViewPanel, metrics_line, palette, spread_sample
 
 _CSS = """body{font-family:sans-serif;margin:1em;color:#222}h1{font-size:1.2em}
 .panels{display:flex;flex-wrap:wrap;gap:16px}.panel h2{font-size:1em;margin:.2em 0}.panel .m{font-size:.85em;color:#555}
