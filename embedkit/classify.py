@@ -218,7 +218,7 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
     def _fit_cuml(self, X, yi, sw):  # pragma: no cover - needs a CUDA machine with cuML
         from .device import optional_import
 
-        svm = optional_import("cuml.svm", "SVM classification with backend='cuml'")
+        svm = optional_import("cuml", "SVM classification with backend='cuml'").svm
         cw = self.class_weight if self.class_weight in (None, "balanced") else None
         model = svm.SVC(kernel=self.kernel, C=float(self.C), gamma=self.gamma_, coef0=float(self.coef0),
                         degree=int(self.degree), class_weight=cw, tol=self.tol, cache_size=self.cache_size,
@@ -235,7 +235,14 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
         if self.decision == "ovr" and self.backend_ == "sklearn":
             d = np.column_stack([e.decision_function(X) for e in self.estimators_])
             return _as_2col(d[:, 0]) if len(self.classes_) == 2 else d
-        return _as_2col(np.asarray(self.estimators_[0].decision_function(X)))
+        d = np.asarray(self.estimators_[0].decision_function(X), dtype=np.float64)
+        k = len(self.classes_)
+        if self.backend_ == "cuml" and d.ndim == 2 and k > 2 and d.shape[1] != k:  # pragma: no cover - cuML ovo
+            # pairwise values in libsvm's (0,1), (0,2)... order -> votes + confidences, as scikit-learn's SVC does
+            from sklearn.utils.multiclass import _ovr_decision_function
+
+            d = _ovr_decision_function(d < 0, -d, k)
+        return _as_2col(d)
 
     def decision_function(self, X) -> np.ndarray:
         """Decision values: (N,) for two classes (positive = ``classes_[1]``), else N x n_classes."""

@@ -1,0 +1,100 @@
+"""Grid search of SVM hyper-parameters: embedkit (precomputed kernels from one Gram matrix) vs GridSearchCV(SVC).
+
+Both search the same folds x kernels x C x gamma grid on the same codes and are
+scored by accuracy; the script prints both times, their ratio, both best
+parameters/scores and the largest difference between the two CV score tables.
+
+    python benchmarks/bench_classify.py                       # full size: 5000 x 1280, 3 folds x 2 x 5 x 5
+    python benchmarks/bench_classify.py --n 1500 --jobs 2     # quick
+    python benchmarks/bench_classify.py --sk-points 6         # sklearn on 6 grid points only, time extrapolated
+    python benchmarks/bench_classify.py --store codes/        # real codes from a store
+
+Codes are synthetic by default: 10 classes of Gaussian clusters on a 64-d
+subspace, lifted to D dims and passed through a ReLU (non-negative, correlated,
+like CNN codes). Measured figures are in benchmarks/results/bench_classify.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def synthetic_codes(n, d, k, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (k, 64))
+    y = rng.integers(0, k, n)
+    z = centres[y] + rng.normal(0, 2.5, (n, 64))  # overlapping classes: accuracy well below 1
+    lift = rng.normal(0, 1 / 8, (64, d))
+    return np.maximum(z @ lift + 0.2, 0).astype(np.float32), np.array([f"class{i}" for i in y], dtype=object)
+
+
+def main(argv=None):
+    from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
+    from sklearn.svm import SVC
+
+    from embedkit.gridsearch import grid_search_svm, param_grid, resolve_gammas
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=5000, help="codes (rows)")
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--store", default=None, help="use the codes of this store instead of synthetic ones")
+    ap.add_argument("--kernels", default="rbf,sigmoid")
+    ap.add_argument("--C", dest="cs", default="0.1,1,10,100,1000")
+    ap.add_argument("--gamma", dest="gammas", default="0.01*scale,0.1*scale,scale,10*scale,1e-4")
+    ap.add_argument("--cv", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2, help="parallel jobs, the same for both")
+    ap.add_argument("--gram-dtype", default="float64", choices=["float64", "float32"])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sk-points", type=int, default=0,
+                    help="run GridSearchCV on this many grid points only (random, seeded) and extrapolate its time")
+    args = ap.parse_args(argv)
+
+    if args.store:
+        from embedkit.store import CodeStore
+
+        st = CodeStore.open(args.store)
+        X, y = np.asarray(st.codes, np.float32)[: args.n], st.labels[: args.n]
+    else:
+        X, y = synthetic_codes(args.n, args.dim, args.classes)
+    kernels = args.kernels.split(",")
+    cs = [float(c) for c in args.cs.split(",")]
+    gammas = [g if "scale" in g else float(g) for g in args.gammas.split(",")]
+    folds = list(StratifiedKFold(args.cv, shuffle=True, random_state=0).split(X, y))
+    grid = param_grid(kernels, cs, resolve_gammas(gammas, X))
+    n_points = len(ParameterGrid(grid))
+    print(f"{X.shape[0]} x {X.shape[1]} codes, {len(set(y))} classes; {args.cv} folds x {n_points} grid points; "
+          f"{args.jobs} jobs")
+
+    t = time.perf_counter()
+    ours = grid_search_svm(X, y, kernels, cs, gammas, cv=folds, decision="ovo", n_jobs=args.jobs,
+                           gram_dtype=args.gram_dtype, device=args.device, progress=True)
+    t_ours = time.perf_counter() - t
+    print(f"embedkit grid_search_svm: {t_ours:.1f}s  best {ours.best_params}  score {ours.best_score:.6f}")
+
+    points = list(ParameterGrid(grid))
+    subset = list(range(n_points))
+    if 0 < args.sk_points < n_points:
+        subset = sorted(np.random.default_rng(0).choice(n_points, args.sk_points, replace=False).tolist())
+    sk_grid = [{k: [v] for k, v in points[i].items()} for i in subset]
+    t = time.perf_counter()
+    ref = GridSearchCV(SVC(), sk_grid, cv=folds, n_jobs=args.jobs).fit(X, y)
+    t_sk = time.perf_counter() - t
+    ours_scores = np.array([ours.rows[i]["mean_score"] for i in subset])
+    diff = float(np.abs(ours_scores - ref.cv_results_["mean_test_score"]).max())
+    if len(subset) == n_points:
+        print(f"sklearn GridSearchCV(SVC): {t_sk:.1f}s  best {ref.best_params_}  score {ref.best_score_:.6f}")
+        print(f"speed-up {t_sk / t_ours:.1f}x; max |CV score difference| over the grid {diff:.2g}; "
+              f"same best params: {ref.best_params_ == ours.best_params}")
+    else:
+        est = t_sk * n_points / len(subset)
+        print(f"sklearn GridSearchCV(SVC) on {len(subset)} of {n_points} points: {t_sk:.1f}s "
+              f"-> about {est:.0f}s for the grid (extrapolated)")
+        print(f"speed-up about {est / t_ours:.1f}x (extrapolated); max |CV score difference| on those points {diff:.2g}")
+
+
+if __name__ == "__main__":
+    main()
