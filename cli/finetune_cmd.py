@@ -49,10 +49,12 @@ def _fractions(_ctx, _param, value):
 @click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
               help="Validation metric for the best checkpoint, plateau and early stopping.")
 @click.option("--early-stop", "patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
-@click.option("--split", default="0.64,0.16,0.20", show_default=True, callback=_fractions,
-              help="train,val,test fractions (stratified, seeded: the same split as classify).")
+@click.option("--fractions", "--split", "split", default="0.64,0.16,0.20", show_default=True, callback=_fractions,
+              help="Train,val,test fractions (stratified and seeded: the same split as classify train).")
 @click.option("--split-file", type=click.Path(exists=True), default=None, help="CSV of path,split rows instead of fractions.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--split-by", type=click.Choice(["design"]), default=None,
+              help="Hold out whole designs (file names) for val/test, as classify --split-by design.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, initialisation and sampling.")
 @click.option("--input-size", type=click.IntRange(min=16), default=None, help="Input resolution (default: the backbone's).")
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")

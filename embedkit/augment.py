@@ -20,7 +20,7 @@ import torch
 from .backbones import Preprocessing
 from .errors import ConfigError, DataError
 from .read import ImageDataset, Item, collate_skipping, discover
-from .splits import Split, split_from_file, stratified_split
+from .splits import Split, design_of, group_split, split_from_file, stratified_split
 
 
 def resized(pre: Preprocessing, input_size: int | None) -> Preprocessing:
@@ -101,8 +101,25 @@ def readable(items: list[Item], workers: int = 0, progress: bool = True) -> tupl
     return [it for i, it in enumerate(items) if i in keep], [(items[i].path, reason) for i, reason in sorted(bad)]
 
 
+def _split(items, labels, fractions, seed, split_file, split_by) -> Split:
+    """The split ``embedkit classify`` makes of a store of these items, with the same options."""
+    if split_file:
+        return split_from_file([it.path for it in items], split_file)
+    if split_by:
+        if split_by != "design":
+            raise ConfigError(f"split_by={split_by!r} is not valid for fine-tuning; use 'design' (hold out whole "
+                              "file-name groups, as classify --split-by design) or no split_by")
+        from .classify_run import pick_groups  # the same seeded choice of groups as classify
+
+        groups = np.array([design_of(it.path) for it in items], dtype=object)
+        test = pick_groups(groups, fractions[2], seed)
+        val = pick_groups(groups, fractions[1], seed + 1, exclude=test) if fractions[1] > 0 else []
+        return group_split(groups, test, val)
+    return stratified_split(labels, fractions, seed)
+
+
 def prepare_data(source, fractions=(0.64, 0.16, 0.20), seed: int = 0, split_file=None, workers: int = 0,
-                 progress: bool = True) -> TrainingData:
+                 progress: bool = True, split_by: str | None = None) -> TrainingData:
     """Find, check and split the labelled images of ``source`` (folder of class sub-folders or labelled CSV)."""
     items = discover(source)
     unlabelled = [it.path for it in items if not it.label]
@@ -118,12 +135,11 @@ def prepare_data(source, fractions=(0.64, 0.16, 0.20), seed: int = 0, split_file
         raise DataError(f"fine-tuning a classifier needs at least 2 classes; {str(source)!r} has only "
                         f"{class_names!r} ({len(items)} images); add one sub-folder per class")
     targets = np.searchsorted(class_names, labels).astype(np.int64)
-    split = split_from_file([it.path for it in items], split_file) if split_file else \
-        stratified_split(labels, fractions, seed)
+    split = _split(items, labels, fractions, seed, split_file, split_by)
     for part in ("train", "val"):
         if len(getattr(split, part)) == 0:
             raise DataError(f"the {part} split is empty ({split.sizes()} images with fractions {tuple(fractions)}); "
-                            "give it a share, e.g. --split 0.64,0.16,0.20, or add images")
+                            "give it a share, e.g. --fractions 0.64,0.16,0.20, or add images")
     missing = sorted(set(class_names) - set(labels[split.train].tolist()))
     if missing:
         raise DataError(f"classes {missing} have no training image; add images or change the split")

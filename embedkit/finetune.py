@@ -76,6 +76,7 @@ class FinetuneConfig:
     patience: int | None = None  # early stopping after this many epochs without improvement
     split: tuple = (0.64, 0.16, 0.20)
     split_file: str | None = None
+    split_by: str | None = None  # "design": hold out whole file-name groups, as classify --split-by design
     seed: int = 0
     input_size: int | None = None
     device: str = "auto"
@@ -115,12 +116,14 @@ class FinetuneResult:
     stopped_early: bool = False
     test: dict | None = None
     skipped: list = field(default_factory=list)
+    epochs_run: int = 0  # epochs trained by this call (fewer than len(history) after a resume)
 
     def summary(self) -> str:
-        ips = self.images / self.seconds if self.seconds > 0 else 0.0
+        train_s = sum(float(r["seconds"]) for r in self.history[-self.epochs_run:]) if self.epochs_run else 0.0
+        ips = self.images / train_s if train_s > 0 else 0.0
         last = self.history[-1] if self.history else {}
-        s = (f"fine-tuned {len(self.history)} epochs up to epoch {last.get('epoch', 0)} in {self.seconds:.1f} s "
-             f"({ips:.1f} images/s){' (stopped early)' if self.stopped_early else ''}; best {self.monitor} "
+        s = (f"fine-tuned {self.epochs_run} epochs (to epoch {last.get('epoch', 0)}) in {self.seconds:.1f} s, "
+             f"training at {ips:.1f} images/s{' (stopped early)' if self.stopped_early else ''}; best {self.monitor} "
              f"{self.best_metric:.4f} at epoch {self.best_epoch}; {len(self.skipped)} images skipped")
         if self.test:
             s += f"; test acc {self.test['test_acc']:.4f} ({self.test['test_images']} images)"
@@ -349,7 +352,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     device = resolve_device(cfg.device)
     if cfg.workers is None:
         cfg.workers = default_workers()
-    data = prepare_data(source, cfg.split, cfg.seed, cfg.split_file, cfg.workers, progress)
+    data = prepare_data(source, cfg.split, cfg.seed, cfg.split_file, cfg.workers, progress, cfg.split_by)
     if state is not None and state["split_paths"] != [data.items[i].path for i in data.part("train")]:
         raise MismatchError(f"the images of {str(source)!r} are not those of the interrupted run (the training "
                             "split differs); resume with the same images or start over with --overwrite")
@@ -449,4 +452,5 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         test = {"test_loss": te_loss, "test_acc": te_acc, "test_images": n_te, "best_epoch": best_epoch}
         write_json_atomic(out / "test.json", test)
     return FinetuneResult(out, best_path, last_path, history, best_epoch, float(best if best is not None else 0.0),
-                          cfg.monitor, time.perf_counter() - t_start, images, stopped, test, data.skipped)
+                          cfg.monitor, time.perf_counter() - t_start, images, stopped, test, data.skipped,
+                          len(history) - start)

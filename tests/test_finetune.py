@@ -233,7 +233,7 @@ def test_one_class_and_empty_split_are_data_errors(data_dir, tmp_path):
     one = _shapes(tmp_path / "one", n=4, classes=["circle"], bad=False)
     with pytest.raises(DataError, match="at least 2 classes"):
         finetune(one, tmp_path / "r1", progress=False, log=lambda m: None, **FAST)
-    with pytest.raises(DataError, match="val split is empty.*--split"):
+    with pytest.raises(DataError, match="val split is empty.*--fractions"):
         finetune(data_dir, tmp_path / "r2", split=(0.8, 0.0, 0.2), progress=False, log=lambda m: None, **FAST)
 
 
@@ -265,3 +265,22 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
     assert "layer" in r.output and "frozen" in r.output and "classifier" in r.output
     assert "best backbone" in r.output and "broken.png" in r.output and "test acc" in r.output
     assert (out / "best.pt").is_file() and (out / "test.json").is_file()
+
+
+def test_split_by_design_holds_out_whole_designs(tmp_path):
+    from embedkit.augment import prepare_data
+    from embedkit.classify_run import pick_groups
+
+    root = tmp_path / "designs"
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for d in range(5):
+            make_shape_image(k, rng).save(root / name / f"design{d}.png")
+    data = prepare_data(root, (0.6, 0.2, 0.2), seed=0, split_by="design", progress=False)
+    design = {p: {embedkit.splits.design_of(data.items[i].path) for i in data.part(p)} for p in ("train", "val", "test")}
+    assert not design["train"] & design["test"] and not design["train"] & design["val"] and design["val"] and design["test"]
+    groups = np.array([embedkit.splits.design_of(it.path) for it in data.items], dtype=object)
+    assert sorted(design["test"]) == sorted(pick_groups(groups, 0.2, 0))  # the groups classify --split-by design holds out
+    with pytest.raises(ConfigError, match="design"):
+        prepare_data(root, split_by="label", progress=False)
