@@ -393,10 +393,13 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], device)
 
-    t_start, images, stopped, pin = time.perf_counter(), 0, False, device.type == "cuda"
+    stopped = bool(state is not None and state.get("stopped"))
+    if stopped:
+        log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite)")
+    t_start, images, pin = time.perf_counter(), 0, device.type == "cuda"
     val_loader = make_loader(data, "val", pre.transform(), cfg.batch_size, cfg.workers, pin_memory=pin)
     tf_train = train_transform(pre, cfg.augment, cfg.augment_strength)
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, start if stopped else cfg.epochs):
         model.train()
         _freeze_norms(model)
         loader = make_loader(data, "train", tf_train, cfg.batch_size, cfg.workers, train=True, balanced=cfg.balanced,
@@ -431,7 +434,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         _save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
                       "epoch": epoch + 1, "rng": _rng_state(device), "history": history, "best": best,
-                      "best_epoch": best_epoch, "since_best": since_best, "config": asdict(cfg),
+                      "best_epoch": best_epoch, "since_best": since_best, "stopped": stopped, "config": asdict(cfg),
                       "class_names": data.class_names,
                       "split_paths": [data.items[i].path for i in data.part("train")]}, last_path)
         _write_history(history, out)
