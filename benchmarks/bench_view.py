@@ -13,7 +13,9 @@ seconds, points/s, ratio to the slowest, and the 5-NN accuracy of the 2-D map
 (does the map keep the classes apart?). Results are appended to
 benchmarks/results/bench_view.txt.
 
-Figures recorded so far: see benchmarks/results/bench_view.txt.
+Recorded (benchmarks/results/bench_view.txt), 20000 x 512, 2 shared CPU cores, no GPU:
+umap-learn 61.6 s, openTSNE 77.7 s, scikit-learn TSNE 254.9 s (openTSNE 3.3x faster than it),
+PCA 0.4 s; every non-linear map keeps the 20 classes apart (5-NN acc 1.000 vs 0.488 for PCA).
 """
 
 from __future__ import annotations
