@@ -19,8 +19,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 # Optional libraries: import name -> (pip requirement, extra that provides it).
 _OPTIONAL = {
-    "cuml": ("cuml-cu12", "gpu"),
-    "cupy": ("cupy-cuda12x", "gpu"),
+    "cuml": ("cuml-cu13", "gpu"),
+    "cupy": ("cupy-cuda13x", "gpu"),
     "faiss": ("faiss-cpu (or faiss-gpu)", None),
     "umap": ("umap-learn", None),
     "openTSNE": ("openTSNE", None),
