@@ -9,7 +9,7 @@ from PIL import Image
 
 from embedkit_cli.main import app
 
-from .conftest import DEMO
+from conftest import DEMO
 
 
 def test_demo_runs_the_whole_pipeline_on_the_shipped_images(tmp_path):
