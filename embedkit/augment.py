@@ -67,7 +67,7 @@ class TrainingData:
 
     def write(self, out) -> None:
         """``split.json`` (class names and the rows of each part) and ``skipped.csv``, atomically."""
-        from .store import write_json_atomic
+        from .atomic import write_json_atomic
 
         out = Path(out)
         write_json_atomic(out / "split.json", {

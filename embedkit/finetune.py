@@ -36,7 +36,7 @@ from .device import resolve_device
 from .errors import ConfigError, MismatchError
 from .extract import default_workers
 from .layers import format_ranges, layer_table, parse_layers, weight_layers
-from .store import write_json_atomic
+from .atomic import torch_save_atomic, write_json_atomic
 from .weights import CHECKPOINT_FORMAT, load_model, read_checkpoint
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
@@ -248,12 +248,6 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _cpu_state(model: nn.Module) -> dict:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
 
@@ -264,7 +258,7 @@ def export_backbone(model: nn.Module, path, cfg: FinetuneConfig, class_names, pr
     ckpt = {"format": CHECKPOINT_FORMAT, "backbone": spec.name, "num_classes": len(class_names),
             "class_names": list(class_names), "state_dict": _cpu_state(model), "preprocessing": pre.to_dict(),
             "layers": dict(spec.layers), "default_layer": spec.default_layer, "finetune": dict(extra or {})}
-    _save_atomic(ckpt, Path(path))
+    torch_save_atomic(ckpt, Path(path))
     return Path(path)
 
 
@@ -431,7 +425,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
         stopped = cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs
         if epoch + 1 < cfg.epochs and phase_of(cfg, epoch + 1) != phase_of(cfg, epoch):
             opt, sched = phase_setup(phase_of(cfg, epoch + 1))  # the checkpoint holds the next phase's optimizer
-        _save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
+        torch_save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
                       "epoch": epoch + 1, "rng": _rng_state(device), "history": history, "best": best,
                       "best_epoch": best_epoch, "since_best": since_best, "stopped": stopped, "config": asdict(cfg),

@@ -11,6 +11,8 @@ from typing import Iterable
 
 from PIL import Image
 
+from .atomic import write_text_atomic
+
 
 def thumbnail_data_uri(path: str, size: int = 128) -> str:
     """A small inline JPEG/PNG data URI of an image file; a grey box when it cannot be read."""
@@ -48,9 +50,4 @@ def write_gallery(path: str | os.PathLike, title: str, sections: Iterable[dict],
                        f"<img src='{thumbnail_data_uri(str(it['path']), thumb)}'><div>{cap}</div></div>")
         out.append("</div>")
     out.append("</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(out))

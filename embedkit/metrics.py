@@ -10,12 +10,11 @@ be written as JSON and as a plain-text table.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .errors import ConfigError, DataError
 
 
@@ -106,16 +105,6 @@ def report_table(rep: dict, title: str = "") -> str:
     lines.append("-" * len(head))
     lines.append(f"{'ALL':<{width}}  {rep['n']:>5}  " + "  ".join(fmt(rep[f'top{k}']) for k in ks))
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_report(rep: dict, json_path, table_path=None, title: str = "") -> None:

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_path
+
 
 def _plt():
     import matplotlib
@@ -25,13 +27,12 @@ def _plt():
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically and close it."""
     plt = _plt()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path, title: str = "Confusion matrix") -> Path:

@@ -17,8 +17,6 @@ items with their top-5 classes and scores).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import pickle
@@ -28,28 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic  # noqa: F401 - re-exported
 from .errors import MismatchError, StoreError
-from .metrics import classification_report, rank_classes, write_report, write_text_atomic
+from .metrics import classification_report, rank_classes, write_report
 
 MODEL_FORMAT = "embedkit-classifier/1"
 TOP_K = 5
-
-
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_csv_atomic(path, header, rows) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(header)
-    w.writerows(rows)
-    return write_text_atomic(path, buf.getvalue())
 
 
 def save_model(out, clf, store, extra: dict | None = None, split_rows=None) -> Path:
@@ -59,7 +41,7 @@ def save_model(out, clf, store, extra: dict | None = None, split_rows=None) -> P
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands
-    _write_bytes_atomic(out / "model.pkl", pickle.dumps(clf, protocol=pickle.HIGHEST_PROTOCOL))
+    write_bytes_atomic(out / "model.pkl", pickle.dumps(clf, protocol=pickle.HIGHEST_PROTOCOL))
     if store.meta.get("pca_whiten"):
         tmp = out / "pca.npz.tmp"
         shutil.copyfile(store.path / "pca.npz", tmp)

@@ -27,22 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_json_atomic
 from .errors import ConfigError, MismatchError, StoreError
 
 ITEM_FIELDS = ("path", "label", "width", "height", "bytes", "sha1")
 IDENTITY_KEYS = ("backbone", "layer", "node", "spatial", "preprocessing")
 DTYPES = ("float32", "float16")
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> None:
-    """Write JSON to ``path`` via a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_csv_rows(path: Path) -> list[dict]:
@@ -323,7 +313,6 @@ def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress
             last_commit = rows
     commit()
     bar.close()
-    del codes
     return n_embedded, n_skipped
 
 

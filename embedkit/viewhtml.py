@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .viewplot import ViewPanel, metrics_line, palette, spread_sample
 
 _CSS = """body{font-family:sans-serif;margin:1em;color:#222}h1{font-size:1.2em}
@@ -84,9 +84,4 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
         out.append(f"<span data-c='{i}'><i style='background:{colours[n]}'></i>{html.escape(n)}</span>")
     out.append(f"</div><div id='tip'></div><script type='application/json' id='data'>{blob}</script>"
                f"<script>{_JS}</script></body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, "\n".join(out))
