@@ -206,8 +206,9 @@ def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="defau
                                 "resume with the same options or --overwrite")
     else:
         state = _start_job(work, items, old, bb, dtype, l2_normalize, pca_whiten)
-    queue = _read_queue(work)
-    result = _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress, on_commit)
+    result = (0, 0)
+    if not state.get("moves"):  # not yet killed while installing the final files
+        result = _run_job(work, state, _read_queue(work), bb, batch_size, workers, commit_every, progress, on_commit)
     store = _finalize(out, work, state)
     kept = state["base_rows"]
     return EmbedResult(store, result[0], result[1], kept, time.perf_counter() - t0)
@@ -317,10 +318,15 @@ def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress
 
 
 def _finalize(out: Path, work: Path, state: dict) -> CodeStore:
-    """Turn ``.work/`` into the final store files (rename, ``meta.json`` last) and remove it."""
-    from . import __version__
+    """Turn ``.work/`` into the final store files and remove it.
 
-    rows, dim = state["rows"], state["dim"]
+    Two phases, each safe to repeat after a kill: first the final arrays are
+    written inside ``.work/`` (nothing is renamed), and the list of renames is
+    committed to ``state.json``; then the renames are applied (skipping those
+    already done) and ``meta.json`` is written last, so a half-installed store
+    never opens and ``--resume`` completes it.
+    """
+    rows = state["rows"]
     if rows == 0:
         os.replace(work / "skipped.csv", out / "skipped.csv")
         shutil.rmtree(work)
@@ -328,8 +334,23 @@ def _finalize(out: Path, work: Path, state: dict) -> CodeStore:
 
         raise DataError(f"none of the {state['files_total']} files could be read as an image; "
                         f"see {out / 'skipped.csv'} for the reasons")
+    if not state.get("moves"):
+        _write_final_arrays(work, state)
+        write_json_atomic(work / "state.json", state)
+    (out / "meta.json").unlink(missing_ok=True)
+    for src, dest in state["moves"]:
+        if (work / src).exists():
+            os.replace(work / src, out / dest)
+    _write_meta(out, state)
+    shutil.rmtree(work)
+    return CodeStore.open(out)
+
+
+def _write_final_arrays(work: Path, state: dict) -> None:
+    """Cut the memmap to the rows written (and PCA-whiten); record in ``state`` the renames to install them."""
+    rows, dim, pca = state["rows"], state["dim"], state["pca_whiten"]
     src = np.load(work / "codes.npy", mmap_mode="r")
-    pca = state["pca_whiten"]
+    full = rows == src.shape[0]  # no skipped files: the memmap is installed as is, without a copy
     if pca:
         if rows < 2:
             raise ConfigError(f"PCA-whitening needs at least 2 codes, the store has {rows}; drop --pca-whiten")
@@ -342,43 +363,40 @@ def _finalize(out: Path, work: Path, state: dict) -> CodeStore:
             final[i:i + 65536] = l2_normalize(y) if state["l2_normalize"] else y
         final.flush()
         del final
-        _trim(work / "codes.npy", src, rows, work / "raw.npy")
-        dim = k
+        if not full:
+            _copy_rows(src, rows, work / "raw.npy")
+        moves = [("final.npy", "codes.npy"), ("codes.npy" if full else "raw.npy", "raw.npy"), ("pca.npz", "pca.npz")]
+        state["final_dim"] = k
     else:
-        _trim(work / "codes.npy", src, rows, work / "final.npy")
-    del src
-    # Rename into place; meta.json is written last so a half-finished store never opens.
-    (out / "meta.json").unlink(missing_ok=True)
-    os.replace(work / "final.npy", out / "codes.npy")
-    if pca:
-        os.replace(work / "raw.npy", out / "raw.npy")
-        os.replace(work / "pca.npz", out / "pca.npz")
-    os.replace(work / "items.csv", out / "items.csv")
-    os.replace(work / "skipped.csv", out / "skipped.csv")
+        if not full:
+            _copy_rows(src, rows, work / "final.npy")
+        moves = [("codes.npy" if full else "final.npy", "codes.npy")]
+        state["final_dim"] = dim
+    state["moves"] = moves + [("items.csv", "items.csv"), ("skipped.csv", "skipped.csv")]
+
+
+def _write_meta(out: Path, state: dict) -> None:
+    from . import __version__
+
     meta = {
         "embedkit_version": __version__,
         "identity": state["identity"],
         "backbone": state["identity"]["backbone"],
         "layer": state["identity"]["layer"],
-        "dim": int(dim),
+        "dim": int(state["final_dim"]),
         "code_dim": int(state["dim"]),
         "dtype": state["dtype"],
-        "count": int(rows),
+        "count": int(state["rows"]),
         "skipped": sum(1 for _ in read_csv_rows(out / "skipped.csv")),
         "l2_normalize": state["l2_normalize"],
-        "pca_whiten": pca,
+        "pca_whiten": state["pca_whiten"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json_atomic(out / "meta.json", meta)
-    shutil.rmtree(work)
-    return CodeStore.open(out)
 
 
-def _trim(path: Path, src: np.ndarray, rows: int, dest: Path) -> None:
-    """Move the first ``rows`` rows of the memmap at ``path`` to ``dest`` (a rename when nothing is to cut)."""
-    if rows == src.shape[0]:
-        os.replace(path, dest)
-        return
+def _copy_rows(src: np.ndarray, rows: int, dest: Path) -> None:
+    """Copy the first ``rows`` rows of ``src`` into a new .npy at ``dest``, in chunks."""
     out = np.lib.format.open_memmap(dest, mode="w+", dtype=src.dtype, shape=(rows, src.shape[1]))
     for i in range(0, rows, 65536):
         out[i:i + 65536] = src[i:min(i + 65536, rows)]

@@ -203,3 +203,27 @@ def test_a_folder_of_only_bad_files_is_a_clear_error(tmp_path, lite0):
     with pytest.raises(DataError, match="skipped.csv"):
         embedkit.embed(tmp_path / "bad", tmp_path / "out", lite0, progress=False)
     assert (tmp_path / "out" / "skipped.csv").exists()
+
+
+def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path, shapes_dir, lite0, monkeypatch):
+    import os
+
+    import embedkit.store as st
+
+    real_replace = os.replace
+
+    def dies_at_items(src, dst):
+        if str(dst).endswith(os.sep + "items.csv") and ".work" not in str(dst):
+            raise Killed()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(st.os, "replace", dies_at_items)
+    with pytest.raises(Killed):
+        embedkit.embed(shapes_dir, tmp_path / "s", lite0, progress=False)
+    monkeypatch.setattr(st.os, "replace", real_replace)
+    assert (tmp_path / "s" / "codes.npy").exists() and not (tmp_path / "s" / "meta.json").exists()
+    with pytest.raises(StoreError, match="--resume"):
+        CodeStore.open(tmp_path / "s")
+    res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, resume=True, progress=False)
+    assert res.embedded == 0 and len(res.store) == 24 and not (tmp_path / "s" / ".work").exists()
+    assert res.store.labels.tolist()[0] == "circle"
