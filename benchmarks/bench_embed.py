@@ -4,7 +4,8 @@
 
 Prints three figures on the same images and model:
   1. embedkit.embed (DataLoader workers decoding, batched inference, chunked memmap writes)
-  2. a plain loop: PIL open -> transform -> forward, one image at a time
+  2. a plain loop: PIL open -> transform -> forward of the same network (default memory format,
+     torch.no_grad), one image at a time
   3. forward only on preloaded tensors in batches (the compute ceiling)
 and the ratios embedkit / ceiling (target >= 0.90 on CPU, >= 0.85 on CUDA) and embedkit / loop
 (target >= 3 on CPU). On CUDA it also runs embedkit with --gpu-decode off/on where available.
@@ -14,6 +15,7 @@ Figures measured are kept in benchmarks/results/bench_embed.txt.
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import tempfile
 import time
@@ -71,9 +73,14 @@ def main(argv=None):
             bb.forward(x[i:i + bs])
         return len(x)
 
-    def loop_run():  # 2. per-image loop
-        for p in paths[:n_loop]:
-            bb.forward(tf(to_rgb(Image.open(p)))[None])
+    # 2. what a user writes without embedkit: the same network in its default memory format,
+    # one image at a time through PIL and the float transform.
+    plain = copy.deepcopy(bb.model).to(memory_format=torch.contiguous_format).eval()
+
+    def loop_run():
+        with torch.no_grad():
+            for p in paths[:n_loop]:
+                plain(tf(to_rgb(Image.open(p)))[None].to(bb.device))
         return n_loop
 
     def embedkit_run():  # 1. embedkit

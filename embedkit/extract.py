@@ -24,6 +24,7 @@ from .read import ImageDataset, Item, collate_skipping, load_image
 from .weights import WeightsInfo, load_model, read_checkpoint
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CPU_MICRO_BATCH = 8
 
 
 class Backbone:
@@ -55,12 +56,14 @@ class Backbone:
                 self.preprocessing = Preprocessing.from_dict(ckpt["preprocessing"])
         self.spatial = spatial
         model.eval()
+        # channels_last pays on both devices (measured 1.5-3x on CPU with oneDNN for conv nets).
         self.model = FeatureModel(model, self.node, self.spec.source, spatial).eval().to(self.device)
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = precision
         self.amp_dtype = self._amp_dtype(precision)
-        self.micro_batch: int | None = None  # shrinks after a CUDA OOM
+        # Rows per forward call. On CPU small batches stay in cache: measured 2x the images/s of
+        # batch 32 with batch 4-8 (efficientnet_lite0, resnet50). On CUDA it shrinks after an OOM.
+        self.micro_batch: int | None = CPU_MICRO_BATCH if self.device.type == "cpu" else None
         self._dim: int | None = None
 
     def _amp_dtype(self, precision: str):
@@ -142,8 +145,9 @@ class Backbone:
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = self.preprocessing.normalize_batch(x)
-        if self.device.type == "cuda":
+        if x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 out = self.model(x)
         else:
