@@ -62,6 +62,21 @@ def resolve_device(device: str | None = "auto"):
     return torch.device(name)
 
 
+def autocast_dtype(device, precision: str = "auto"):
+    """The autocast dtype for ``precision`` on ``device`` (None = full fp32).
+
+    ``"auto"``: bf16 on CUDA devices that support it, else fp16 on CUDA, and fp32 on CPU
+    (CPU autocast is slower than fp32 for most conv nets).
+    """
+    import torch
+
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
 def optional_import(module: str, purpose: str) -> ModuleType:
     """Import an optional dependency or raise an error that names the install fix."""
     try:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .backbones import BackboneSpec, FeatureModel, Preprocessing, get_spec
-from .device import resolve_device
+from .device import autocast_dtype, resolve_device
 from .errors import ConfigError, MismatchError
 from .read import ImageDataset, Item, collate_skipping, load_image
 from .weights import WeightsInfo, load_model, read_checkpoint
@@ -60,18 +60,11 @@ class Backbone:
         self.model = FeatureModel(model, self.node, self.spec.source, spatial).eval().to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = precision
-        self.amp_dtype = self._amp_dtype(precision)
+        self.amp_dtype = autocast_dtype(self.device, precision)
         # Rows per forward call. On CPU small batches stay in cache: measured 2x the images/s of
         # batch 32 with batch 4-8 (efficientnet_lite0, resnet50). On CUDA it shrinks after an OOM.
         self.micro_batch: int | None = CPU_MICRO_BATCH if self.device.type == "cpu" else None
         self._dim: int | None = None
-
-    def _amp_dtype(self, precision: str):
-        if precision == "fp32" or (precision == "auto" and self.device.type != "cuda"):
-            return None
-        if precision == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
     @property
     def name(self) -> str:

@@ -32,7 +32,7 @@ from torch import nn
 
 from .augment import make_loader, prepare_data, resized, train_transform
 from .backbones import Preprocessing, get_spec
-from .device import resolve_device
+from .device import autocast_dtype, resolve_device
 from .errors import ConfigError, MismatchError
 from .extract import default_workers
 from .layers import format_ranges, layer_table, parse_layers, weight_layers
@@ -355,10 +355,9 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
 
     model, layers, plan, pre, fresh = build_model(cfg, data.class_names)
     model.to(device)
-    amp_dtype = None
+    amp_dtype = autocast_dtype(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     head_epochs = cfg.epochs if cfg.strategy != "head-then-top" else \

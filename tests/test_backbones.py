@@ -142,3 +142,16 @@ def test_bad_device_and_precision_are_config_errors():
     with pytest.raises(ConfigError, match="precision"):
         Backbone("efficientnet_lite0", precision="fp8")
     assert isinstance(embedkit.errors.ConfigError("x"), ValueError)
+
+
+def test_device_resolver_decides_precision_and_backends_in_one_place():
+    from embedkit.device import autocast_dtype, resolve_backend, resolve_device
+
+    cpu = resolve_device("auto")  # EMBEDKIT_FORCE_CPU=1 in the suite
+    assert cpu.type == "cpu"
+    assert autocast_dtype(cpu) is None and autocast_dtype(cpu, "fp16") == torch.float16
+    assert resolve_backend(None, gpu="cuml", cpu="sklearn", purpose="SVM") == "sklearn"
+    with pytest.raises(embedkit.MissingDependencyError, match=r"embedkit\[gpu\]"):
+        resolve_backend("cuml", gpu="cuml", cpu="sklearn", purpose="SVM")
+    with pytest.raises(ConfigError, match="use auto or one of"):
+        resolve_backend("magic", gpu="cuml", cpu="sklearn", purpose="SVM")
