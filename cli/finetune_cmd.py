@@ -59,6 +59,8 @@ def _fractions(_ctx, _param, value):
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")
 @click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
+@click.option("--freeze-bn-stats", is_flag=True,
+              help="Keep every BatchNorm's running statistics at their pretrained values (small datasets).")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT (same epoch, optimizer, schedule, RNG).")
 @click.option("--overwrite", is_flag=True, help="Start over, replacing the run in OUT.")

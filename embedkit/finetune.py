@@ -83,6 +83,9 @@ class FinetuneConfig:
     workers: int | None = None  # decoding processes; None = half the cores (seeded either way)
     eval_test: bool = False
     new_head: bool = False
+    # Keep every BatchNorm's running statistics at their pretrained values (the affine
+    # parameters still train): small, augmented batches of a new domain can drag them far.
+    freeze_bn_stats: bool = False
 
     def validate(self) -> "FinetuneConfig":
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
@@ -223,10 +226,11 @@ def make_optimizer(cfg, model, layers, plan, phase_epochs: int):
     return opt, sched
 
 
-def _freeze_norms(model: nn.Module) -> None:
-    """Frozen BatchNorms stay in eval mode, so their running statistics do not move either."""
+def _freeze_norms(model: nn.Module, all_stats: bool = False) -> None:
+    """Frozen BatchNorms (all of them with ``all_stats``) stay in eval mode: their running statistics do not move."""
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
+                all_stats or not any(p.requires_grad for p in m.parameters())):
             m.eval()
 
 
@@ -394,7 +398,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     tf_train = train_transform(pre, cfg.augment, cfg.augment_strength)
     for epoch in range(start, start if stopped else cfg.epochs):
         model.train()
-        _freeze_norms(model)
+        _freeze_norms(model, cfg.freeze_bn_stats)
         loader = make_loader(data, "train", tf_train, cfg.batch_size, cfg.workers, train=True, balanced=cfg.balanced,
                              seed=cfg.seed * 100_003 + epoch, pin_memory=pin)
         with tqdm(total=len(data.part("train")), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",

@@ -283,3 +283,18 @@ def test_split_by_design_holds_out_whole_designs(tmp_path):
     assert sorted(design["test"]) == sorted(pick_groups(groups, 0.2, 0))  # the groups classify --split-by design holds out
     with pytest.raises(ConfigError, match="design"):
         prepare_data(root, split_by="label", progress=False)
+
+
+def test_freeze_bn_stats_keeps_running_statistics_while_weights_train(data_dir, tmp_path):
+    opts = dict(FAST, strategy="full", epochs=1, lr=1e-2)
+    model0, *_ = build_model(FinetuneConfig(**opts), CLASSES)
+    start = {k: v.clone() for k, v in model0.state_dict().items()}
+    runs = {}
+    for frozen in (False, True):
+        res = finetune(data_dir, tmp_path / f"run{frozen}", progress=False, log=lambda m: None,
+                       freeze_bn_stats=frozen, **opts)
+        runs[frozen] = torch.load(res.out / "last.pt", weights_only=True)["model"]
+    stats = [k for k in start if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(runs[True][k], start[k]) for k in stats)
+    assert not all(torch.equal(runs[False][k], start[k]) for k in stats)  # without the option they move
+    assert not torch.equal(runs[True]["conv_stem.weight"], start["conv_stem.weight"])  # weights still train
