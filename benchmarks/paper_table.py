@@ -298,11 +298,13 @@ def main(argv=None):
                    help="rate of the kept layers; default 1e-4 for VGG (the paper's), 1e-3 otherwise")
     p.add_argument("--augment-strength", type=float, default=0.5,
                    help="fine-tuning augmentation (1 = ImageNet recipe, crops down to 8%% of an icon)")
+    p.add_argument("--freeze-bn-stats", action="store_true",
+                   help="keep BatchNorm running statistics at their ImageNet values while fine-tuning")
     p.add_argument("--skip-finetune", action="store_true")
     p.add_argument("--out", default=str(RESULTS / "paper_table"), help="results path without extension")
     args = p.parse_args(argv)
     args.ft = {"strategy": args.strategy, "lr_high": args.lr_high, "lr_low": args.lr_low,
-              "augment_strength": args.augment_strength}
+              "augment_strength": args.augment_strength, "freeze_bn_stats": args.freeze_bn_stats}
     data = Path(args.data)
     if not data.is_dir():
         raise SystemExit(f"error: dataset folder {str(data)!r} does not exist; pass its path as the first argument")

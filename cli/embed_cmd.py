@@ -23,19 +23,21 @@ from .options import backbone_options, device_option
               help="How a spatial (conv) layer becomes a vector.")
 @click.option("--l2", "l2_normalize", is_flag=True, help="L2-normalise the stored codes.")
 @click.option("--pca-whiten", type=click.IntRange(min=1), default=None, help="PCA-whiten the codes to this many dims (raw codes are kept).")
+@click.option("--decode", type=click.Choice(["cpu", "device"]), default="cpu", show_default=True,
+              help="device: decode JPEGs with torchvision.io on the compute device (nvJPEG on CUDA).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in OUT.")
 @click.option("--append", is_flag=True, help="Add only images not yet in the store at OUT.")
 @click.option("--overwrite", is_flag=True, help="Replace whatever is at OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(source, out, backbone, layer, weights, device, batch_size, workers, dtype, precision, spatial,
-            l2_normalize, pca_whiten, resume, append, overwrite, quiet):
+            l2_normalize, pca_whiten, decode, resume, append, overwrite, quiet):
     """Embed the images of SOURCE (folder, .csv manifest path[,label], or list file) into a code store.
 
     Sub-folders of a folder are the labels. Unreadable images are skipped and listed in skipped.csv.
     """
     res = embed(source, out, backbone, layer, weights, device=device, batch_size=batch_size, workers=workers,
                 dtype=dtype, precision=precision, spatial=spatial, l2_normalize=l2_normalize, pca_whiten=pca_whiten,
-                resume=resume, append=append, overwrite=overwrite, progress=not quiet)
+                resume=resume, append=append, overwrite=overwrite, progress=not quiet, decode=decode)
     click.echo(res.summary())
     for row in res.store.skipped[:10]:
         click.echo(f"  skipped {row['path']}: {row['reason']}")

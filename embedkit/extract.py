@@ -20,11 +20,12 @@ import torch
 from .backbones import BackboneSpec, FeatureModel, Preprocessing, get_spec
 from .device import autocast_dtype, resolve_device
 from .errors import ConfigError, MismatchError
-from .read import ImageDataset, Item, collate_skipping, load_image
+from .read import ImageDataset, Item, collate_skipping, decode_on_device, load_image
 from .weights import WeightsInfo, load_model, read_checkpoint
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_MICRO_BATCH = 8
+DECODES = ("cpu", "device")
 
 
 class Backbone:
@@ -171,20 +172,31 @@ class Backbone:
         return 128 if self.device.type == "cuda" else 32
 
     def iter_batches(self, items: Sequence[Item], batch_size: int | None = None, workers: int | None = None,
-                     want_sha1: bool = True, start: int = 0) -> Iterator:
-        """Yield ``(indices, codes, infos, skipped)`` per batch over ``items[start:]``, decoded in workers."""
+                     want_sha1: bool = True, start: int = 0, decode: str = "cpu") -> Iterator:
+        """Yield ``(indices, codes, infos, skipped)`` per batch over ``items[start:]``.
+
+        ``decode="cpu"``: every image is decoded with PIL in the workers. ``decode="device"``: JPEGs
+        are read undecoded and decoded by torchvision.io on the model's device (nvJPEG on CUDA,
+        which pays for large photos); other formats still go through PIL.
+        """
         from torch.utils.data import DataLoader, Subset
 
         bs = int(batch_size or self.default_batch_size())
         if bs < 1:
             raise ConfigError(f"batch size {bs} is not valid; use a positive integer")
         nw = default_workers() if workers is None else int(workers)
-        ds = ImageDataset(items, self.preprocessing.transform_uint8(), want_sha1)
+        if decode not in DECODES:
+            raise ConfigError(f"decode {decode!r} is not valid; use one of {', '.join(DECODES)}")
+        ds = ImageDataset(items, self.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device")
         sub = Subset(ds, range(start, len(items))) if start else ds
         loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=nw, collate_fn=collate_skipping,
                             pin_memory=self.device.type == "cuda", prefetch_factor=4 if nw else None,
                             persistent_workers=False)
         for idx, x, infos, bad in loader:
+            if isinstance(x, list):
+                x, keep, failed = decode_on_device(x, self.preprocessing, self.device)
+                bad = bad + [(idx[k], reason) for k, reason in failed]
+                idx, infos = [idx[k] for k in keep], [infos[k] for k in keep]
             codes = self.forward(x) if x is not None else torch.zeros(0, 0)
             yield idx, codes, infos, bad
 

@@ -150,10 +150,11 @@ class ImageDataset:
     for a bad one; :func:`collate_skipping` splits the two in each batch.
     """
 
-    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True):
+    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True, raw_jpeg: bool = False):
         self.items = items
         self.transform = transform
         self.want_sha1 = want_sha1
+        self.raw_jpeg = raw_jpeg  # hand complete RGB/grey JPEGs over undecoded, for decode_on_device
 
     def __len__(self) -> int:
         return len(self.items)
@@ -161,6 +162,10 @@ class ImageDataset:
     def __getitem__(self, i: int):
         item = self.items[i]
         try:
+            if self.raw_jpeg:
+                raw = raw_jpeg(item.path, self.want_sha1)
+                if raw is not None:
+                    return i, raw[0], raw[1]
             img, info = load_image(item.path, self.want_sha1)
             return i, self.transform(img), info
         except FileNotFoundError:
@@ -177,8 +182,75 @@ def collate_skipping(batch: Iterable):
     bad = [(b[0], b[2]) for b in batch if b[1] is None]
     if good:
         idx = [b[0] for b in good]
-        x = torch.stack([b[1] for b in good])
+        tensors = [b[1] for b in good]
+        # undecoded JPEG bytes (1-D) cannot be stacked: the batch stays a list for decode_on_device
+        x = torch.stack(tensors) if all(t.ndim == 3 for t in tensors) else tensors
         infos = [b[2] for b in good]
     else:
         idx, x, infos = [], None, []
     return idx, x, infos, bad
+
+
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+
+
+def raw_jpeg(path: str, want_sha1: bool = False):
+    """``(bytes as a uint8 tensor, info)`` of a complete RGB or greyscale JPEG, else None.
+
+    Only the header is parsed (no decoding). Anything else (other formats, CMYK,
+    a file without its end marker, i.e. truncated) returns None and goes through
+    :func:`load_image`, which converts it or gives the reason to skip it.
+    """
+    import torch
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(JPEG_START) or not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("RGB", "L"):
+                return None
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return None
+    info = {"bytes": len(data), "width": w, "height": h}
+    if want_sha1:
+        info["sha1"] = hashlib.sha1(data).hexdigest()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), info
+
+
+def decode_on_device(samples: list, pre, device):
+    """Finish a batch whose JPEGs came undecoded: decode them with torchvision.io on ``device``
+    (nvJPEG on CUDA), resize and centre-crop them there like ``pre.transform_uint8()``.
+
+    ``samples`` mixes ready uint8 crops (3-D) and JPEG bytes (1-D). Returns
+    ``(uint8 batch on device or None, kept positions, [(position, reason)])``.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    pos = [k for k, t in enumerate(samples) if t.ndim == 1]
+    decoded, failed = {}, {}
+    if pos:
+        try:
+            decoded = dict(zip(pos, decode_jpeg([samples[k] for k in pos], mode=ImageReadMode.RGB, device=device)))
+        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
+            for k in pos:
+                try:
+                    decoded[k] = decode_jpeg(samples[k], mode=ImageReadMode.RGB, device=device)
+                except RuntimeError as exc:
+                    failed[k] = f"corrupt JPEG: {exc}"
+    interp = InterpolationMode(pre.interpolation)
+    out, keep = [], []
+    for k, t in enumerate(samples):
+        if k in failed:
+            continue
+        if t.ndim == 1:
+            t = F.center_crop(F.resize(decoded[k], [pre.resize], interpolation=interp, antialias=True),
+                              [pre.input_size])
+        out.append(t.to(device, non_blocking=True))
+        keep.append(k)
+    return (torch.stack(out) if out else None), keep, sorted(failed.items())

@@ -160,13 +160,14 @@ class EmbedResult:
 def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="default", *, device="auto",
           batch_size=None, workers=None, dtype="float32", precision="auto", spatial="avg", l2_normalize=False,
           pca_whiten=None, resume=False, append=False, overwrite=False, commit_every=2048, progress=True,
-          on_commit=None) -> EmbedResult:
+          on_commit=None, decode="cpu") -> EmbedResult:
     """Embed the images of ``source`` (folder, list file, CSV manifest or list of paths) into a store at ``out``.
 
     ``backbone`` is a name or an already built :class:`~embedkit.extract.Backbone`.
     ``resume`` continues an interrupted run, ``append`` adds only images not yet in an
     existing store (which must have the same backbone/layer), ``overwrite`` starts over.
-    ``on_commit(rows, files_done)`` is called after each committed chunk.
+    ``on_commit(rows, files_done)`` is called after each committed chunk. ``decode="device"`` decodes
+    JPEGs with torchvision.io on the model's device (nvJPEG on CUDA) instead of PIL in the workers.
     """
     from .extract import Backbone
     from .read import discover
@@ -208,7 +209,8 @@ def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="defau
         state = _start_job(work, items, old, bb, dtype, l2_normalize, pca_whiten)
     result = (0, 0)
     if not state.get("moves"):  # not yet killed while installing the final files
-        result = _run_job(work, state, _read_queue(work), bb, batch_size, workers, commit_every, progress, on_commit)
+        result = _run_job(work, state, _read_queue(work), bb, batch_size, workers, commit_every, progress, on_commit,
+                          decode)
     store = _finalize(out, work, state)
     kept = state["base_rows"]
     return EmbedResult(store, result[0], result[1], kept, time.perf_counter() - t0)
@@ -259,7 +261,7 @@ def _read_queue(work: Path):
         return [Item(*line.rstrip("\n").split("\t", 1)) for line in f]
 
 
-def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress, on_commit):
+def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress, on_commit, decode="cpu"):
     """Embed ``queue[files_done:]`` into the memmap, committing every ``commit_every`` rows."""
     from tqdm.auto import tqdm
 
@@ -290,7 +292,7 @@ def _run_job(work, state, queue, bb, batch_size, workers, commit_every, progress
             on_commit(rows, files_done)
 
     last_commit = rows
-    for idx, x, infos, bad in bb.iter_batches(queue, batch_size, workers, start=files_done):
+    for idx, x, infos, bad in bb.iter_batches(queue, batch_size, workers, start=files_done, decode=decode):
         if len(idx):
             c = x.numpy()
             if state["l2_normalize"] and not state["pca_whiten"]:

@@ -227,3 +227,31 @@ def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path
     res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, resume=True, progress=False)
     assert res.embedded == 0 and len(res.store) == 24 and not (tmp_path / "s" / ".work").exists()
     assert res.store.labels.tolist()[0] == "circle"
+
+
+def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path, lite0):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "jpgs"
+    root.mkdir()
+    for i in range(6):
+        arr = np.clip(rng.normal(128, 60, (90 + 10 * i, 140, 3)), 0, 255).astype(np.uint8)
+        arr[20:60, 30:100] = (i * 40, 200 - i * 30, 90)
+        Image.fromarray(arr).resize((300, 200 + 20 * i)).save(root / f"photo{i}.jpg", quality=92)
+    Image.new("L", (120, 80), 90).save(root / "grey.jpg")
+    Image.new("RGB", (50, 50), (10, 200, 10)).convert("CMYK").save(root / "cmyk.jpg")  # falls back to PIL
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(root / "flat.png")
+    buf = io.BytesIO()
+    Image.effect_noise((400, 300), 60).convert("RGB").save(buf, "JPEG")
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (root / "bad_middle.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(300) + b"\xff\xd9")
+    cpu = embedkit.embed(root, tmp_path / "cpu", lite0, batch_size=4, progress=False).store
+    dev = embedkit.embed(root, tmp_path / "dev", lite0, batch_size=4, progress=False, decode="device").store
+    assert dev.paths == cpu.paths and len(cpu) == 9
+    assert {r["path"] for r in dev.skipped} == {r["path"] for r in cpu.skipped} == {
+        str(root / "truncated.jpg"), str(root / "bad_middle.jpg")}
+    assert [it["sha1"] for it in dev.items] == [it["sha1"] for it in cpu.items]
+    a, b = np.asarray(cpu.codes), np.asarray(dev.codes)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.98, cos  # torch vs PIL resampling differ a little, the images are the same
+    with pytest.raises(ConfigError, match="decode"):
+        embedkit.embed(root, tmp_path / "x", lite0, decode="gpu", progress=False)
