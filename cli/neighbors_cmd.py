@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import os
 import time
 from pathlib import Path
 
 import click
 
+from embedkit.atomic import write_csv_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError
 from embedkit.retrieve import KINDS, METRICS, KNNIndex
 
@@ -58,17 +57,6 @@ def collect_queries(queries) -> tuple[list[str], list[tuple[str, str]]]:
         else:
             paths.append(str(p.resolve()))
     return paths, skipped
-
-
-def _write_csv(path, header, rows) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 @click.command(name="neighbors")
@@ -152,7 +140,7 @@ def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
         write_gallery(html_out, title, sections)
         where += f"; html -> {html_out}"
     if csv_out:
-        _write_csv(csv_out, header, rows)
+        write_csv_atomic(csv_out, header, rows)
         where += f"; csv -> {csv_out}"
     return where
 

@@ -9,8 +9,6 @@ folder, so fine-tuning never sees the images classify will test on.
 
 from __future__ import annotations
 
-import csv
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,19 +65,14 @@ class TrainingData:
 
     def write(self, out) -> None:
         """``split.json`` (class names and the rows of each part) and ``skipped.csv``, atomically."""
-        from .atomic import write_json_atomic
+        from .atomic import write_csv_atomic, write_json_atomic
 
         out = Path(out)
         write_json_atomic(out / "split.json", {
             "classes": self.class_names,
             **{part: [{"index": int(i), "path": self.items[i].path, "label": self.items[i].label}
                       for i in self.part(part)] for part in ("train", "val", "test")}})
-        tmp = out / "skipped.csv.tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "reason"])
-            w.writerows(self.skipped)
-        os.replace(tmp, out / "skipped.csv")
+        write_csv_atomic(out / "skipped.csv", ["path", "reason"], self.skipped)
 
 
 def _probe(_img):

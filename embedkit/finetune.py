@@ -18,9 +18,7 @@ exactly), ``best.pt`` (the best epoch exported as a backbone that ``embedkit emb
 
 from __future__ import annotations
 
-import csv
 from contextlib import nullcontext
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -36,7 +34,7 @@ from .device import autocast_dtype, resolve_device
 from .errors import ConfigError, MismatchError
 from .extract import default_workers
 from .layers import format_ranges, layer_table, parse_layers, weight_layers
-from .atomic import torch_save_atomic, write_json_atomic
+from .atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
 from .weights import CHECKPOINT_FORMAT, load_model, read_checkpoint
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
@@ -301,12 +299,7 @@ def _write_history(history: list, out: Path) -> None:
     from .plots import learning_curves_png
 
     keys = list(history[0]) if history else ["epoch"]
-    tmp = out / "history.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, out / "history.csv")
+    write_csv_atomic(out / "history.csv", keys, [[row.get(k, "") for k in keys] for row in history])
     if history:
         learning_curves_png(history, out / "curves.png", title="Fine-tuning")
 

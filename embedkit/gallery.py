@@ -14,15 +14,21 @@ from PIL import Image
 from .atomic import write_text_atomic
 
 
-def thumbnail_data_uri(path: str, size: int = 128) -> str:
-    """A small inline JPEG/PNG data URI of an image file; a grey box when it cannot be read."""
+def thumbnail(path: str, size: int = 128, fill=(200, 200, 200)) -> Image.Image:
+    """An RGB thumbnail of an image file within ``size`` px; a ``fill`` square when it cannot be read."""
     from .read import load_image
 
     try:
         img, _ = load_image(path)
         img.thumbnail((size, size))
     except (OSError, ValueError):
-        img = Image.new("RGB", (size, size), (200, 200, 200))
+        img = Image.new("RGB", (size, size), fill)
+    return img
+
+
+def thumbnail_data_uri(path: str, size: int = 128) -> str:
+    """A small inline PNG data URI of an image file; a grey box when it cannot be read."""
+    img = thumbnail(path, size)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

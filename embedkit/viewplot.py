@@ -60,16 +60,9 @@ def spread_sample(xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
 
 def _thumb_array(path: str, size: int) -> np.ndarray:
     """RGB array of a small thumbnail; a grey square when the file cannot be read (the map still shows where it was)."""
-    from PIL import Image
+    from .gallery import thumbnail
 
-    from .read import load_image
-
-    try:
-        img, _ = load_image(path)
-        img.thumbnail((size, size))
-    except (OSError, ValueError):
-        img = Image.new("RGB", (size, size), (190, 190, 190))
-    return np.asarray(img)
+    return np.asarray(thumbnail(path, size, fill=(190, 190, 190)))
 
 
 def metrics_line(m: dict | None) -> str:
