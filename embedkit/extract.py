@@ -21,7 +21,7 @@ from .backbones import BackboneSpec, FeatureModel, Preprocessing, get_spec
 from .device import autocast_dtype, resolve_device
 from .errors import ConfigError, MismatchError
 from .read import ImageDataset, Item, collate_skipping, decode_on_device, load_image
-from .weights import WeightsInfo, load_model, read_checkpoint
+from .weights import WeightsInfo, load_model
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_MICRO_BATCH = 8
@@ -50,11 +50,8 @@ class Backbone:
         self.layer, self.node = self.spec.node_for(layer)
         model, self.weights_info = load_model(self.spec, weights)
         self.weights_path = None if str(weights) in ("default", "imagenet", "pretrained", "none", "None") else os.path.abspath(str(weights))
-        self.preprocessing: Preprocessing = self.spec.preprocessing
-        if self.weights_path is not None:
-            ckpt = read_checkpoint(self.weights_path)
-            if "preprocessing" in ckpt:
-                self.preprocessing = Preprocessing.from_dict(ckpt["preprocessing"])
+        pre = self.weights_info.preprocessing  # a fine-tuned checkpoint carries its own (e.g. input size)
+        self.preprocessing: Preprocessing = Preprocessing.from_dict(pre) if pre else self.spec.preprocessing
         self.spatial = spatial
         model.eval()
         # channels_last pays on both devices (measured 1.5-3x on CPU with oneDNN for conv nets).

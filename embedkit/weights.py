@@ -37,9 +37,13 @@ class WeightsInfo:
     sha256: str | None = None
     num_classes: int | None = None
     class_names: list = field(default_factory=list)
+    preprocessing: dict | None = None  # recorded by `embedkit finetune` checkpoints
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The weights' identity for a store's meta (preprocessing is recorded there on its own)."""
+        d = asdict(self)
+        d.pop("preprocessing")
+        return d
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -177,4 +181,5 @@ def load_model(spec: BackboneSpec, weights: str | os.PathLike | None = "default"
         raise WeightsError(f"weights file {choice!r} does not fit backbone {spec.name!r}: {str(exc)[:300]}") from exc
     kind = "checkpoint" if ckpt.get("format") == CHECKPOINT_FORMAT else "file"
     return model, WeightsInfo(kind=kind, identity=f"file:{Path(choice).name}", sha256=file_sha256(choice),
-                              num_classes=num_classes, class_names=list(ckpt.get("class_names", [])))
+                              num_classes=num_classes, class_names=list(ckpt.get("class_names", [])),
+                              preprocessing=ckpt.get("preprocessing"))
