@@ -194,7 +194,6 @@ def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="defau
     bb = backbone if isinstance(backbone, Backbone) else Backbone(backbone, layer, weights, device=device,
                                                                     precision=precision, spatial=spatial)
     ident = bb.identity()
-    items = discover(source)
     old = CodeStore.open(out) if exists else None
     if old is not None:
         old.check_compatible(ident, what=f"the new codes ({bb.name}/{bb.layer})")
@@ -206,7 +205,8 @@ def embed(source, out, backbone="efficientnet_lite0", layer=None, weights="defau
             raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer ({'; '.join(diffs)}); "
                                 "resume with the same options or --overwrite")
     else:
-        state = _start_job(work, items, old, bb, dtype, l2_normalize, pca_whiten)
+        # the folder is listed only for a new job: a resumed one works from its saved queue
+        state = _start_job(work, discover(source), old, bb, dtype, l2_normalize, pca_whiten)
     result = (0, 0)
     if not state.get("moves"):  # not yet killed while installing the final files
         result = _run_job(work, state, _read_queue(work), bb, batch_size, workers, commit_every, progress, on_commit,
