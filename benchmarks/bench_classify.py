@@ -41,7 +41,7 @@ def main(argv=None):
     from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
     from sklearn.svm import SVC
 
-    from embedkit.gridsearch import grid_search_svm, param_grid, resolve_gammas
+    from embedkit.classify.gridsearch import grid_search_svm, param_grid, resolve_gammas
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=5000, help="codes (rows)")
@@ -60,7 +60,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.store:
-        from embedkit.store import CodeStore
+        from embedkit.store.codestore import CodeStore
 
         st = CodeStore.open(args.store)
         X, y = np.asarray(st.codes, np.float32)[: args.n], st.labels[: args.n]

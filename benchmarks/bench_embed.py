@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 
 import embedkit
-from embedkit.read import discover, to_rgb
+from embedkit.io.discover import discover
+from embedkit.io.decode import to_rgb
 
 HERE = Path(__file__).resolve().parent
 

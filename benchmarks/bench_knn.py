@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.device import cuda_available
-from embedkit.retrieve import KNNIndex, faiss_gpu_available
+from embedkit.retrieve.index import KNNIndex, faiss_gpu_available
 
 HERE = Path(__file__).resolve().parent
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.device import cuda_available, has_module
-from embedkit.view import project
+from embedkit.view.project import project
 
 CPU_RUNS = [("umap", "umap-learn"), ("tsne", "opentsne"), ("tsne", "sklearn"), ("pca", "sklearn")]
 GPU_RUNS = [("umap", "cuml"), ("tsne", "cuml"), ("pca", "cuml")]
@@ -63,7 +63,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.codes:
-        from embedkit.store import CodeStore
+        from embedkit.store.codestore import CodeStore
 
         store = CodeStore.open(args.codes)
         x = np.asarray(store.codes[:args.n], np.float32)

@@ -93,7 +93,7 @@ def imagenet_mapping(labels) -> dict:
 
 def imagenet_report(logits: np.ndarray, y, mapping: dict) -> dict:
     """Top-1/top-5 of the 1000-way ImageNet classifier (as the paper), and restricted to the dataset's classes."""
-    from embedkit.metrics import classification_report
+    from embedkit.classify.metrics import classification_report
 
     t = np.array([mapping[str(v)] for v in y])
     order = np.argsort(-logits, axis=1, kind="stable")[:, :5]
@@ -116,7 +116,7 @@ def embed_store(data, out, backbone, layer=None, weights="default"):
 
 def svm_row(store, out, split_kw) -> dict:
     """classify_run.train: 3-fold CV grid search (rbf + sigmoid, default grids) on train+val, test top-1/top-5."""
-    from embedkit.classify_run import train
+    from embedkit.classify.train import train
 
     t0 = time.perf_counter()
     r = train(store, out, kernels=("rbf", "sigmoid"), cv=3, seed=0, progress=False, **split_kw)
@@ -129,17 +129,17 @@ def svm_row(store, out, split_kw) -> dict:
 
 
 def split_test_paths(store, split_kw) -> list:
-    from embedkit.classify_run import split_store
+    from embedkit.classify.train import split_store
 
     s = split_store(store, FRACTIONS, 0, split_kw.get("split_by"))
     return sorted(str(Path(store.paths[i]).resolve()) for i in s.test)
 
 
 def run_backbone(name, args, data, mapping, splits, results):
-    from embedkit.classify_run import split_store, store_groups
+    from embedkit.classify.train import split_store, store_groups
     from embedkit.errors import WeightsError
-    from embedkit.finetune import finetune
-    from embedkit.metrics import classification_report
+    from embedkit.finetune.train import finetune
+    from embedkit.classify.metrics import classification_report
 
     print(f"\n== {name}")
     work = WORK / name
@@ -152,7 +152,7 @@ def run_backbone(name, args, data, mapping, splits, results):
         return
     base_store = embed_store(data, work / "codes", name)
     assert logits_store.paths == base_store.paths
-    from embedkit.finetune import PAPER_REINIT
+    from embedkit.finetune.train import PAPER_REINIT
 
     ft_cfg = {"backbone": name, "epochs": args.epochs, "input_size": args.input_size, **args.ft}
     if ft_cfg["lr_low"] is None:  # the paper's 1e-4 where its layer plan exists; a small net moves more at 1e-3
@@ -309,7 +309,7 @@ def main(argv=None):
     if not data.is_dir():
         raise SystemExit(f"error: dataset folder {str(data)!r} does not exist; pass its path as the first argument")
     from embedkit.device import cuda_available
-    from embedkit.read import discover
+    from embedkit.io.discover import discover
     from embedkit.splits import design_of
 
     t0 = time.perf_counter()

@@ -2,37 +2,62 @@
 
 Fine-tune a backbone for a new image domain, extract codes into memory-mapped
 stores, classify them with SVMs, retrieve neighbours with FAISS and look at the
-embedding with t-SNE/UMAP. See README.md for the command line.
+embedding with t-SNE/UMAP. See README.md for the command line and the layout.
+
+Everything here is imported on first use, so ``import embedkit`` (and
+``embedkit --help``) does not import torch.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .backbones import BackboneSpec, Preprocessing, get_spec, list_backbones, register_backbone  # noqa: E402
-from .errors import (  # noqa: E402
-    ConfigError, DataError, EmbedkitError, MismatchError, MissingDependencyError, NotFittedError, StoreError,
+from embedkit.errors import (  # noqa: E402  (errors are light and always wanted)
+    ConfigError,
+    DataError,
+    EmbedkitError,
+    MismatchError,
+    MissingDependencyError,
+    NotFittedError,
+    StoreError,
     WeightsError,
 )
-from .extract import Backbone  # noqa: E402
-from .store import CodeStore, EmbedResult, embed  # noqa: E402
 
-# Heavier stages are imported on first use, so `import embedkit` stays quick.
-# (finetune() and view() live in the modules of the same name: embedkit.finetune.finetune, embedkit.view.view.)
+# public name -> module that owns it
 _LAZY = {
-    "SVMClassifier": "classify", "LogisticBaseline": "classify", "grid_search_svm": "gridsearch",
-    "KNNIndex": "retrieve", "KNNClassifier": "knn_classify", "project": "view",
+    "Backbone": "embedkit.models.backbone",
+    "BackboneSpec": "embedkit.models.registry",
+    "Preprocessing": "embedkit.models.preprocessing",
+    "get_spec": "embedkit.models.registry",
+    "list_backbones": "embedkit.models.registry",
+    "register_backbone": "embedkit.models.registry",
+    "CodeStore": "embedkit.store.codestore",
+    "EmbedResult": "embedkit.runner.local",
+    "embed": "embedkit.runner.local",
+    "SVMClassifier": "embedkit.classify.svm",
+    "LogisticBaseline": "embedkit.classify.svm",
+    "grid_search_svm": "embedkit.classify.gridsearch",
+    "KNNIndex": "embedkit.retrieve.index",
+    "KNNClassifier": "embedkit.retrieve.knn_classifier",
+    "project": "embedkit.view.project",
 }
 
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: later lookups skip __getattr__
+        return value
     raise AttributeError(f"module 'embedkit' has no attribute {name!r}")
 
 
-__all__ = [*_LAZY, 
-    "__version__", "Backbone", "BackboneSpec", "CodeStore", "EmbedResult", "Preprocessing", "embed", "get_spec",
-    "list_backbones", "register_backbone", "EmbedkitError", "ConfigError", "DataError", "MismatchError",
-    "MissingDependencyError", "NotFittedError", "StoreError", "WeightsError",
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "__version__", *_LAZY, "EmbedkitError", "ConfigError", "DataError", "MismatchError", "MissingDependencyError",
+    "NotFittedError", "StoreError", "WeightsError",
 ]

@@ -13,7 +13,7 @@ import os
 from functools import lru_cache
 from types import ModuleType
 
-from .errors import ConfigError, MissingDependencyError
+from embedkit.errors import ConfigError, MissingDependencyError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

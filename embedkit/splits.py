@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from embedkit.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 

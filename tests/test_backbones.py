@@ -11,7 +11,8 @@ from PIL import Image
 
 import embedkit
 from embedkit import Backbone, ConfigError, MismatchError, WeightsError, get_spec, list_backbones
-from embedkit.backbones import BackboneSpec, Preprocessing, register_backbone
+from embedkit.models.registry import BackboneSpec, register_backbone
+from embedkit.models.preprocessing import Preprocessing
 
 
 def test_registry_lists_the_required_backbones():
@@ -127,7 +128,7 @@ def test_local_state_dict_and_bad_files(tmp_path):
 
 
 def test_checkpoint_of_another_backbone_is_refused(tmp_path):
-    from embedkit.weights import CHECKPOINT_FORMAT
+    from embedkit.models.checkpoint import CHECKPOINT_FORMAT
 
     torch.save({"format": CHECKPOINT_FORMAT, "backbone": "vgg19", "num_classes": 3, "state_dict": {}}, tmp_path / "c.pt")
     with pytest.raises(MismatchError, match="--backbone vgg19"):

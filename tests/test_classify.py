@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.svm import SVC
 
-from embedkit.classify import LogisticBaseline, SVMClassifier
+from embedkit.classify.svm import LogisticBaseline, SVMClassifier
 from embedkit.errors import ConfigError, DataError, MismatchError, MissingDependencyError, NotFittedError, StoreError
-from embedkit.gridsearch import grid_search_svm, param_grid, resolve_gammas
-from embedkit.metrics import classification_report, per_class_top_k, report_table, top_k_precision
-from embedkit.store import CodeStore
+from embedkit.classify.gridsearch import grid_search_svm, param_grid, resolve_gammas
+from embedkit.classify.metrics import classification_report, per_class_top_k, report_table, top_k_precision
+from embedkit.store.codestore import CodeStore
 
 IDENTITY = {"backbone": "synthetic", "layer": "pool", "node": "x", "spatial": "avg",
             "weights": {"identity": "none", "sha256": None}, "preprocessing": {"input_size": 8}}
@@ -49,9 +49,9 @@ def make_store(root: Path, X, labels, identity=IDENTITY, paths=None, styles=None
 
 
 def app():
-    import embedkit_cli.main
+    import embedkit.cli.main
 
-    return embedkit_cli.main.app
+    return embedkit.cli.main.app
 
 
 # --------------------------------------------------------------------------- metrics
@@ -237,7 +237,7 @@ def test_cli_train_eval_predict_synthetic(synth_store, tmp_path):
 
 
 def test_split_by_column_and_split_file(synth_store, tmp_path):
-    from embedkit.classify_run import split_store, train
+    from embedkit.classify.train import split_store, train
 
     s1 = split_store(synth_store, split_by="style", seed=3)
     assert s1.to_dict() == split_store(synth_store, split_by="style", seed=3).to_dict()  # seeded
@@ -273,11 +273,11 @@ def test_cli_bad_stores(tmp_path, case):
 
 
 def test_model_folder_errors(tmp_path, synth_store):
-    from embedkit.report import load_model, postprocess
+    from embedkit.classify.model_folder import load_model, postprocess
 
     with pytest.raises(StoreError, match="model.json is missing"):
         load_model(tmp_path)
-    from embedkit.classify_run import train
+    from embedkit.classify.train import train
 
     train(synth_store, tmp_path / "m", Cs=[1], gammas=["scale"], n_jobs=1, progress=False, baseline=False)
     clf, meta = load_model(tmp_path / "m")
@@ -285,7 +285,7 @@ def test_model_folder_errors(tmp_path, synth_store):
     with pytest.raises(DataError, match="expecting 12"):
         clf.predict(postprocess(meta, tmp_path / "m", np.ones((2, 7))))
     short = make_store(tmp_path / "short", np.asarray(synth_store.codes)[:, :6], list(synth_store.labels))
-    from embedkit.report import check_store_matches
+    from embedkit.classify.model_folder import check_store_matches
 
     with pytest.raises(MismatchError, match="6-d"):
         check_store_matches(meta, short, tmp_path / "m")
@@ -318,6 +318,6 @@ def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     assert [r_["top1"] == r_["pred"] for r_ in rows] == [True] * 3
     # the fitted SVM predicts the same from the freshly embedded images as from the stored codes
     idx = [emoji_store.paths.index(str(p.resolve())) for p in src]
-    clf = __import__("embedkit.report", fromlist=["load_model"]).load_model(model)[0]
+    clf = __import__("embedkit.classify.model_folder", fromlist=["load_model"]).load_model(model)[0]
     stored = clf.predict(np.asarray(emoji_store.codes[idx]))
     assert [r_["pred"] for r_ in sorted(rows, key=lambda r_: r_["path"])] == list(stored[np.argsort([f"{p.parent.name}-{p.name}" for p in src])])

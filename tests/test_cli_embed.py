@@ -6,7 +6,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from embedkit import CodeStore
-from embedkit_cli.main import app
+from embedkit.cli.main import app
 
 
 def test_embed_cli_writes_a_store_and_a_summary(tmp_path, shapes_dir):

@@ -7,7 +7,7 @@ import json
 from click.testing import CliRunner
 from PIL import Image
 
-from embedkit_cli.main import app
+from embedkit.cli.main import app
 
 from conftest import DEMO
 

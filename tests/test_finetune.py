@@ -9,12 +9,13 @@ import torch
 from click.testing import CliRunner
 
 import embedkit
-from embedkit.backbones import get_spec
+import embedkit.io.discover
+from embedkit.models.registry import get_spec
 from embedkit.errors import ConfigError, DataError, MismatchError
-from embedkit.finetune import FinetuneConfig, build_model, finetune, make_optimizer, plan_for
-from embedkit.layers import format_ranges, layer_table, parse_layers, weight_layers
+from embedkit.finetune.train import FinetuneConfig, build_model, finetune, make_optimizer, plan_for
+from embedkit.finetune.layers import format_ranges, layer_table, parse_layers, weight_layers
 from embedkit.splits import stratified_split
-from embedkit.weights import load_model
+from embedkit.models.weights import load_model
 
 from conftest import make_shape_image
 
@@ -145,7 +146,7 @@ def test_run_folder_split_and_skipped(adaptive_run, data_dir):
     paths = {p: [r["path"] for r in split[p]] for p in ("train", "val", "test")}
     assert not set(paths["train"]) & set(paths["val"]) and not set(paths["train"]) & set(paths["test"])
     # the same split classify makes on a store of the readable images (discover order, labels, seed 0)
-    items = [it for it in embedkit.read.discover(data_dir) if not it.path.endswith("broken.png")]
+    items = [it for it in embedkit.io.discover.discover(data_dir) if not it.path.endswith("broken.png")]
     ref = stratified_split([it.label for it in items], (0.64, 0.16, 0.20), seed=0)
     assert paths["train"] == [items[i].path for i in ref.train]
     assert paths["val"] == [items[i].path for i in ref.val]
@@ -250,9 +251,9 @@ def test_checkpoint_for_other_classes(adaptive_run, tmp_path):
 
 
 def embedkit_cli_app():
-    import embedkit_cli.main
+    import embedkit.cli.main
 
-    return embedkit_cli.main.app
+    return embedkit.cli.main.app
 
 
 def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
@@ -267,8 +268,8 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
 
 
 def test_split_by_design_holds_out_whole_designs(tmp_path):
-    from embedkit.augment import prepare_data
-    from embedkit.classify_run import pick_groups
+    from embedkit.finetune.data import prepare_data
+    from embedkit.classify.train import pick_groups
 
     root = tmp_path / "designs"
     rng = np.random.default_rng(1)

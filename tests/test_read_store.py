@@ -12,7 +12,8 @@ from PIL import Image
 
 import embedkit
 from embedkit import Backbone, CodeStore, ConfigError, DataError, MismatchError, StoreError
-from embedkit.read import discover, load_image
+from embedkit.io.discover import discover
+from embedkit.io.decode import load_image
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def test_a_folder_of_only_bad_files_is_a_clear_error(tmp_path, lite0):
 def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path, shapes_dir, lite0, monkeypatch):
     import os
 
-    import embedkit.store as st
+    import embedkit.runner.local as st
 
     real_replace = os.replace
 

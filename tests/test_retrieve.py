@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import make_shape_image
-from embedkit.dedupe import UnionFind, near_duplicate_groups
+from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
 from embedkit.errors import ConfigError, DataError, MismatchError, NotFittedError, StoreError
-from embedkit.knn_classify import KNNClassifier
-from embedkit.retrieve import KNNIndex, resolve_knn_backend
+from embedkit.retrieve.knn_classifier import KNNClassifier
+from embedkit.retrieve.index import KNNIndex, resolve_knn_backend
 
 
 def brute_force(X, Q, k, metric):
@@ -279,7 +279,7 @@ def test_index_from_store_identity(shape_store, tmp_path):
 
 
 def test_neighbors_cli(shape_store, tmp_path):
-    from embedkit_cli.main import app
+    from embedkit.cli.main import app
 
     root, store = shape_store
     bad = tmp_path / "broken.png"
@@ -308,7 +308,7 @@ def test_neighbors_cli(shape_store, tmp_path):
 
 
 def test_neighbors_cli_dedupe_and_errors(shape_store, tmp_path):
-    from embedkit_cli.main import app
+    from embedkit.cli.main import app
 
     root, store = shape_store
     res = CliRunner().invoke(app, ["neighbors", "--dedupe", "--codes", str(store.path), "--threshold", "1e-4",
@@ -328,7 +328,7 @@ def test_neighbors_cli_dedupe_and_errors(shape_store, tmp_path):
 
 
 def test_neighbors_cli_rebuilds_stale_cache(shape_store):
-    from embedkit_cli.main import app
+    from embedkit.cli.main import app
 
     root, store = shape_store
     folder = store.path / "index" / "l2-flat"

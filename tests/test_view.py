@@ -14,9 +14,9 @@ from PIL import Image
 
 from embedkit.device import has_module
 from embedkit.errors import ConfigError, DataError, MissingDependencyError
-from embedkit.store import CodeStore
-from embedkit.view import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
-from embedkit.viewhtml import write_view_html
+from embedkit.store.codestore import CodeStore
+from embedkit.view.project import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
+from embedkit.view.html import write_view_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -196,7 +196,7 @@ def test_view_without_labels_is_a_clear_error(tmp_path, shapes_dir):
 
 
 def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
-    from embedkit_cli.main import app
+    from embedkit.cli.main import app
 
     other = make_store(tmp_path / "other", np.random.default_rng(1).normal(size=(24, 32)), shape_store.labels,
                        shape_store.paths)

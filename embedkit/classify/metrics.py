@@ -1,0 +1,114 @@
+"""Classification metrics as the paper reports them: top-1 / top-k precision, globally and per class.
+
+"Top-k precision" follows Lagunas & Garces: the fraction of items whose true
+class is among the k classes with the highest scores. Per class it is the same
+fraction over the items *of that true class*. The report also carries the
+usual precision/recall of top-1 predictions and the confusion matrix, and can
+be written as JSON and as a plain-text table.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.atomic import write_text_atomic
+from embedkit.errors import ConfigError, DataError
+
+
+def rank_classes(scores: np.ndarray, k: int | None = None) -> np.ndarray:
+    """Column indices of ``scores`` (N x K) from best to worst, ``k`` of them; ties keep class order."""
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise DataError(f"scores must be a 2-D array (items x classes), got shape {scores.shape}")
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return order if k is None else order[:, :k]
+
+
+def _true_index(y_true, classes) -> np.ndarray:
+    classes = list(classes)
+    pos = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(y) for y in y_true if y not in pos})
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} are not among the model's {len(classes)} classes {classes[:10]}")
+    return np.array([pos[y] for y in y_true], dtype=np.int64)
+
+
+def top_k_hits(y_true, scores: np.ndarray, classes: Sequence, k: int) -> np.ndarray:
+    """Boolean per item: is its true class among the ``k`` best-scored classes?"""
+    if k < 1:
+        raise ConfigError(f"k={k} is not valid; use k >= 1")
+    scores = np.asarray(scores)
+    if scores.shape[0] != len(y_true) or scores.shape[1] != len(classes):
+        raise DataError(f"scores of shape {scores.shape} do not match {len(y_true)} items x {len(classes)} classes")
+    t = _true_index(y_true, classes)
+    return (rank_classes(scores, min(k, len(classes))) == t[:, None]).any(axis=1)
+
+
+def top_k_precision(y_true, scores, classes, k: int = 1) -> float:
+    """Fraction of items whose true class is among the ``k`` best-scored classes."""
+    if len(y_true) == 0:
+        raise DataError("cannot compute a precision over zero items")
+    return float(top_k_hits(y_true, scores, classes, k).mean())
+
+
+def per_class_top_k(y_true, scores, classes, k: int = 1) -> dict:
+    """``{class: top-k precision over the items of that class}`` (classes with no items are left out)."""
+    hits = top_k_hits(y_true, scores, classes, k)
+    y = np.asarray(y_true, dtype=object)
+    return {c: float(hits[y == c].mean()) for c in classes if (y == c).any()}
+
+
+def classification_report(y_true, scores, classes, ks: Sequence[int] = (1, 5)) -> dict:
+    """Everything the paper reports, as a JSON-ready dict.
+
+    Keys: ``n``, ``classes``, ``top{k}`` (global), ``per_class`` (``{class: {n, top1, top5,
+    precision, recall}}``; precision/recall are of the top-1 predictions), ``confusion``
+    (rows = true, columns = predicted, in ``classes`` order).
+    """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    classes = [str(c) for c in classes]
+    y_true = np.asarray([str(y) for y in y_true], dtype=object)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(y_true) == 0:
+        raise DataError("cannot report on zero items")
+    pred = np.asarray(classes, dtype=object)[rank_classes(scores, 1)[:, 0]]
+    rep = {"n": int(len(y_true)), "classes": classes}
+    for k in ks:
+        rep[f"top{k}"] = top_k_precision(y_true, scores, classes, k)
+    per_k = {k: per_class_top_k(y_true, scores, classes, k) for k in ks}
+    prec, rec, _, support = precision_recall_fscore_support(y_true, pred, labels=classes, zero_division=0)
+    rep["per_class"] = {
+        c: {"n": int(support[i]), **{f"top{k}": per_k[k].get(c) for k in ks},
+            "precision": float(prec[i]), "recall": float(rec[i])}
+        for i, c in enumerate(classes)
+    }
+    rep["confusion"] = confusion_matrix(y_true, pred, labels=classes).tolist()
+    return rep
+
+
+def report_table(rep: dict, title: str = "") -> str:
+    """A readable fixed-width table of a :func:`classification_report`."""
+    ks = [int(k[3:]) for k in rep if k.startswith("top") and k[3:].isdigit()]
+    width = max([len("class")] + [len(c) for c in rep["classes"]])
+    head = f"{'class':<{width}}  {'n':>5}  " + "  ".join(f"{'top' + str(k):>6}" for k in ks) + f"  {'prec':>6}  {'recall':>6}"
+    lines = [title] if title else []
+    lines += [head, "-" * len(head)]
+    fmt = lambda v: f"{v:6.3f}" if v is not None else f"{'-':>6}"  # noqa: E731
+    for c in rep["classes"]:
+        r = rep["per_class"][c]
+        lines.append(f"{c:<{width}}  {r['n']:>5}  " + "  ".join(fmt(r[f'top{k}']) for k in ks)
+                     + f"  {fmt(r['precision'])}  {fmt(r['recall'])}")
+    lines.append("-" * len(head))
+    lines.append(f"{'ALL':<{width}}  {rep['n']:>5}  " + "  ".join(fmt(rep[f'top{k}']) for k in ks))
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rep: dict, json_path, table_path=None, title: str = "") -> None:
+    """Write a report as JSON (and as a text table when ``table_path`` is given), atomically."""
+    write_text_atomic(json_path, json.dumps(rep, indent=2, default=float))
+    if table_path is not None:
+        write_text_atomic(table_path, report_table(rep, title))

@@ -1,0 +1,83 @@
+"""`embedkit finetune IMAGES -o run/`: fine-tune a backbone (adaptive / head / head-then-top / full)."""
+
+from __future__ import annotations
+
+import click
+
+from embedkit.cli.options import device_option
+from embedkit.errors import ConfigError
+
+
+def _fractions(_ctx, _param, value):
+    try:
+        parts = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise click.BadParameter(f"{value!r}: give three fractions train,val,test such as 0.64,0.16,0.20")
+    return parts
+
+
+@click.command(name="finetune")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("-o", "--out", required=True, type=click.Path(), help="Run folder (best.pt, last.pt, history.csv, curves.png, split.json).")
+@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+              help="Registered name (vgg19 = the paper's, resnet50, efficientnet_lite0...) or any timm/torchvision model.")
+@click.option("--weights", default="default", show_default=True,
+              help="Starting weights: 'default' (ImageNet), 'none' (random) or a .pt/.pth file / finetune checkpoint.")
+@click.option("--strategy", type=click.Choice(["adaptive", "head", "head-then-top", "full"]), default="adaptive",
+              show_default=True, help="adaptive = the paper's layer-based optimisation.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--reinit", default=None, help="adaptive: layers re-initialised and trained at --lr-high, by index range "
+              "or module name (e.g. 1-10,17-19 or features.0,classifier); default: the paper's for vgg19/vgg16, else the head.")
+@click.option("--lr-high", type=float, default=1e-2, show_default=True, help="Rate of re-initialised layers (and of the head).")
+@click.option("--lr-low", type=float, default=1e-4, show_default=True, help="Rate of kept layers (adaptive) and of phase 2 (head-then-top).")
+@click.option("--lr", type=float, default=None, help="Single rate for head (default --lr-high) and full (default 1e-3).")
+@click.option("--top", default="4", show_default=True, help="head-then-top: top N layers (or a layer spec) unfrozen in phase 2.")
+@click.option("--head-epochs", type=click.IntRange(min=0), default=None, help="head-then-top: epochs of phase 1 (default half).")
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Random resized crop, flip, colour jitter.")
+@click.option("--augment-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
+@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default="cosine", show_default=True)
+@click.option("--step-size", type=click.IntRange(min=1), default=None, help="step schedule: epochs between drops (default a third).")
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
+@click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
+              help="Validation metric for the best checkpoint, plateau and early stopping.")
+@click.option("--early-stop", "patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
+@click.option("--fractions", "--split", "split", default="0.64,0.16,0.20", show_default=True, callback=_fractions,
+              help="Train,val,test fractions (stratified and seeded: the same split as classify train).")
+@click.option("--split-file", type=click.Path(exists=True), default=None, help="CSV of path,split rows instead of fractions.")
+@click.option("--split-by", type=click.Choice(["design"]), default=None,
+              help="Hold out whole designs (file names) for val/test, as classify --split-by design.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, initialisation and sampling.")
+@click.option("--input-size", type=click.IntRange(min=16), default=None, help="Input resolution (default: the backbone's).")
+@device_option
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")
+@click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
+@click.option("--freeze-bn-stats", is_flag=True,
+              help="Keep every BatchNorm's running statistics at their pretrained values (small datasets).")
+@click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")
+@click.option("--resume", is_flag=True, help="Continue a killed run in OUT (same epoch, optimizer, schedule, RNG).")
+@click.option("--overwrite", is_flag=True, help="Start over, replacing the run in OUT.")
+@click.option("--quiet", is_flag=True, help="No progress bars or layer table.")
+def command(source, out, resume, overwrite, quiet, **options):
+    """Fine-tune a backbone on the labelled images of SOURCE (one sub-folder per class, or a CSV path,label).
+
+    The layer table printed first shows what is re-initialised, trained (and at which rate) and frozen.
+    The best epoch is exported to OUT/best.pt, which `embedkit embed --weights OUT/best.pt` loads.
+    """
+    from embedkit.finetune.train import finetune
+
+    if options["lr_high"] <= 0 or options["lr_low"] <= 0:
+        raise ConfigError("learning rates must be > 0")
+    res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet,
+                   log=(lambda _msg: None) if quiet else click.echo, **options)
+    click.echo(res.summary())
+    for path, reason in res.skipped[:10]:
+        click.echo(f"  skipped {path}: {reason}")
+    if len(res.skipped) > 10:
+        click.echo(f"  ... {len(res.skipped) - 10} more in {res.out / 'skipped.csv'}")

@@ -1,0 +1,59 @@
+"""Entry point: the ``embedkit`` click group and its error handling.
+
+Every :class:`~embedkit.errors.EmbedkitError` becomes one ``error: ...`` line on
+stderr and exit status 2; an interrupt says how to resume and exits 130.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from embedkit import __version__
+from embedkit.errors import EmbedkitError
+
+
+class EmbedkitGroup(click.Group):
+    """A click group that turns embedkit's errors into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EmbedkitError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: what was committed is kept; run the same command with --resume to continue",
+                       err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=EmbedkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="embedkit")
+def app():
+    """Neural codes from pretrained CNNs: embed, classify, find neighbours, fine-tune, view."""
+
+
+def _register():
+    from embedkit.cli import classify as classify_cmd
+    from embedkit.cli import demo as demo_cmd
+    from embedkit.cli import embed as embed_cmd
+    from embedkit.cli import finetune as finetune_cmd
+    from embedkit.cli import neighbors as neighbors_cmd
+    from embedkit.cli import view as view_cmd
+
+    for mod in (embed_cmd, classify_cmd, neighbors_cmd, finetune_cmd, view_cmd, demo_cmd):
+        app.add_command(mod.command)
+
+
+_register()
+
+
+def main(argv=None):
+    """Console-script entry point."""
+    return app.main(args=argv, prog_name="embedkit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

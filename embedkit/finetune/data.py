@@ -1,0 +1,178 @@
+"""Training data for fine-tuning: readable labelled images, the shared splits, augmentation and loaders.
+
+Images are read exactly as :func:`embedkit.embed` reads them (:mod:`embedkit.read`);
+the unreadable ones are found by one decoding pass before training, listed, and
+left out, and the remaining rows are split with :func:`embedkit.splits.stratified_split`
+on the same labels and seed as ``embedkit classify`` uses on a store of the same
+folder, so fine-tuning never sees the images classify will test on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embedkit.errors import ConfigError, DataError
+from embedkit.io.discover import Item, discover
+from embedkit.io.loader import ImageDataset, collate_skipping
+from embedkit.models.preprocessing import Preprocessing
+from embedkit.splits import (
+    Split,
+    design_of,
+    group_split,
+    split_from_file,
+    stratified_split,
+)
+
+
+def resized(pre: Preprocessing, input_size: int | None) -> Preprocessing:
+    """``pre`` at another input size, keeping its resize/crop ratio (e.g. 64 px for quick runs)."""
+    if not input_size or int(input_size) == pre.input_size:
+        return pre
+    s = int(input_size)
+    return Preprocessing(input_size=s, resize=int(round(s * pre.resize / pre.input_size)), mean=pre.mean,
+                         std=pre.std, interpolation=pre.interpolation)
+
+
+def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 1.0):
+    """Random resized crop, horizontal flip and colour jitter scaled by ``strength`` (0..1); eval transform if off."""
+    from torchvision import transforms as T
+
+    if not augment or strength <= 0:
+        return pre.transform()
+    if strength > 1:
+        raise ConfigError(f"augmentation strength {strength} is not valid; use a number in [0, 1]")
+    interp = T.InterpolationMode(pre.interpolation)
+    jitter = 0.4 * strength
+    return T.Compose([
+        # strength 1 is the usual ImageNet recipe (crops down to 8% of the area); 0.5 keeps >= 54%.
+        T.RandomResizedCrop(pre.input_size, scale=(1.0 - 0.92 * strength, 1.0), interpolation=interp),
+        T.RandomHorizontalFlip(),
+        T.ColorJitter(jitter, jitter, jitter, 0.1 * strength),
+        T.ToTensor(),
+        T.Normalize(pre.mean, pre.std),
+    ])
+
+
+@dataclass
+class TrainingData:
+    """Readable labelled images (``items``), integer ``targets``, ``class_names``, the ``split`` and ``skipped``."""
+
+    items: list
+    targets: np.ndarray
+    class_names: list
+    split: Split
+    skipped: list  # (path, reason)
+
+    def part(self, name: str) -> np.ndarray:
+        return getattr(self.split, name)
+
+    def write(self, out) -> None:
+        """``split.json`` (class names and the rows of each part) and ``skipped.csv``, atomically."""
+        from embedkit.atomic import write_csv_atomic, write_json_atomic
+
+        out = Path(out)
+        write_json_atomic(out / "split.json", {
+            "classes": self.class_names,
+            **{part: [{"index": int(i), "path": self.items[i].path, "label": self.items[i].label}
+                      for i in self.part(part)] for part in ("train", "val", "test")}})
+        write_csv_atomic(out / "skipped.csv", ["path", "reason"], self.skipped)
+
+
+def _probe(_img):
+    return torch.zeros(0)
+
+
+def readable(items: list[Item], workers: int = 0, progress: bool = True) -> tuple[list[Item], list]:
+    """Decode every image once; returns ``(readable items in order, [(path, reason)] for the others)``."""
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(ImageDataset(items, _probe, want_sha1=False), batch_size=64, num_workers=workers,
+                        collate_fn=collate_skipping)
+    ok, bad = [], []
+    for idx, _x, _info, skipped in tqdm(loader, desc="checking images", unit="batch", disable=not progress):
+        ok.extend(idx)
+        bad.extend(skipped)
+    keep = set(ok)
+    return [it for i, it in enumerate(items) if i in keep], [(items[i].path, reason) for i, reason in sorted(bad)]
+
+
+def _split(items, labels, fractions, seed, split_file, split_by) -> Split:
+    """The split ``embedkit classify`` makes of a store of these items, with the same options."""
+    if split_file:
+        return split_from_file([it.path for it in items], split_file)
+    if split_by:
+        if split_by != "design":
+            raise ConfigError(f"split_by={split_by!r} is not valid for fine-tuning; use 'design' (hold out whole "
+                              "file-name groups, as classify --split-by design) or no split_by")
+        from embedkit.classify.train import (
+            pick_groups,  # the same seeded choice of groups as classify
+        )
+
+        groups = np.array([design_of(it.path) for it in items], dtype=object)
+        test = pick_groups(groups, fractions[2], seed)
+        val = pick_groups(groups, fractions[1], seed + 1, exclude=test) if fractions[1] > 0 else []
+        return group_split(groups, test, val)
+    return stratified_split(labels, fractions, seed)
+
+
+def prepare_data(source, fractions=(0.64, 0.16, 0.20), seed: int = 0, split_file=None, workers: int = 0,
+                 progress: bool = True, split_by: str | None = None) -> TrainingData:
+    """Find, check and split the labelled images of ``source`` (folder of class sub-folders or labelled CSV)."""
+    items = discover(source)
+    unlabelled = [it.path for it in items if not it.label]
+    if unlabelled:
+        raise DataError(f"{len(unlabelled)} images have no class label (first: {unlabelled[0]}); fine-tuning needs "
+                        "one sub-folder per class, or a CSV manifest with path,label columns")
+    items, skipped = readable(items, workers, progress)
+    if not items:
+        raise DataError(f"none of the images of {str(source)!r} could be read ({len(skipped)} skipped)")
+    labels = np.asarray([it.label for it in items])
+    class_names = sorted(set(labels.tolist()))
+    if len(class_names) < 2:
+        raise DataError(f"fine-tuning a classifier needs at least 2 classes; {str(source)!r} has only "
+                        f"{class_names!r} ({len(items)} images); add one sub-folder per class")
+    targets = np.searchsorted(class_names, labels).astype(np.int64)
+    split = _split(items, labels, fractions, seed, split_file, split_by)
+    for part in ("train", "val"):
+        if len(getattr(split, part)) == 0:
+            raise DataError(f"the {part} split is empty ({split.sizes()} images with fractions {tuple(fractions)}); "
+                            "give it a share, e.g. --fractions 0.64,0.16,0.20, or add images")
+    missing = sorted(set(class_names) - set(labels[split.train].tolist()))
+    if missing:
+        raise DataError(f"classes {missing} have no training image; add images or change the split")
+    return TrainingData(items, targets, class_names, split, skipped)
+
+
+def make_loader(data: TrainingData, part: str, transform, batch_size: int, workers: int = 0, train: bool = False,
+                balanced: bool = False, seed: int = 0, pin_memory: bool = False):
+    """DataLoader over one split, yielding ``(indices, images, infos, skipped)``.
+
+    For training, the order (shuffled, or class-balanced sampling with replacement)
+    comes from a generator seeded with ``seed``, so a resumed epoch sees the same batches.
+    """
+    from torch.utils.data import (
+        DataLoader,
+        RandomSampler,
+        Subset,
+        WeightedRandomSampler,
+    )
+
+    rows = data.part(part)
+    sub = Subset(ImageDataset(data.items, transform, want_sha1=False), rows.tolist())
+    sampler = None
+    if train:
+        g = torch.Generator().manual_seed(int(seed))
+        if balanced:
+            counts = np.bincount(data.targets[rows], minlength=len(data.class_names))
+            w = 1.0 / counts[data.targets[rows]]
+            sampler = WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), len(rows), replacement=True, generator=g)
+        else:
+            sampler = RandomSampler(sub, generator=g)
+    return DataLoader(sub, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate_skipping,
+                      pin_memory=pin_memory, drop_last=False, persistent_workers=False,
+                      generator=torch.Generator().manual_seed(int(seed) + 1) if workers else None)

@@ -1,0 +1,134 @@
+"""Decoding images robustly: any PIL mode to RGB, bad files as a reason instead of an exception.
+
+Every decodable image becomes RGB: grayscale, palette, CMYK, 16-bit and
+RGBA (composited on white) are converted. Corrupt, truncated, empty or
+non-image files raise ``ValueError`` with a short reason, which the loaders
+turn into a ``skipped`` row. JPEGs can also be handed over undecoded and decoded on the
+compute device (:func:`decode_on_device`, nvJPEG on CUDA).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+# PIL refuses truncated files by default, which is what we want: a truncated
+# file is listed as skipped rather than embedded with a grey bottom half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB; transparency is composited on white (illustrations are drawn on white)."""
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit / float greyscale: rescale to 8 bits instead of clipping to white.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+        return Image.fromarray(arr.astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        canvas = Image.new("RGB", img.size, (255, 255, 255))
+        canvas.paste(img, mask=img.getchannel("A"))
+        return canvas
+    return img.convert("RGB")
+
+
+def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
+    """Decode ``path`` to an RGB image; returns ``(image, info)`` with bytes, width, height (and sha1).
+
+    Raises ``ValueError`` with a short reason for anything that is not a usable image.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()
+        img = to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"corrupt or truncated: {exc}"
+        raise ValueError(reason) from exc
+    if img.width == 0 or img.height == 0:
+        raise ValueError("zero-sized image")
+    info = {"bytes": len(data), "width": img.width, "height": img.height}
+    if want_sha1:
+        info["sha1"] = hashlib.sha1(data).hexdigest()
+    return img, info
+
+
+JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"
+
+
+def raw_jpeg(path: str, want_sha1: bool = False):
+    """``(bytes as a uint8 tensor, info)`` of a complete RGB or greyscale JPEG, else None.
+
+    Only the header is parsed (no decoding). Anything else (other formats, CMYK,
+    a file without its end marker, i.e. truncated) returns None and goes through
+    :func:`load_image`, which converts it or gives the reason to skip it.
+    """
+    import torch
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data.startswith(JPEG_START) or not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode not in ("RGB", "L"):
+                return None
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        return None
+    info = {"bytes": len(data), "width": w, "height": h}
+    if want_sha1:
+        info["sha1"] = hashlib.sha1(data).hexdigest()
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8), info
+
+
+def decode_on_device(samples: list, pre, device):
+    """Finish a batch whose JPEGs came undecoded: decode them with torchvision.io on ``device``
+    (nvJPEG on CUDA), resize and centre-crop them there like ``pre.transform_uint8()``.
+
+    ``samples`` mixes ready uint8 crops (3-D) and JPEG bytes (1-D). Returns
+    ``(uint8 batch on device or None, kept positions, [(position, reason)])``.
+    """
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as F
+
+    pos = [k for k, t in enumerate(samples) if t.ndim == 1]
+    decoded, failed = {}, {}
+    if pos:
+        try:
+            decoded = dict(zip(pos, decode_jpeg([samples[k] for k in pos], mode=ImageReadMode.RGB, device=device)))
+        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
+            for k in pos:
+                try:
+                    decoded[k] = decode_jpeg(samples[k], mode=ImageReadMode.RGB, device=device)
+                except RuntimeError as exc:
+                    failed[k] = f"corrupt JPEG: {exc}"
+    interp = InterpolationMode(pre.interpolation)
+    out, keep = [], []
+    for k, t in enumerate(samples):
+        if k in failed:
+            continue
+        if t.ndim == 1:
+            t = F.center_crop(F.resize(decoded[k], [pre.resize], interpolation=interp, antialias=True),
+                              [pre.input_size])
+        out.append(t.to(device, non_blocking=True))
+        keep.append(k)
+    return (torch.stack(out) if out else None), keep, sorted(failed.items())

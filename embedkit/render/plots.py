@@ -1,0 +1,95 @@
+"""PNG figures people would rather look at than read: confusion matrix, per-class bars, learning curves.
+
+All functions write atomically (temporary file, then rename) and return the path.
+matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.atomic import atomic_path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    plt = _plt()
+    try:
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path, title: str = "Confusion matrix") -> Path:
+    """Row-normalised confusion matrix (rows = true class) with counts in the cells when small enough."""
+    plt = _plt()
+    cm = np.asarray(cm, dtype=float)
+    k = len(class_names)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(5.0, 0.32 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), class_names, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if k <= 40:
+        for i in range(k):
+            for j in range(k):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return save_figure(fig, path)
+
+
+def per_class_bar_png(values: dict, path, title: str = "Per-class top-1 precision", xlabel: str = "precision") -> Path:
+    """Horizontal bars of a per-class score (sorted), with the mean as a dashed line."""
+    plt = _plt()
+    names = sorted(values, key=lambda c: values[c])
+    vals = [float(values[c]) for c in names]
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.25 * len(names) + 1)))
+    ax.barh(range(len(names)), vals, color="#4477aa")
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlim(0, 1)
+    if vals:
+        ax.axvline(float(np.mean(vals)), color="#cc3311", ls="--", label=f"mean {np.mean(vals):.3f}")
+        ax.legend(loc="lower right")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def learning_curves_png(history: Sequence[dict], path, title: str = "Learning curves") -> Path:
+    """Loss and accuracy per epoch from rows with ``epoch`` and any of train_loss, val_loss, train_acc, val_acc."""
+    plt = _plt()
+    ep = [int(r["epoch"]) for r in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", a1), ("acc", a2)):
+        for part in ("train", "val"):
+            col = f"{part}_{key}"
+            ys = [float(r[col]) for r in history if r.get(col) not in (None, "")]
+            if ys:
+                ax.plot(ep[:len(ys)], ys, marker="o", label=part)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return save_figure(fig, path)

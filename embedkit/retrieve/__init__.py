@@ -1,0 +1,1 @@
+"""Retrieval: nearest neighbours over codes (FAISS or torch), deduplication, a kNN classifier."""

@@ -1,0 +1,96 @@
+"""Near-duplicate groups: every pair of codes closer than a threshold, joined by union-find.
+
+The pairs come from kNN searches of the indexed codes against their own index,
+chunk by chunk, so memory stays at (chunk x k) rather than N x N. When a row's
+k-th neighbour is still under the threshold the row is searched again with a
+doubled k, so with an exact (flat) index no pair under the threshold is missed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedkit.errors import ConfigError, DataError
+
+
+class UnionFind:
+    """Disjoint sets over ``0..n-1`` with path halving and union by size."""
+
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+        self.size = np.ones(n, dtype=np.int64)
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        while p[a] != a:
+            p[a] = p[p[a]]
+            a = p[a]
+        return int(a)
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+
+@dataclass
+class DuplicateGroup:
+    """Rows (store order) of one group of near-duplicates and the largest linking distance inside it."""
+
+    rows: list[int]
+    max_distance: float
+
+
+def near_duplicate_groups(index, X, threshold: float, k: int = 10, chunk_size: int = 4096,
+                          progress: bool = False) -> list[DuplicateGroup]:
+    """Groups of rows of ``X`` linked by distances ``<= threshold`` (in the index's metric).
+
+    ``index`` is a fitted :class:`~embedkit.retrieve.KNNIndex` built on ``X``
+    with default ids (row numbers). Groups are sorted largest first; rows
+    inside a group ascending. Singletons are not returned.
+    """
+    from tqdm.auto import tqdm
+
+    index._check_fitted()
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ConfigError(f"threshold={threshold!r} is not valid; give a distance >= 0 in the index's metric "
+                          f"({index.metric}: {'squared L2' if index.metric == 'l2' else '1 - cosine' if index.metric == 'cosine' else '-inner product'})")
+    if index.metric == "ip":
+        raise ConfigError("near-duplicates need a distance; metric='ip' gives similarities: use metric='cosine' or 'l2'")
+    if X.shape[0] != index.n_:
+        raise DataError(f"the index holds {index.n_} vectors but {X.shape[0]} codes were given; pass the codes the index was built on")
+    if not np.array_equal(index.ids_, np.arange(index.n_)):
+        raise ConfigError("near_duplicate_groups needs an index with default ids (row numbers)")
+    n = index.n_
+    cap = min(n, 2048) if index.backend_ == "faiss-gpu" else n  # GPU FAISS searches at most k=2048
+    uf = UnionFind(n)
+    edges_d = np.zeros(n, dtype=np.float64)  # largest linking distance at each row, for each group's max
+    for start in tqdm(range(0, n, chunk_size), disable=not progress, desc="near-duplicates", unit="chunk"):
+        q = np.asarray(X[start:start + chunk_size], dtype=np.float32)
+        rows = np.arange(start, start + len(q))
+        kk = min(k + 1, cap)
+        while len(rows):
+            D, I = index.search(q, kk)
+            hit = (I >= 0) & (I != rows[:, None]) & (D <= threshold)
+            for a, b in zip(*np.nonzero(hit)):  # only the (few) pairs under the threshold are visited in Python
+                r, j, dist = int(rows[a]), int(I[a, b]), float(D[a, b])
+                uf.union(r, j)
+                edges_d[r] = max(edges_d[r], dist)
+                edges_d[j] = max(edges_d[j], dist)
+            # rows whose last neighbour is still under the threshold may have more: search them again, wider
+            more = (D[:, -1] <= threshold) & (kk < cap)
+            rows, q, kk = rows[more], q[more], min(2 * kk, cap)
+    roots = np.array([uf.find(i) for i in range(n)])
+    groups = {}
+    for i, r in enumerate(roots):
+        if uf.size[r] > 1:
+            groups.setdefault(int(r), []).append(i)
+    out = [DuplicateGroup(rows, float(edges_d[rows].max())) for rows in groups.values()]
+    out.sort(key=lambda g: (-len(g.rows), g.rows[0]))
+    return out

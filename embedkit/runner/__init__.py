@@ -1,0 +1,1 @@
+"""Embedding jobs: images -> model -> store, on one machine (``local``) or on Ray."""

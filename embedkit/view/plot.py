@@ -1,0 +1,124 @@
+"""Drawing 2-D views as PNG: one panel per store side by side, coloured by label, optional thumbnails.
+
+Colours come from :func:`palette` (shared by the HTML page), so a class has the
+same colour in every panel and in both outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from embedkit.errors import ConfigError
+
+
+def palette(names: Sequence[str]) -> dict:
+    """Distinct RGB hex colours for class names (tab10, tab20, tab20+b+c, then evenly spaced hues)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import hsv_to_rgb, to_hex
+
+    names = list(names)
+    k = len(names)
+    if k <= 10:
+        cols = [colormaps["tab10"](i) for i in range(k)]
+    elif k <= 20:
+        cols = [colormaps["tab20"](i) for i in range(k)]
+    elif k <= 60:
+        cols = [colormaps[m](i) for m in ("tab20", "tab20b", "tab20c") for i in range(20)][:k]
+    else:  # golden-ratio hues with alternating lightness keep neighbours apart
+        cols = [hsv_to_rgb(((i * 0.618034) % 1.0, 0.75, 0.95 if i % 2 else 0.7)) for i in range(k)]
+    return {n: to_hex(c) for n, c in zip(names, cols)}
+
+
+@dataclass
+class ViewPanel:
+    """One map to draw: points ``xy`` with their ``labels`` and image ``paths`` (in step), a title and metrics."""
+
+    title: str
+    xy: np.ndarray
+    labels: np.ndarray | None = None
+    paths: Sequence[str] | None = None
+    metrics: dict | None = None
+
+
+def spread_sample(xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """``k`` row indices spread over the map (greedy farthest-point from a seeded start), so thumbnails overlap less."""
+    n = len(xy)
+    k = int(min(k, n))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    chosen = [int(np.random.default_rng(seed).integers(n))]
+    dist = np.full(n, np.inf)
+    for _ in range(k - 1):
+        dist = np.minimum(dist, ((xy - xy[chosen[-1]]) ** 2).sum(1))
+        chosen.append(int(dist.argmax()))
+    return np.asarray(chosen, np.int64)
+
+
+def _thumb_array(path: str, size: int) -> np.ndarray:
+    """RGB array of a small thumbnail; a grey square when the file cannot be read (the map still shows where it was)."""
+    from embedkit.render.gallery import thumbnail
+
+    return np.asarray(thumbnail(path, size, fill=(190, 190, 190)))
+
+
+def metrics_line(m: dict | None) -> str:
+    """'silhouette 0.123 · 5-NN acc 0.870' (or empty when no metrics)."""
+    if not m:
+        return ""
+    return f"silhouette {m['silhouette']:.3f} · {m['k']}-NN acc {m['knn_acc']:.3f}"
+
+
+def plot_views(panels: Sequence[ViewPanel], path, *, thumbnails: int = 0, thumb_px: int = 36, seed: int = 0,
+               title: str | None = None, max_legend: int = 40) -> Path:
+    """Scatter PNG: one panel per view side by side, coloured by label with one shared legend, optional thumbnails."""
+    from matplotlib.lines import Line2D
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    from embedkit.render.plots import _plt, save_figure
+
+    plt = _plt()
+    if not panels:
+        raise ConfigError("plot_views needs at least one panel")
+    all_labels = [np.asarray(p.labels, dtype=str) for p in panels if p.labels is not None]
+    names, counts = (np.unique(np.concatenate(all_labels), return_counts=True) if all_labels else ([], []))
+    colours = palette(list(names))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.2), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        xy = np.asarray(p.xy)
+        n = len(xy)
+        size = float(np.clip(20000.0 / max(n, 1), 1.0, 36.0))
+        if p.labels is None:
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#4477aa", alpha=0.8, linewidths=0)
+        else:
+            lab = np.asarray(p.labels, dtype=str)
+            order = np.random.default_rng(seed).permutation(n)  # no class painted last over all the others
+            ax.scatter(xy[order, 0], xy[order, 1], s=size, c=[colours[v] for v in lab[order]],
+                       alpha=0.9 if n <= 5000 else 0.6, linewidths=0)
+        if thumbnails and p.paths is not None:
+            for i in spread_sample(xy, thumbnails, seed):
+                edge = colours.get(str(p.labels[i]), "#444444") if p.labels is not None else "#444444"
+                box = AnnotationBbox(OffsetImage(_thumb_array(p.paths[i], thumb_px), zoom=1.0), xy[i], frameon=True,
+                                     pad=0.1, bboxprops={"edgecolor": edge, "linewidth": 1.5})
+                ax.add_artist(box)
+        line = metrics_line(p.metrics)
+        ax.set_title(p.title + (f"\n{line}" if line else ""), fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal", adjustable="datalim")
+    if len(names):
+        top = sorted(range(len(names)), key=lambda i: -counts[i])[:max_legend]
+        shown = sorted(names[i] for i in top)
+        handles = [Line2D([], [], marker="o", ls="", markersize=7, markerfacecolor=colours[v], markeredgewidth=0,
+                          label=v) for v in shown]
+        extra = len(names) - len(shown)
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+                   ncol=1 if len(shown) <= 20 else 2, fontsize=8,
+                   title=f"{len(names)} classes" + (f" ({extra} rarest not listed)" if extra else ""))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
