@@ -38,3 +38,14 @@ class NotFittedError(EmbedkitError, AttributeError):
 
 class StoreError(EmbedkitError):
     """A code store that is missing, incomplete or corrupt."""
+
+
+def invalid(what: str, given, valid, fix: str | None = None) -> ConfigError:
+    """The one shape of a "not valid" message: what was given, what is valid, how to fix it.
+
+    ``raise invalid("kernel", "rfb", KERNELS)`` ->
+    ``ConfigError("kernel 'rfb' is not valid; use one of rbf, sigmoid, linear, poly")``.
+    ``valid`` is a sequence of choices or a sentence (e.g. ``"a positive integer"``).
+    """
+    choices = valid if isinstance(valid, str) else "one of " + ", ".join(map(str, valid))
+    return ConfigError(f"{what} {given!r} is not valid; use {choices}" + (f" ({fix})" if fix else ""))

@@ -317,7 +317,7 @@ def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert [r_["top1"] == r_["pred"] for r_ in rows] == [True] * 3
     # the fitted SVM predicts the same from the freshly embedded images as from the stored codes
-    idx = [emoji_store.paths.index(str(p.resolve())) for p in src]
+    idx = [list(emoji_store.paths).index(str(p.resolve())) for p in src]
     clf = __import__("embedkit.classify.model_folder", fromlist=["load_model"]).load_model(model)[0]
     stored = clf.predict(np.asarray(emoji_store.codes[idx]))
     assert [r_["pred"] for r_ in sorted(rows, key=lambda r_: r_["path"])] == list(stored[np.argsort([f"{p.parent.name}-{p.name}" for p in src])])

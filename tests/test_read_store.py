@@ -151,7 +151,7 @@ def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path, shapes_dir,
     res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, batch_size=4, resume=True, progress=False)
     assert res.embedded == 24 - commits[-1]  # only what had not been committed
     store = res.store
-    assert store.paths == full.paths and len(set(store.paths)) == 24
+    assert list(store.paths) == list(full.paths) and len(set(store.paths)) == 24
     assert np.allclose(store.codes, full.codes, atol=1e-5)
 
 
@@ -247,7 +247,7 @@ def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path
     (root / "bad_middle.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(300) + b"\xff\xd9")
     cpu = embedkit.embed(root, tmp_path / "cpu", lite0, batch_size=4, progress=False).store
     dev = embedkit.embed(root, tmp_path / "dev", lite0, batch_size=4, progress=False, decode="device").store
-    assert dev.paths == cpu.paths and len(cpu) == 9
+    assert list(dev.paths) == list(cpu.paths) and len(cpu) == 9
     assert {r["path"] for r in dev.skipped} == {r["path"] for r in cpu.skipped} == {
         str(root / "truncated.jpg"), str(root / "bad_middle.jpg")}
     assert [it["sha1"] for it in dev.items] == [it["sha1"] for it in cpu.items]

@@ -266,7 +266,7 @@ def shape_store(tmp_path_factory):
 def test_index_from_store_identity(shape_store, tmp_path):
     root, store = shape_store
     index = KNNIndex.from_store(store, metric="cosine")
-    assert index.identity_ == store.identity and index.paths_ == store.paths
+    assert index.identity_ == store.identity and list(index.paths_) == list(store.paths)
     index.save(tmp_path / "idx")
     KNNIndex.load(tmp_path / "idx", store=store)  # its own store: accepted
     other = dict(store.identity, layer="another_layer")

@@ -14,13 +14,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import MismatchError, StoreError
 from embedkit.models.identity import identity_mismatch
-from embedkit.store.postprocess import l2_normalize
 
 ITEM_FIELDS = ("path", "label", "width", "height", "bytes", "sha1")
 
@@ -79,13 +80,26 @@ class CodeStore:
     def dim(self) -> int:
         return int(self.meta["dim"])
 
-    @property
-    def paths(self) -> list[str]:
-        return [it["path"] for it in self.items]
+    @cached_property
+    def paths(self) -> np.ndarray:
+        """Path of every row (object array, computed once)."""
+        return np.array([it["path"] for it in self.items], dtype=object)
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
+        """Label of every row (object array, "" when unlabelled; computed once)."""
         return np.array([it["label"] for it in self.items], dtype=object)
+
+    def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
+        """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        for i in range(start, stop, rows):
+            yield i, np.asarray(self.codes[i:min(i + rows, stop)], dtype=np.float32)
+
+    def take(self, indices) -> np.ndarray:
+        """Codes of the given rows (float32, in the order given)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.asarray(self.codes[idx], dtype=np.float32)
 
     @property
     def identity(self) -> dict:
@@ -102,15 +116,17 @@ class CodeStore:
             raise MismatchError(f"{what} come from another backbone/layer than store {str(self.path)!r} "
                                 f"({'; '.join(diffs)}); embed with the same backbone and layer")
 
+    @cached_property
+    def postprocess(self):
+        """The store's :class:`~embedkit.store.postprocess.PostProcess` (L2 / PCA-whitening of raw codes)."""
+        from embedkit.store.postprocess import PostProcess
+
+        return PostProcess.load({"l2_normalize": self.meta.get("l2_normalize"), "pca_whiten": self.meta.get("pca_whiten")},
+                                self.path)
+
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Apply the store's post-processing (PCA-whitening, L2) to raw codes of new images, e.g. queries."""
-        x = np.asarray(raw, dtype=np.float32)
-        if self.meta.get("pca_whiten"):
-            with np.load(self.path / "pca.npz") as p:
-                x = (x - p["mean"]) @ p["components"].T / p["scale"]
-        if self.meta.get("l2_normalize"):
-            x = l2_normalize(x)
-        return x.astype(np.float32)
+        return self.postprocess.apply(raw)
 
     def backbone(self, device: str | None = "auto"):
         """Rebuild the backbone these codes were made with."""

@@ -1,17 +1,39 @@
-"""Post-processing of codes: L2 normalisation and PCA-whitening."""
+"""Post-processing of codes: L2 normalisation and PCA-whitening, as one object.
+
+A store records how its codes were post-processed; a classifier or an index
+trained on those codes must apply the very same steps to the codes of new
+images (queries). :class:`PostProcess` is that one owner: fitted once (PCA from
+streamed chunks), saved next to the store (``pca.npz`` + the ``postprocess``
+entry of ``meta.json``), copied into model folders, and applied with
+:meth:`PostProcess.apply`.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+
+from embedkit.defaults import CHUNK_ROWS
+from embedkit.errors import StoreError
+
+PCA_FILE = "pca.npz"
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)
 
 
-def _fit_whitening(x: np.ndarray, k: int, chunk: int = 65536):
-    """PCA-whitening fitted from streamed chunks (mean and D x D covariance in float64)."""
+def fit_whitening(x, k: int, chunk: int = CHUNK_ROWS):
+    """PCA-whitening fitted from streamed chunks (mean and D x D covariance in float64).
+
+    Returns ``(mean, components k x D, scale)`` as float32. ``x`` may be a memmap or sharded array.
+    """
     n, d = x.shape
     mean = np.zeros(d)
     for i in range(0, n, chunk):
@@ -26,3 +48,89 @@ def _fit_whitening(x: np.ndarray, k: int, chunk: int = 65536):
     order = np.argsort(vals)[::-1][:k]
     scale = np.sqrt(np.maximum(vals[order], 1e-12))
     return mean.astype(np.float32), vecs[:, order].T.astype(np.float32), scale.astype(np.float32)
+
+
+_fit_whitening = fit_whitening  # the name used by the v1 writer
+
+
+@dataclass
+class PostProcess:
+    """L2 normalisation and/or PCA-whitening of raw codes (PCA first, then L2).
+
+    ``pca_whiten`` is the number of components asked for (None = no PCA); ``mean``, ``components``
+    and ``scale`` are the fitted whitening (None until fitted or loaded).
+    """
+
+    l2_normalize: bool = False
+    pca_whiten: int | None = None
+    mean: np.ndarray | None = None
+    components: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        fitted = "" if self.pca_whiten is None else f", fitted={self.components is not None}"
+        return f"PostProcess(l2_normalize={self.l2_normalize}, pca_whiten={self.pca_whiten}{fitted})"
+
+    @property
+    def identity(self) -> dict:
+        """The JSON form recorded in ``meta.json`` / ``model.json`` (compared between artifacts)."""
+        return {"l2_normalize": bool(self.l2_normalize), "pca_whiten": self.pca_whiten}
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.l2_normalize and not self.pca_whiten
+
+    def out_dim(self, dim: int) -> int:
+        """Dimension of processed codes given raw codes of ``dim``."""
+        return int(self.components.shape[0]) if self.components is not None else dim
+
+    def fit(self, raw) -> "PostProcess":
+        """Fit the PCA-whitening (when asked for) on raw codes, streamed in chunks."""
+        if self.pca_whiten:
+            n, d = raw.shape
+            if n < 2:
+                from embedkit.errors import ConfigError
+
+                raise ConfigError(f"PCA-whitening needs at least 2 codes, there are {n}; drop --pca-whiten")
+            self.mean, self.components, self.scale = fit_whitening(raw, min(int(self.pca_whiten), d, n))
+        return self
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Processed float32 codes of raw codes (of new images, or a chunk of a store)."""
+        x = np.asarray(raw, dtype=np.float32)
+        if self.pca_whiten:
+            if self.components is None:
+                raise StoreError("the PCA-whitening of these codes was never fitted (pca.npz missing); re-embed")
+            x = (x - self.mean) @ self.components.T / self.scale
+        if self.l2_normalize:
+            x = l2_normalize(x)
+        return np.asarray(x, dtype=np.float32)
+
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write ``pca.npz`` into ``folder`` (nothing without PCA); atomic."""
+        if self.pca_whiten and self.components is not None:
+            folder = Path(folder)
+            tmp = folder / (PCA_FILE + ".tmp.npz")
+            np.savez(tmp, mean=self.mean, components=self.components, scale=self.scale)
+            os.replace(tmp, folder / PCA_FILE)
+
+    def copy_to(self, folder: str | os.PathLike, source_folder: str | os.PathLike) -> None:
+        """Copy the fitted ``pca.npz`` from ``source_folder`` to ``folder`` (write then rename)."""
+        if self.pca_whiten:
+            tmp = Path(folder) / (PCA_FILE + ".tmp")
+            shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
+            os.replace(tmp, Path(folder) / PCA_FILE)
+
+    @classmethod
+    def load(cls, info: dict | None, folder: str | os.PathLike | None = None) -> "PostProcess":
+        """From a recorded ``{"l2_normalize", "pca_whiten"}`` entry and the folder holding ``pca.npz``."""
+        info = info or {}
+        pp = cls(bool(info.get("l2_normalize")), info.get("pca_whiten"))
+        if pp.pca_whiten and folder is not None:
+            path = Path(folder) / PCA_FILE
+            if not path.exists():
+                raise StoreError(f"{str(path)!r} is missing: the PCA-whitening of these codes cannot be applied; "
+                                 "re-embed or copy the file back")
+            with np.load(path) as p:
+                pp.mean, pp.components, pp.scale = p["mean"], p["components"], p["scale"]
+        return pp

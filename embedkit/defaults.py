@@ -1,0 +1,25 @@
+"""Defaults shared by the library and the CLI, defined once.
+
+The CLI takes its defaults and choices from here, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+#: the backbone used when none is named: real ImageNet weights that install as a package (work offline)
+BACKBONE = "efficientnet_lite0"
+#: train / validation / test fractions (the paper's 64/16/20)
+SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
+#: folds of the SVM grid search (the paper's 3-fold cross-validation)
+CV_FOLDS = 3
+#: SVM kernels searched by default (the paper's two)
+SVM_KERNELS = ("rbf", "sigmoid")
+#: C values searched by default
+SVM_CS = (0.1, 1.0, 10.0, 100.0)
+#: the paper's gamma (RBF C=1, sigmoid C=10, both gamma=1e-4 on VGG19 fc7)
+PAPER_GAMMA = 1e-4
+#: gamma values searched by default: multiples of scikit-learn's "scale" (1 / (D * var)) and the paper's value
+SVM_GAMMAS = ("0.1*scale", "scale", "10*scale", PAPER_GAMMA)
+#: top-k reported next to top-1
+TOP_K = 5
+#: rows read at a time when streaming codes from a store (bounded memory)
+CHUNK_ROWS = 65536
