@@ -90,6 +90,19 @@ class CodeStore:
         """Label of every row (object array, "" when unlabelled; computed once)."""
         return np.array([it["label"] for it in self.items], dtype=object)
 
+    @property
+    def columns(self) -> list[str]:
+        """Names of the item columns (path, label, width, height, bytes, sha1 and any extra manifest columns)."""
+        return list(self.items[0]) if self.items else list(ITEM_FIELDS)
+
+    def column(self, name: str) -> np.ndarray:
+        """One item column for every row, as a NumPy array (object dtype for text)."""
+        if name not in self.columns:
+            from embedkit.errors import invalid
+
+            raise invalid("column", name, self.columns)
+        return np.array([it[name] for it in self.items], dtype=object)
+
     def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
         """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
         stop = len(self) if stop is None else min(stop, len(self))
