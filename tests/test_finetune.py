@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import make_shape_image
 
 import embedkit
 import embedkit.io.discover
-from embedkit.models.registry import get_spec
 from embedkit.errors import ConfigError, DataError, MismatchError
-from embedkit.finetune.train import FinetuneConfig, build_model, finetune, make_optimizer, plan_for
-from embedkit.finetune.layers import format_ranges, layer_table, parse_layers, weight_layers
-from embedkit.splits import stratified_split
+from embedkit.finetune.layers import (
+    format_ranges,
+    layer_table,
+    parse_layers,
+    weight_layers,
+)
+from embedkit.finetune.train import (
+    FinetuneConfig,
+    build_model,
+    finetune,
+    make_optimizer,
+    plan_for,
+)
+from embedkit.models.registry import get_spec
 from embedkit.models.weights import load_model
-
-from conftest import make_shape_image
+from embedkit.splits import stratified_split
 
 CLASSES = ["circle", "square", "triangle"]
 # efficientnet_lite0 has real weights offline; 32 px keeps a CPU epoch to a few seconds.
@@ -268,8 +277,8 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
 
 
 def test_split_by_design_holds_out_whole_designs(tmp_path):
-    from embedkit.finetune.data import prepare_data
     from embedkit.classify.train import pick_groups
+    from embedkit.finetune.data import prepare_data
 
     root = tmp_path / "designs"
     rng = np.random.default_rng(1)
