@@ -1,0 +1,117 @@
+"""A network stopped at one layer: resolve a user's layer name, return that layer's activation map.
+
+A layer is a backbone's friendly name (``pool5``), a module name (``features.14``, ``blocks.2``) or
+a torch.fx graph node (``layer1.0.add``). Module layers are read with a forward hook that stops the
+forward pass right after them (the rest of the network is never computed); graph nodes go through
+:func:`embedkit.models.features._truncate`, the same graph cut as ``embed --layer``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from embedkit.errors import ConfigError, invalid
+from embedkit.models.registry import BackboneSpec
+
+
+class _Stop(Exception):
+    """Raised by the hook once the layer's output is captured: skips the rest of the network."""
+
+
+def conv_layer_names(model: nn.Module) -> list[str]:
+    """Module names of every Conv2d, in definition order (the layers worth inspecting)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def _examples(model: nn.Module, given: str) -> list[str]:
+    convs = conv_layer_names(model)
+    close = [n for n in convs if given and (given in n or n.startswith(given.split(".")[0]))]
+    return (close or convs)[:8]
+
+
+def resolve_module(model: nn.Module, spec: BackboneSpec | None, layer: str) -> tuple[str, nn.Module | None]:
+    """``(name, module)`` of ``layer``; ``module`` is None when it is a graph node but not a module."""
+    if spec is not None:
+        layer = spec.layers.get(layer, layer)
+    try:
+        return layer, model.get_submodule(layer) if layer else None
+    except AttributeError:
+        return layer, None
+
+
+class Probe(nn.Module):
+    """``forward(x)`` returns the activation of one layer of ``model``, shape (B, C, h, w)."""
+
+    def __init__(self, model: nn.Module, layer: str, spec: BackboneSpec | None = None):
+        super().__init__()
+        self.model = model.eval()
+        self.layer, module = resolve_module(model, spec, layer)
+        self.body = None
+        self._out = None
+        if module is not None and module is not model:
+            self._handle = module.register_forward_hook(self._capture)
+        else:
+            self.body = self._graph_cut(model, self.layer, spec, layer)
+
+    @staticmethod
+    def _graph_cut(model, node, spec, given):
+        from embedkit.models.features import _truncate
+
+        source = spec.source if spec is not None else "torchvision"
+        try:
+            return _truncate(model, node, source)
+        except Exception as exc:  # noqa: BLE001 - fx tracing of odd models fails in many ways; one message
+            raise invalid("layer", given, _examples(model, given),
+                          fix="a module name of the network (its conv layers are listed) or a graph node; "
+                              f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+
+    def _capture(self, _module, _inputs, output):
+        self._out = output
+        raise _Stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.body is not None:
+            out = self.body(x)
+            return out["code"] if isinstance(out, dict) else out
+        self._out = None
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        out, self._out = self._out, None
+        if out is None:
+            raise ConfigError(f"layer {self.layer!r} is never run by this network's forward pass; choose another")
+        return out
+
+
+@dataclass
+class LoadedNet:
+    """A backbone with its weights, ready to probe: the module, weights identity and preprocessing."""
+
+    spec: BackboneSpec
+    model: nn.Module
+    weights: str
+    identity: str
+    preprocessing: object
+
+    @property
+    def label(self) -> str:
+        return "ImageNet" if self.weights in ("default", "imagenet", "pretrained") else self.identity
+
+
+def load_net(backbone: str, weights="default") -> LoadedNet:
+    """Build ``backbone`` with ``weights`` through the registry and :func:`load_model` (eval mode, CPU)."""
+    from embedkit.models.preprocessing import Preprocessing
+    from embedkit.models.registry import get_spec
+    from embedkit.models.weights import load_model
+
+    spec = get_spec(backbone)
+    model, info = load_model(spec, weights)
+    pre = Preprocessing.from_dict(info.preprocessing) if info.preprocessing else spec.preprocessing
+    return LoadedNet(spec, model.eval(), str(weights), info.identity, pre)
+
+
+__all__ = ["LoadedNet", "Probe", "conv_layer_names", "load_net", "resolve_module"]
