@@ -109,7 +109,7 @@ def test_ids_and_paths_map_back(data):
 
 # ------------------------------------------------------------------ bad inputs
 @pytest.mark.parametrize("X, match", [
-    (np.zeros((0, 8), np.float32), "empty"),
+    (np.zeros((0, 8), np.float32), "no items"),
     (np.zeros((5,), np.float32).reshape(5, 1, 1), "2-D"),
     (np.array([["a", "b"]]), "numeric"),
 ])
@@ -121,7 +121,7 @@ def test_bad_codes(X, match):
 def test_nan_codes_named_by_row(data):
     X = data[0].copy()
     X[[3, 1234]] = np.nan
-    with pytest.raises(DataError, match=r"NaN or inf in 2 row\(s\) \(first: \[3, 1234\]\)"):
+    with pytest.raises(DataError, match=r"NaN or infinity in 2 of 3000 rows \(first: \[3, 1234\]\)"):
         KNNIndex().fit(X)
 
 
@@ -132,18 +132,18 @@ def test_bad_queries_and_k(data):
         index.search(Q[:, :47], 5)
     with pytest.raises(ConfigError, match="k=51 is larger than the 50 vectors"):
         index.search(Q, 51)
-    with pytest.raises(ConfigError, match="k=0"):
+    with pytest.raises(ConfigError, match="k 0 is not valid"):
         index.search(Q, 0)
     bad = Q.copy()
     bad[2, 0] = np.inf
-    with pytest.raises(DataError, match="queries hold NaN"):
+    with pytest.raises(DataError, match="queries contain NaN"):
         index.search(bad, 5)
     assert index.search(Q[0], 50)[1].shape == (1, 50)  # 1-D query, k = N allowed
 
 
 @pytest.mark.parametrize("params, match", [
     ({"metric": "euclid"}, "metric 'euclid'"), ({"kind": "lsh"}, "kind 'lsh'"), ({"backend": "cuml"}, "backend 'cuml'"),
-    ({"nprobe": 0}, "nprobe=0"), ({"kind": "ivf", "nlist": 100}, "nlist=100 is larger than the 50"),
+    ({"nprobe": 0}, "nprobe 0 is not valid"), ({"kind": "ivf", "nlist": 100}, "nlist=100 is larger than the 50"),
     ({"kind": "hnsw", "backend": "torch"}, "exact search only"),
 ])
 def test_bad_params(data, params, match):
@@ -231,8 +231,9 @@ def test_knn_classifier_matches_sklearn(data, weights):
     np.testing.assert_array_equal(ours.classes_, ref.classes_)
     np.testing.assert_allclose(ours.predict_proba(Xte), ref.predict_proba(Xte), atol=1e-6)
     np.testing.assert_array_equal(ours.predict(Xte), ref.predict(Xte))
-    top = ours.top_k(Xte, 2)
-    assert top.shape == (len(Xte), 2) and np.all(top[:, 0] == ours.predict(Xte))
+    top, shares = ours.predict_topk(Xte, 2)
+    assert top.shape == shares.shape == (len(Xte), 2) and np.all(top[:, 0] == ours.predict(Xte))
+    np.testing.assert_allclose(shares[:, 0], ours.predict_proba(Xte).max(axis=1))
     assert ours.score(Xte, y[2500:]) > 0.5
 
 
