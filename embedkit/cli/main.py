@@ -43,7 +43,7 @@ def _register():
     from embedkit.cli import neighbors as neighbors_cmd
     from embedkit.cli import view as view_cmd
 
-    for mod in (embed_cmd, classify_cmd, neighbors_cmd, finetune_cmd, view_cmd, demo_cmd):
+    for mod in (embed_cmd, classify_cmd, neighbors_cmd, finetune_cmd, view_cmd, demo_cmd, __import__("embedkit.cli.inspect", fromlist=["command"])):
         app.add_command(mod.command)
 
 

@@ -51,9 +51,8 @@ class Probe(nn.Module):
         self.layer, module = resolve_module(model, spec, layer)
         self.body = None
         self._out = None
-        if module is not None and module is not model:
-            self._handle = module.register_forward_hook(self._capture)
-        else:
+        self._module = module if module is not model else None
+        if self._module is None:
             self.body = self._graph_cut(model, self.layer, spec, layer)
 
     @staticmethod
@@ -77,10 +76,14 @@ class Probe(nn.Module):
             out = self.body(x)
             return out["code"] if isinstance(out, dict) else out
         self._out = None
+        # The hook lives only for this call: the same network can be probed at several layers.
+        handle = self._module.register_forward_hook(self._capture)
         try:
             self.model(x)
         except _Stop:
             pass
+        finally:
+            handle.remove()
         out, self._out = self._out, None
         if out is None:
             raise ConfigError(f"layer {self.layer!r} is never run by this network's forward pass; choose another")
