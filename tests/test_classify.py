@@ -179,16 +179,19 @@ def test_grid_search_equals_sklearn_synthetic():
 
 
 def test_grid_search_equals_sklearn_emoji(emoji_store):
-    X = np.asarray(emoji_store.codes, np.float32)
+    X = emoji_store.take(np.arange(len(emoji_store)))
     y = emoji_store.labels
     res = _compare(X, y, ["rbf", "sigmoid"], [1, 10], ["scale", 1e-4], "ovo", SVC())
     assert res.best_score > 0.5
 
 
 def test_grid_search_bad_input():
-    X, y = blobs(n_per=2)
-    with pytest.raises(DataError, match="per class"):
-        grid_search_svm(X, y, cv=3)
+    X, y = blobs(n_per=2)  # 2 items per class: 3 folds are impossible, 2 are used (issue 15), never refused
+    with pytest.warns(UserWarning, match="uses 2-fold CV"):
+        res = grid_search_svm(X, y, Cs=[1], gammas=["scale"], cv=3)
+    assert len(res.folds) == 2 and res.to_dict()["n_folds"] == 2
+    with pytest.raises(ConfigError, match="cv 1 is not valid"):
+        grid_search_svm(*blobs(), cv=1)
     with pytest.raises(ConfigError, match="kernel"):
         grid_search_svm(*blobs(), kernels=["gauss"])
     with pytest.raises(ConfigError, match="gamma"):
@@ -214,7 +217,7 @@ def test_cli_train_eval_predict_synthetic(synth_store, tmp_path):
                                    "--C", "1,10", "--gamma", "scale", "--jobs", "1"])
     assert r.exit_code == 0, r.output
     assert "test top-1 1.0000" in r.output
-    for name in ("model.pkl", "model.json", "split.csv", "report.json", "report.txt", "confusion.png",
+    for name in ("model.npz", "model.json", "split.csv", "report.json", "report.txt", "confusion.png",
                  "per_class.png", "failures.csv", "failures.html", "grid_search.txt"):
         assert (model / name).exists(), name
     meta = json.loads((model / "model.json").read_text())
@@ -230,7 +233,7 @@ def test_cli_train_eval_predict_synthetic(synth_store, tmp_path):
     assert len(rows) == 45 and set(rows[0]) == {"path", "pred", "top1", "score1", "top2", "score2"}
     assert all(r_["pred"] == Path(r_["path"]).parent.name for r_ in rows)
     # codes of another backbone are refused with a clear error
-    other = make_store(tmp_path / "other", np.asarray(synth_store.codes), list(synth_store.labels),
+    other = make_store(tmp_path / "other", synth_store.take(np.arange(len(synth_store))), list(synth_store.labels),
                        identity={**IDENTITY, "layer": "fc7"})
     r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(other.path)])
     assert r.exit_code == 2 and "layer" in r.output and "error:" in r.output
@@ -241,7 +244,7 @@ def test_split_by_column_and_split_file(synth_store, tmp_path):
 
     s1 = split_store(synth_store, split_by="style", seed=3)
     assert s1.to_dict() == split_store(synth_store, split_by="style", seed=3).to_dict()  # seeded
-    styles = np.array([it["style"] for it in synth_store.items])
+    styles = synth_store.column("style")
     parts = [set(styles[getattr(s1, k)]) for k in ("train", "val", "test")]
     assert all(parts) and not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])  # whole styles
     s5 = split_store(synth_store, split_by="style", test_groups=["s0"], val_groups=["s1"])
@@ -273,18 +276,18 @@ def test_cli_bad_stores(tmp_path, case):
 
 
 def test_model_folder_errors(tmp_path, synth_store):
-    from embedkit.classify.model_folder import load_model, postprocess
+    from embedkit.classify.model_folder import load_classifier, postprocess_of
 
     with pytest.raises(StoreError, match="model.json is missing"):
-        load_model(tmp_path)
+        load_classifier(tmp_path)
     from embedkit.classify.train import train
 
     train(synth_store, tmp_path / "m", Cs=[1], gammas=["scale"], n_jobs=1, progress=False, baseline=False)
-    clf, meta = load_model(tmp_path / "m")
+    clf, meta = load_classifier(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.tmp"))
     with pytest.raises(DataError, match="expecting 12"):
-        clf.predict(postprocess(meta, tmp_path / "m", np.ones((2, 7))))
-    short = make_store(tmp_path / "short", np.asarray(synth_store.codes)[:, :6], list(synth_store.labels))
+        clf.predict(postprocess_of(meta, tmp_path / "m").apply(np.ones((2, 7))))
+    short = make_store(tmp_path / "short", synth_store.take(np.arange(len(synth_store)))[:, :6], list(synth_store.labels))
     from embedkit.classify.model_folder import check_store_matches
 
     with pytest.raises(MismatchError, match="6-d"):
@@ -318,6 +321,6 @@ def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     assert [r_["top1"] == r_["pred"] for r_ in rows] == [True] * 3
     # the fitted SVM predicts the same from the freshly embedded images as from the stored codes
     idx = [list(emoji_store.paths).index(str(p.resolve())) for p in src]
-    clf = __import__("embedkit.classify.model_folder", fromlist=["load_model"]).load_model(model)[0]
-    stored = clf.predict(np.asarray(emoji_store.codes[idx]))
+    clf = __import__("embedkit.classify.model_folder", fromlist=["load_classifier"]).load_classifier(model)[0]
+    stored = clf.predict(emoji_store.take(idx))
     assert [r_["pred"] for r_ in sorted(rows, key=lambda r_: r_["path"])] == list(stored[np.argsort([f"{p.parent.name}-{p.name}" for p in src])])

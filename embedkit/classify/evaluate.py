@@ -13,26 +13,32 @@ import numpy as np
 
 from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic  # noqa: F401 - re-exported
 from embedkit.classify.metrics import classification_report, rank_classes, write_report
-
-TOP_K = 5
+from embedkit.defaults import TOP_K
 
 
 def evaluate(clf, X, y, paths, k: int = TOP_K):
     """``(report, failures)``: the metrics report and one row per misclassified item with its top-k."""
-    scores = clf.class_scores(X)
-    classes = [str(c) for c in clf.classes_]
+    return evaluate_scores(clf.class_scores(X), clf.classes_, y, paths, k)
+
+
+def evaluate_scores(scores, classes, y, paths, k: int = TOP_K):
+    """``(report, failures)`` from per-class ``scores`` (N x K, columns in ``classes`` order) of items ``y``."""
+    classes = [str(c) for c in classes]
+    y = np.asarray([str(v) for v in np.asarray(y, dtype=object).tolist()], dtype=object)
     rep = classification_report(y, scores, classes, ks=(1, k))
     order = rank_classes(scores, min(k, scores.shape[1]))
     failures = []
-    for i in np.flatnonzero(np.asarray(classes, dtype=object)[order[:, 0]] != np.asarray(y, dtype=object)):
+    for i in np.flatnonzero(np.asarray(classes, dtype=object)[order[:, 0]] != y):
         ranked = [(classes[j], float(scores[i, j])) for j in order[i]]
         failures.append({"path": paths[i], "true": str(y[i]), "pred": ranked[0][0], "top": ranked,
                          "true_rank": next((r + 1 for r, (c, _) in enumerate(ranked) if c == str(y[i])), None)})
     return rep, failures
 
 
-def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", gallery_limit: int = 300) -> dict:
-    """Write report.json/.txt, confusion.png, per_class.png, failures.csv/.html into ``out``; returns the paths."""
+def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", gallery_limit: int = 300,
+                     extra: dict | None = None) -> dict:
+    """Write report.json/.txt, failures.csv/.html, then confusion.png and per_class.png into ``out``; returns
+    the paths. ``extra`` entries (e.g. the training plan) are added to report.json. The plots come last."""
     from embedkit.render.gallery import write_gallery
     from embedkit.render.plots import confusion_matrix_png, per_class_bar_png
 
@@ -41,10 +47,7 @@ def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", 
     paths = {"report": out / "report.json", "table": out / "report.txt", "confusion": out / "confusion.png",
              "per_class": out / "per_class.png", "failures_csv": out / "failures.csv", "failures_html": out / "failures.html"}
     head = f"{title}: top-1 {rep['top1']:.4f}  top-{TOP_K} {rep[f'top{TOP_K}']:.4f}  ({rep['n']} items)"
-    write_report(rep, paths["report"], paths["table"], title=head)
-    confusion_matrix_png(np.asarray(rep["confusion"]), rep["classes"], paths["confusion"], title=f"Confusion matrix ({title})")
-    per_class_bar_png({c: r["top1"] for c, r in rep["per_class"].items() if r["top1"] is not None}, paths["per_class"],
-                      title=f"Per-class top-1 precision ({title})")
+    write_report({**rep, **(extra or {})}, paths["report"], paths["table"], title=head)
     k = max((len(f["top"]) for f in failures), default=TOP_K)
     rows = [[f["path"], f["true"], f["pred"], f["true_rank"] or ""]
             + [v for j in range(k) for v in (f["top"][j] if j < len(f["top"]) else ("", ""))] for f in failures]
@@ -56,4 +59,7 @@ def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", 
     more = f" (first {gallery_limit} of {len(failures)})" if len(failures) > gallery_limit else ""
     write_gallery(paths["failures_html"], f"Failure cases: {title}",
                   [{"title": f"{len(failures)} misclassified of {rep['n']}{more}", "items": items}])
+    confusion_matrix_png(np.asarray(rep["confusion"]), rep["classes"], paths["confusion"], title=f"Confusion matrix ({title})")
+    per_class_bar_png({c: r["top1"] for c, r in rep["per_class"].items() if r["top1"] is not None}, paths["per_class"],
+                      title=f"Per-class top-1 precision ({title})")
     return paths

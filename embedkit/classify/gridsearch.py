@@ -18,23 +18,35 @@ release the GIL).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from embedkit.classify.svm import (
-    DECISIONS,
-    KERNELS,
-    SVMClassifier,
-    check_codes,
-    check_labels,
-    resolve_gamma,
-)
-from embedkit.errors import ConfigError, DataError
+from embedkit.checks import check_codes
+from embedkit.classify.svm import DECISIONS, KERNELS, SVMClassifier, check_labels, resolve_gamma
+from embedkit.defaults import CV_FOLDS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
+from embedkit.errors import ConfigError, DataError, invalid
 
-PAPER_GAMMA = 1e-4
-DEFAULT_CS = (0.1, 1.0, 10.0, 100.0)
-DEFAULT_GAMMAS = ("0.1*scale", "scale", "10*scale", PAPER_GAMMA)
+
+def effective_folds(y, cv: int = CV_FOLDS) -> tuple[int, str | None]:
+    """``(folds, note)``: the stratified folds a grid search on labels ``y`` can use.
+
+    ``cv`` folds need ``cv`` items in every class; with fewer, the whole search runs on fewer
+    folds (at least 2; a class with a single item is then tested in one fold only) and ``note``
+    says so. A trainable set is never refused for its fold count.
+    """
+    cv = int(cv)
+    if cv < 2:
+        raise invalid("cv", cv, "at least 2 folds")
+    classes, counts = np.unique(np.asarray(y), return_counts=True)
+    if len(counts) and counts.min() < cv:
+        k = max(2, int(counts.min()))
+        if k < cv:
+            small = classes[counts == counts.min()][:3].tolist()
+            return k, (f"{cv}-fold CV needs at least {cv} training items per class and the smallest class "
+                       f"({', '.join(map(str, small))}) has {counts.min()}; the grid search uses {k}-fold CV")
+    return cv, None
 
 
 def resolve_gammas(gammas, X) -> list[float]:
@@ -46,12 +58,12 @@ def resolve_gammas(gammas, X) -> list[float]:
             try:
                 val = float(f) * resolve_gamma(base.strip(), X)
             except ValueError as exc:
-                raise ConfigError(f"gamma {g!r} is not valid; write e.g. 0.1*scale") from exc
+                raise invalid("gamma", g, "a positive number, scale, auto or F*scale (e.g. 0.1*scale)") from exc
         else:
             try:
                 val = resolve_gamma(g if isinstance(g, str) and g in ("scale", "auto") else float(g), X)
             except (TypeError, ValueError) as exc:
-                raise ConfigError(f"gamma {g!r} is not valid; use a positive number, scale, auto or F*scale") from exc
+                raise invalid("gamma", g, "a positive number, scale, auto or F*scale (e.g. 0.1*scale)") from exc
         if val not in out:
             out.append(val)
     return out
@@ -62,7 +74,7 @@ def param_grid(kernels, Cs, gammas) -> list[dict]:
     grid = []
     for k in kernels:
         if k not in KERNELS:
-            raise ConfigError(f"kernel {k!r} is not valid; use one of {', '.join(KERNELS)}")
+            raise invalid("kernel", k, KERNELS)
         d = {"kernel": [k], "C": [float(c) for c in Cs]}
         if k != "linear":
             d["gamma"] = [float(g) for g in gammas]
@@ -123,14 +135,14 @@ class GridSearchResult:
         return "\n".join(lines) + "\n"
 
 
-def grid_search_svm(X, y, kernels=("rbf", "sigmoid"), Cs=DEFAULT_CS, gammas=DEFAULT_GAMMAS, cv=3, seed: int = 0,
+def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=CV_FOLDS, seed: int = 0,
                     decision: str = "ovr", class_weight=None, coef0: float = 0.0, degree: int = 3,
                     device="auto", n_jobs: int | None = None, gram_dtype: str = "float64", max_gram_bytes: int = 8 << 30,
                     progress: bool = False) -> GridSearchResult:
     """k-fold grid search of SVM kernel x C x gamma scored by accuracy, on precomputed kernels.
 
-    ``cv`` is a number of stratified, shuffled folds (seeded by ``seed``) or a list of
-    ``(train_idx, test_idx)`` pairs. Scores, ranks and the best parameters follow
+    ``cv`` is a number of stratified, shuffled folds (seeded by ``seed``; lowered, with a warning, where
+    a class has fewer items: :func:`effective_folds`) or a list of ``(train_idx, test_idx)`` pairs. Scores, ranks and the best parameters follow
     ``GridSearchCV(SVMClassifier(decision=...), param_grid(kernels, Cs, gammas), cv=folds)``
     (for ``decision="ovo"``: ``GridSearchCV(SVC(...))``); ties go to the first grid point.
     ``gram_dtype="float64"`` (default) reproduces libsvm's double-precision kernels, hence its CV
@@ -144,24 +156,25 @@ def grid_search_svm(X, y, kernels=("rbf", "sigmoid"), Cs=DEFAULT_CS, gammas=DEFA
 
     t0 = time.perf_counter()
     if decision not in DECISIONS:
-        raise ConfigError(f"decision {decision!r} is not valid; use 'ovr' or 'ovo'")
-    X = check_codes(X)
+        raise invalid("decision", decision, DECISIONS)
+    X = check_codes(X, copy=False)
     y = check_labels(y, X.shape[0])
     n = X.shape[0]
     if gram_dtype not in ("float32", "float64"):
-        raise ConfigError(f"gram_dtype {gram_dtype!r} is not valid; use float64 (exact) or float32 (faster, may flip near-ties)")
+        raise invalid("gram_dtype", gram_dtype, ("float64", "float32"), "float64 is exact, float32 faster but may flip near-ties")
     need = n * n * np.dtype(gram_dtype).itemsize
     if need > max_gram_bytes:
         raise ConfigError(f"a grid search over {n} items needs a {n}x{n} Gram matrix ({need / 2**30:.1f} GiB), more than "
                           f"max_gram_bytes={max_gram_bytes / 2**30:.1f} GiB; search on a stratified subsample")
-    if isinstance(cv, int):
-        _, counts = np.unique(y, return_counts=True)
-        if cv < 2:
-            raise ConfigError(f"cv={cv} is not valid; use at least 2 folds")
-        if counts.min() < cv:
-            raise DataError(f"{cv}-fold stratified CV needs at least {cv} items per class; the smallest class has "
-                            f"{counts.min()}; use fewer folds (--cv) or add images")
-        folds = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
+    if isinstance(cv, (int, np.integer)):
+        cv, note = effective_folds(y, cv)
+        if note:
+            warnings.warn(note, stacklevel=2)
+        if n < cv:
+            raise DataError(f"a {cv}-fold grid search needs at least {cv} items, got {n}; add images")
+        with warnings.catch_warnings():  # "least populated class has only 1 member": said in the note
+            warnings.simplefilter("ignore", UserWarning)
+            folds = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
     else:
         folds = [(np.asarray(a), np.asarray(b)) for a, b in cv]
     grid = list(ParameterGrid(param_grid(kernels, Cs, resolve_gammas(gammas, X))))

@@ -2,92 +2,123 @@
 
 A model folder holds::
 
-    model.pkl    the fitted estimator (pickle)
-    model.json   format, identity of the codes (backbone/layer/weights/preprocessing), dim,
-                 post-processing (L2, PCA), classes, parameters, grid-search summary; written last
+    model.npz    the fitted classifier's numeric arrays (support vectors, coefficients...), read with
+                 np.load(allow_pickle=False): loading a folder from someone else cannot run code
+    model.json   format, the classifier (type, parameters, fitted scalars; see classify.serialize), identity of
+                 the codes (backbone/layer/weights/preprocessing), dim, post-processing (L2, PCA), classes,
+                 grid-search summary and training plan; written last
     pca.npz      only when the training store was PCA-whitened (to transform new codes)
     split.csv    path,split rows of the train/val/test split used (a valid --split-file)
 
-Every file is written to a temporary name and renamed, ``model.json`` last, so a
-folder without ``model.json`` is never taken for a model.
+Every file is written to a temporary name and renamed, ``model.json`` last, so a folder without
+``model.json`` is never taken for a model. Folders of the old pickle format (``model.pkl``) are refused.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import pickle
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic  # noqa: F401 - re-exported
-from embedkit.errors import MismatchError, StoreError
+from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
+from embedkit.errors import ConfigError, MismatchError, StoreError
 
-MODEL_FORMAT = "embedkit-classifier/1"
+MODEL_FORMAT = "embedkit-classifier/2"
+#: files a model folder may hold (checked before training into an existing folder)
+MODEL_FILES = ("model.json", "model.npz", "model.pkl", "split.csv", "report.json", "grid_search.txt")
 
 
-def save_model(out, clf, store, extra: dict | None = None, split_rows=None) -> Path:
+def check_out_folder(out, overwrite: bool = False) -> Path:
+    """Refuse to train into a folder that already holds a model (or anything else) unless ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{str(out)!r} is a file; give a folder for the model")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a model" if any((out / f).exists() for f in MODEL_FILES) else "files"
+        raise ConfigError(f"{str(out)!r} already holds {what}; choose another folder or replace it with --overwrite "
+                          "(overwrite=True)")
+    return out
+
+
+def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None) -> Path:
     """Save a fitted classifier trained on codes of ``store`` into folder ``out`` (atomically, model.json last)."""
     from embedkit import __version__
+    from embedkit.classify.serialize import dump_estimator
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands
-    write_bytes_atomic(out / "model.pkl", pickle.dumps(clf, protocol=pickle.HIGHEST_PROTOCOL))
-    if store.meta.get("pca_whiten"):
-        tmp = out / "pca.npz.tmp"
-        shutil.copyfile(store.path / "pca.npz", tmp)
-        os.replace(tmp, out / "pca.npz")
+    (out / "model.pkl").unlink(missing_ok=True)  # never leave a pickle of an older version next to a new model
+    arrays = {}
+    desc = dump_estimator(clf, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes_atomic(out / "model.npz", buf.getvalue())
+    pp = store.postprocess
+    pp.copy_to(out, store.path)
     if split_rows is not None:
         write_csv_atomic(out / "split.csv", ("path", "split"), split_rows)
-    params = {k: v for k, v in clf.get_params().items() if isinstance(v, (str, int, float, bool, type(None)))}
     meta = {
         "format": MODEL_FORMAT, "embedkit_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "estimator": type(clf).__name__, "params": params, "gamma": getattr(clf, "gamma_", None),
+        "estimator": type(clf).__name__, "params": desc["params"], "gamma": getattr(clf, "gamma_", None),
         "backend": getattr(clf, "backend_", "sklearn"), "classes": [str(c) for c in clf.classes_],
-        "dim": int(clf.n_features_in_), "identity": store.identity,
-        "postprocess": {"l2_normalize": bool(store.meta.get("l2_normalize")), "pca_whiten": store.meta.get("pca_whiten")},
-        "store": str(store.path), **(extra or {}),
+        "dim": int(clf.n_features_in_), "identity": store.identity, "postprocess": pp.identity,
+        "store": str(store.path), **(extra or {}), "classifier": desc,
     }
     write_text_atomic(out / "model.json", json.dumps(meta, indent=2, default=str))
     return out
 
 
-def load_model(path):
-    """``(estimator, meta)`` of a model folder written by :func:`save_model`."""
+def load_classifier(path):
+    """``(estimator, meta)`` of a model folder written by :func:`save_classifier`; never unpickles anything."""
+    from embedkit.classify.serialize import load_estimator
+
     path = Path(path)
     if not (path / "model.json").exists():
         raise StoreError(f"{str(path)!r} is not a classifier model: model.json is missing; "
                          f"train one with `embedkit classify train CODES -o {path}`")
-    meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
-    if meta.get("format") != MODEL_FORMAT:
-        raise StoreError(f"{str(path)!r} holds format {meta.get('format')!r}, not {MODEL_FORMAT!r}; retrain the model")
-    with open(path / "model.pkl", "rb") as f:
-        clf = pickle.load(f)
+    try:
+        meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{str(path / 'model.json')!r} is not valid JSON ({exc}); retrain the model") from exc
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        old = " (a pickle, model.pkl, which could run any code when loaded: embedkit no longer loads pickles)" \
+            if fmt == "embedkit-classifier/1" else ""
+        raise StoreError(f"{str(path)!r} holds format {fmt!r}, not {MODEL_FORMAT!r}{old}; retrain the model with "
+                         "`embedkit classify train`")
+    if not (path / "model.npz").exists():
+        raise StoreError(f"{str(path / 'model.npz')!r} is missing; the model folder is incomplete: retrain it")
+    try:
+        with np.load(path / "model.npz", allow_pickle=False) as arrays:
+            clf = load_estimator(meta.get("classifier"), {k: arrays[k] for k in arrays.files})
+    except ValueError as exc:  # object arrays need pickle: refused
+        raise StoreError(f"{str(path / 'model.npz')!r} holds data that only pickle could load ({exc}); embedkit "
+                         "refuses it because unpickling can run any code: retrain the model") from exc
     return clf, meta
 
 
 def check_store_matches(meta: dict, store, model_path="the model") -> None:
     """Refuse codes from another backbone/layer/dim/post-processing than the model's (MismatchError)."""
-    store.check_compatible(meta["identity"], what=f"the codes model {str(model_path)!r} was trained on")
-    pp = {"l2_normalize": bool(store.meta.get("l2_normalize")), "pca_whiten": store.meta.get("pca_whiten")}
+    model_id, store_id = meta.get("identity"), store.identity
+    if (model_id is None) != (store_id is None):
+        raise MismatchError(f"model {str(model_path)!r} was trained on codes {'without' if model_id is None else 'with'} "
+                            f"a known backbone and store {str(store.path)!r} holds codes "
+                            f"{'without' if store_id is None else 'with'} one; use codes made the same way")
+    if model_id is not None:
+        store.check_compatible(model_id, what=f"the codes model {str(model_path)!r} was trained on")
+    pp = store.postprocess.identity
     if store.dim != meta["dim"] or pp != meta["postprocess"]:
         raise MismatchError(f"store {str(store.path)!r} has {store.dim}-d codes with post-processing {pp}, model "
                             f"{str(model_path)!r} expects {meta['dim']}-d with {meta['postprocess']}; embed with the "
                             "same options as the training store")
 
 
-def postprocess(meta: dict, model_path, raw: np.ndarray) -> np.ndarray:
-    """Apply the training store's PCA-whitening / L2 normalisation to raw codes of new images."""
-    from embedkit.store.postprocess import l2_normalize
+def postprocess_of(meta: dict, model_path):
+    """The :class:`~embedkit.store.postprocess.PostProcess` the model's training codes went through."""
+    from embedkit.store.postprocess import PostProcess
 
-    x = np.asarray(raw, dtype=np.float32)
-    if meta["postprocess"].get("pca_whiten"):
-        with np.load(Path(model_path) / "pca.npz") as p:
-            x = (x - p["mean"]) @ p["components"].T / p["scale"]
-    if meta["postprocess"].get("l2_normalize"):
-        x = l2_normalize(x)
-    return x.astype(np.float32)
+    return PostProcess.load(meta["postprocess"], model_path)

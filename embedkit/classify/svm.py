@@ -6,8 +6,8 @@
 the per-class decision values. The library doing the work is resolved once, in
 ``fit``, through :func:`embedkit.device.resolve_backend`.
 
-Model selection (the fast grid search) lives in :mod:`embedkit.gridsearch`;
-saving/loading a trained model folder in :mod:`embedkit.report`.
+Model selection (the fast grid search) lives in :mod:`embedkit.classify.gridsearch`;
+saving/loading a trained model folder in :mod:`embedkit.classify.model_folder`.
 """
 
 from __future__ import annotations
@@ -17,35 +17,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError as _SkNotFitted
 from sklearn.utils.multiclass import check_classification_targets
 
-from embedkit.errors import ConfigError, DataError, NotFittedError
-
-KERNELS = ("rbf", "sigmoid", "linear", "poly")
-DECISIONS = ("ovr", "ovo")
-
-
-def check_codes(X, what: str = "codes", dim: int | None = None) -> np.ndarray:
-    """Codes as a finite 2-D float array, or a :class:`DataError` saying what is wrong."""
-    try:
-        X = np.asarray(X)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{what} cannot be read as a numeric array: {exc}") from exc
-    if X.dtype == object or not np.issubdtype(X.dtype, np.number):
-        raise DataError(f"{what} must be numeric, got dtype {X.dtype}")
-    if X.ndim != 2:
-        raise DataError(f"{what} must be a 2-D array (items x dims), got shape {X.shape}; "
-                        "reshape a single item with X.reshape(1, -1)")
-    if X.shape[0] == 0:
-        raise DataError(f"{what} hold no items (shape {X.shape}); embed some images first")
-    if X.shape[1] == 0:
-        raise DataError(f"{what} have 0 features (shape {X.shape})")
-    if dim is not None and X.shape[1] != dim:
-        raise DataError(f"{what} have {X.shape[1]} dims but the model was trained on {dim}-d codes; "
-                        "use codes from the same backbone and layer")
-    if not np.isfinite(X).all():
-        bad = int((~np.isfinite(X)).any(axis=1).sum())
-        raise DataError(f"{what} contain NaN or infinity in {bad} of {X.shape[0]} rows; re-embed those images "
-                        "or drop the rows")
-    return X
+from embedkit.checks import check_codes
+from embedkit.classify.constants import DECISIONS, KERNELS  # noqa: F401 - re-exported
+from embedkit.errors import ConfigError, DataError, NotFittedError, invalid
 
 
 def check_labels(y, n: int, min_classes: int = 2) -> np.ndarray:
@@ -57,7 +31,7 @@ def check_labels(y, n: int, min_classes: int = 2) -> np.ndarray:
         check_classification_targets(y)
     except ValueError as exc:
         raise DataError(f"labels cannot be used for classification: {exc}") from exc
-    if y.dtype == object and any(v in ("", None) for v in y):
+    if y.dtype == object and ((y == "") | np.equal(y, None)).any():
         raise DataError("some items have no label; put each image in a class sub-folder (or give a label column)")
     k = len(np.unique(y))
     if k < min_classes:
@@ -87,7 +61,7 @@ def validated(est, X, y="no_validation", reset: bool = False):
     except ValueError as exc:
         raise DataError(f"codes cannot be used: {exc}") from exc
     X, y = out if isinstance(out, tuple) else (out, None)
-    X = check_codes(X)
+    X = check_codes(X, copy=False)
     if y is not None:
         y = check_labels(y, X.shape[0])
     return X, y
@@ -101,11 +75,30 @@ def resolve_gamma(gamma, X) -> float:
             return 1.0 / (X.shape[1] * var) if var != 0 else 1.0
         if gamma == "auto":
             return 1.0 / X.shape[1]
-        raise ConfigError(f"gamma {gamma!r} is not valid; use a positive number, 'scale' or 'auto'")
+        raise invalid("gamma", gamma, "a positive number, 'scale' or 'auto'")
     g = float(gamma)
     if not g > 0:
-        raise ConfigError(f"gamma={gamma} is not valid; use a positive number, 'scale' or 'auto'")
+        raise invalid("gamma", gamma, "a positive number, 'scale' or 'auto'")
     return g
+
+
+def svm_backend(backend="auto", device="auto") -> str:
+    """The SVM library for ``backend`` on ``device``: the user's device reaches the choice.
+
+    ``device="cpu"`` means scikit-learn (asking for ``backend="cuml"`` with it is an error); otherwise
+    :func:`embedkit.device.resolve_backend` picks cuML on a CUDA machine that has it, else scikit-learn.
+    """
+    from embedkit.device import DEVICE_CHOICES, resolve_backend
+
+    dev = "auto" if device is None else str(device)
+    if dev.split(":")[0] not in DEVICE_CHOICES:
+        raise invalid("device", dev, DEVICE_CHOICES)
+    if dev == "cpu":
+        if backend not in (None, "auto", "sklearn"):
+            raise ConfigError(f"backend {backend!r} runs on a GPU but device 'cpu' was asked for; use backend "
+                              "'sklearn' (or auto) with --device cpu, or --device cuda")
+        return "sklearn"
+    return resolve_backend(backend, gpu="cuml", cpu="sklearn", purpose="SVM classification")
 
 
 def _as_2col(d: np.ndarray) -> np.ndarray:
@@ -138,11 +131,13 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
     class_weight : None, ``"balanced"`` or ``{class: weight}``. With ``ovr``, ``"balanced"`` balances each
         binary problem; a dict weights each item by its true class in every binary problem.
     backend : ``"auto"`` (cuML when CUDA and cuML are there, else scikit-learn), ``"cuml"`` or ``"sklearn"``.
+    device : ``"auto"``, ``"cpu"`` (always scikit-learn) or ``"cuda"``: reaches the backend choice.
     n_jobs : threads for the binary problems of ``ovr`` (libsvm releases the GIL).
     """
 
     def __init__(self, kernel="rbf", C=1.0, gamma="scale", coef0=0.0, degree=3, decision="ovr",
-                 class_weight=None, backend="auto", tol=1e-3, cache_size=500, max_iter=-1, n_jobs=None):
+                 class_weight=None, backend="auto", tol=1e-3, cache_size=500, max_iter=-1, n_jobs=None,
+                 device="auto"):
         self.kernel = kernel
         self.C = C
         self.gamma = gamma
@@ -155,17 +150,16 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
         self.cache_size = cache_size
         self.max_iter = max_iter
         self.n_jobs = n_jobs
+        self.device = device
 
     def _check_params(self):
-        from embedkit.device import resolve_backend
-
         if self.kernel not in (*KERNELS, "precomputed"):
-            raise ConfigError(f"kernel {self.kernel!r} is not valid; use one of {', '.join(KERNELS)}")
+            raise invalid("kernel", self.kernel, KERNELS)
         if self.decision not in DECISIONS:
-            raise ConfigError(f"decision {self.decision!r} is not valid; use 'ovr' (one-vs-rest) or 'ovo' (one-vs-one)")
+            raise invalid("decision", self.decision, DECISIONS, "ovr = one-vs-rest, ovo = one-vs-one")
         if not float(self.C) > 0:
-            raise ConfigError(f"C={self.C} is not valid; use a positive number")
-        backend = resolve_backend(self.backend, gpu="cuml", cpu="sklearn", purpose="SVM classification")
+            raise invalid("C", self.C, "a positive number")
+        backend = svm_backend(self.backend, self.device)
         if backend == "cuml" and self.kernel == "precomputed":
             raise ConfigError("kernel='precomputed' works only with backend='sklearn'")
         return backend

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli.options import device_option
+from embedkit.cli.options import device_option, split_options, words
 from embedkit.errors import ConfigError
-
-
-def _fractions(_ctx, _param, value):
-    try:
-        parts = tuple(float(v) for v in value.split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 3:
-        raise click.BadParameter(f"{value!r}: give three fractions train,val,test such as 0.64,0.16,0.20")
-    return parts
 
 
 @click.command(name="finetune")
@@ -48,11 +38,7 @@ def _fractions(_ctx, _param, value):
 @click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
               help="Validation metric for the best checkpoint, plateau and early stopping.")
 @click.option("--early-stop", "patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
-@click.option("--fractions", "--split", "split", default="0.64,0.16,0.20", show_default=True, callback=_fractions,
-              help="Train,val,test fractions (stratified and seeded: the same split as classify train).")
-@click.option("--split-file", type=click.Path(exists=True), default=None, help="CSV of path,split rows instead of fractions.")
-@click.option("--split-by", type=click.Choice(["design"]), default=None,
-              help="Hold out whole designs (file names) for val/test, as classify --split-by design.")
+@split_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, initialisation and sampling.")
 @click.option("--input-size", type=click.IntRange(min=16), default=None, help="Input resolution (default: the backbone's).")
 @device_option
@@ -74,6 +60,12 @@ def command(source, out, resume, overwrite, quiet, **options):
 
     if options["lr_high"] <= 0 or options["lr_low"] <= 0:
         raise ConfigError("learning rates must be > 0")
+    # the shared split options (embedkit.cli.options.split_options), mapped onto FinetuneConfig's fields
+    options["split"] = options.pop("fractions")
+    named = {k: words(options.pop(k)) for k in ("test_groups", "val_groups")}
+    if any(named.values()):
+        raise ConfigError("finetune does not take --test-groups/--val-groups yet; use --split-by design (a seeded "
+                          "pick of whole designs, the same as classify's) or --split-file")
     res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet,
                    log=(lambda _msg: None) if quiet else click.echo, **options)
     click.echo(res.summary())

@@ -2,7 +2,7 @@
 
 Images are read exactly as :func:`embedkit.embed` reads them (:mod:`embedkit.read`);
 the unreadable ones are found by one decoding pass before training, listed, and
-left out, and the remaining rows are split with :func:`embedkit.splits.stratified_split`
+left out, and the remaining rows are split with :func:`embedkit.splits.make_split`
 on the same labels and seed as ``embedkit classify`` uses on a store of the same
 folder, so fine-tuning never sees the images classify will test on.
 """
@@ -19,13 +19,9 @@ from embedkit.errors import ConfigError, DataError
 from embedkit.io.discover import Item, discover
 from embedkit.io.loader import ImageDataset, collate_skipping
 from embedkit.models.preprocessing import Preprocessing
-from embedkit.splits import (
-    Split,
-    design_of,
-    group_split,
-    split_from_file,
-    stratified_split,
-)
+from embedkit.defaults import SPLIT_FRACTIONS
+from embedkit.errors import invalid
+from embedkit.splits import DESIGN, Split, make_split
 
 
 def resized(pre: Preprocessing, input_size: int | None) -> Preprocessing:
@@ -101,27 +97,18 @@ def readable(items: list[Item], workers: int = 0, progress: bool = True) -> tupl
     return [it for i, it in enumerate(items) if i in keep], [(items[i].path, reason) for i, reason in sorted(bad)]
 
 
-def _split(items, labels, fractions, seed, split_file, split_by) -> Split:
-    """The split ``embedkit classify`` makes of a store of these items, with the same options."""
-    if split_file:
-        return split_from_file([it.path for it in items], split_file)
-    if split_by:
-        if split_by != "design":
-            raise ConfigError(f"split_by={split_by!r} is not valid for fine-tuning; use 'design' (hold out whole "
-                              "file-name groups, as classify --split-by design) or no split_by")
-        from embedkit.classify.train import (
-            pick_groups,  # the same seeded choice of groups as classify
-        )
-
-        groups = np.array([design_of(it.path) for it in items], dtype=object)
-        test = pick_groups(groups, fractions[2], seed)
-        val = pick_groups(groups, fractions[1], seed + 1, exclude=test) if fractions[1] > 0 else []
-        return group_split(groups, test, val)
-    return stratified_split(labels, fractions, seed)
+def _split(items, labels, fractions, seed, split_file, split_by, test_groups=(), val_groups=()) -> Split:
+    """The split ``embedkit classify`` makes of a store of these items, with the same options
+    (:func:`embedkit.splits.make_split`; fine-tuning groups by ``design`` only: its items have no other columns)."""
+    if split_by not in (None, DESIGN):
+        raise invalid("split_by", split_by, f"'{DESIGN}' (hold out whole file-name groups, as classify --split-by "
+                      f"{DESIGN}) or no split_by", "fine-tuning items carry no other columns")
+    return make_split([it.path for it in items], labels, split_by, fractions, seed, test_groups, val_groups,
+                      split_file)
 
 
-def prepare_data(source, fractions=(0.64, 0.16, 0.20), seed: int = 0, split_file=None, workers: int = 0,
-                 progress: bool = True, split_by: str | None = None) -> TrainingData:
+def prepare_data(source, fractions=SPLIT_FRACTIONS, seed: int = 0, split_file=None, workers: int = 0,
+                 progress: bool = True, split_by: str | None = None, test_groups=(), val_groups=()) -> TrainingData:
     """Find, check and split the labelled images of ``source`` (folder of class sub-folders or labelled CSV)."""
     items = discover(source)
     unlabelled = [it.path for it in items if not it.label]
@@ -137,7 +124,7 @@ def prepare_data(source, fractions=(0.64, 0.16, 0.20), seed: int = 0, split_file
         raise DataError(f"fine-tuning a classifier needs at least 2 classes; {str(source)!r} has only "
                         f"{class_names!r} ({len(items)} images); add one sub-folder per class")
     targets = np.searchsorted(class_names, labels).astype(np.int64)
-    split = _split(items, labels, fractions, seed, split_file, split_by)
+    split = _split(items, labels, fractions, seed, split_file, split_by, test_groups, val_groups)
     for part in ("train", "val"):
         if len(getattr(split, part)) == 0:
             raise DataError(f"the {part} split is empty ({split.sizes()} images with fractions {tuple(fractions)}); "
