@@ -24,10 +24,20 @@ def _plt():
     return plt
 
 
+def plain_text(fig) -> None:
+    """Draw every text of ``fig`` as written: class names such as ``$x^$`` are labels, not mathtext."""
+    from matplotlib.text import Text
+
+    for t in fig.findobj(Text):
+        t.set_parse_math(False)
+        t.set_usetex(False)
+
+
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+    """Save a matplotlib figure as PNG atomically and close it (texts drawn as plain text)."""
     plt = _plt()
     try:
+        plain_text(fig)
         with atomic_path(path, suffix=".tmp.png") as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     finally:
