@@ -35,7 +35,7 @@ def vgg16():
     ("features.14", 40, 4, 18),  # conv3_3
 ])
 def test_vgg16_receptive_fields_are_the_standard_ones(vgg16, node, size, stride, padding):
-    rf = receptive_field(Probe(vgg16, node), 224)
+    rf = receptive_field(Probe(vgg16, node), 64)  # VGG's fields do not depend on the input size: a small dummy
     assert rf.size == (size, size) and rf.jump == (stride, stride) and rf.padding == (padding, padding)
     idx = int(node.split(".")[1])
     assert sequential_field(list(vgg16.features[:idx + 1])) == rf  # the module attributes agree with the trace
@@ -143,6 +143,16 @@ def test_the_pattern_image_and_location_are_the_top_patch(plus_images, tmp_path)
     assert (top.patch == (255, 0, 0)).all(axis=-1).sum() >= 3  # the patch shows the plus
     assert len(run.nets[0].hits[0]) == 9 and run.images == 12
     assert all(p.is_file() for p in run.outputs)
+
+
+def test_a_code_store_is_a_source(plus_images, tmp_path):
+    from embedkit.store.codestore import CodeStore
+
+    paths = sorted(str(p) for p in plus_images.iterdir())[:5]
+    CodeStore.from_arrays(tmp_path / "store", np.zeros((5, 4), np.float32), paths)
+    run = inspect_patches(tmp_path / "store", tmp_path / "s.html", layer="2", channels="1", nets=[_hand_net()],
+                          workers=0, progress=False, cell=16)
+    assert run.images == 5 and {h.path for h in run.nets[0].hits[0]} == set(paths)
 
 
 def test_topk_memory_is_bounded_and_keeps_the_best():
