@@ -22,7 +22,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{suffix}")
+    # the pid keeps two writers of the same file (a retried Ray task and its zombie) off each other's temp file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{suffix}")
     try:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
@@ -43,7 +44,8 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    # surrogateescape: file names that are not valid UTF-8 are written back byte for byte
+    return write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> Path:
@@ -64,3 +66,16 @@ def torch_save_atomic(obj, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return Path(path)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A cell value that a spreadsheet will not run as a formula (OWASP: prefix a quote).
+
+    Applied to files meant for people (skipped.csv, failures, predictions, neighbours); numbers pass unchanged.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value

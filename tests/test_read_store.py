@@ -115,13 +115,18 @@ def test_meta_records_identity(tmp_path, shapes_dir, lite0):
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
     assert meta["backbone"] == "efficientnet_lite0" and meta["layer"] == "pool" and meta["dim"] == 1280
     assert meta["count"] == 24 and meta["dtype"] == "float32" and meta["embedkit_version"] == embedkit.__version__
+    assert meta["format"] == "embedkit-store/2"
     assert meta["identity"]["weights"]["sha256"] and meta["identity"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
-    assert isinstance(CodeStore.open(tmp_path / "s").codes, np.memmap)
-    with open(tmp_path / "s" / "items.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert rows[0]["label"] == "circle" and int(rows[0]["width"]) == 64 and len(rows[0]["sha1"]) == 40
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert sum(s["rows"] for s in manifest["shards"]) == 24
+    first = np.load(tmp_path / "s" / "shards" / "00000.npy", mmap_mode="r")
+    assert np.array_equal(first, CodeStore.open(tmp_path / "s").codes[:len(first)])
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "s" / "shards" / "00000.parquet").to_pylist()
+    assert rows[0]["label"] == "circle" and rows[0]["width"] == 64 and len(rows[0]["sha1"]) == 40
     assert not (tmp_path / "s" / ".work").exists()
-    assert store.labels.tolist() == [r["label"] for r in rows]
+    assert store.labels.tolist()[:len(rows)] == [r["label"] for r in rows]
 
 
 class Killed(Exception):
@@ -132,27 +137,28 @@ def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path, shapes_dir,
     full = embedkit.embed(shapes_dir, tmp_path / "full", lite0, batch_size=4, progress=False).store
     commits = []
 
-    def kill_after_two(rows, done):
+    def kill_after_two(shard, rows, skipped):
         commits.append(rows)
         if len(commits) == 2:
             raise Killed()
 
     with pytest.raises(Killed):
-        embedkit.embed(shapes_dir, tmp_path / "s", lite0, batch_size=4, commit_every=8, progress=False,
-                       on_commit=kill_after_two)
+        embedkit.embed(shapes_dir, tmp_path / "s", lite0, batch_size=4, shard_rows=8, progress=False,
+                       on_shard=kill_after_two)
     assert not (tmp_path / "s" / "meta.json").exists()
-    # a crash may leave half-written rows after the last commit: they must not survive
-    with open(tmp_path / "s" / ".work" / "items.csv", "a") as f:
-        f.write("/half/written.png,circle,1,1,1,deadbeef\n")
+    # a crash between a shard's files and its commit marker: the half shard must not survive
+    shards = tmp_path / "s" / "shards"
+    np.save(shards / "00002.npy", np.zeros((3, 1280), np.float32))
     with pytest.raises(StoreError, match="--resume"):
         embedkit.embed(shapes_dir, tmp_path / "s", lite0, progress=False)
     with pytest.raises(StoreError, match="--resume"):
         CodeStore.open(tmp_path / "s")
     res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, batch_size=4, resume=True, progress=False)
-    assert res.embedded == 24 - commits[-1]  # only what had not been committed
+    assert res.resumed and res.embedded == 24 - sum(commits)  # only what had not been committed
     store = res.store
     assert list(store.paths) == list(full.paths) and len(set(store.paths)) == 24
-    assert np.allclose(store.codes, full.codes, atol=1e-5)
+    assert np.allclose(np.asarray(store.codes), np.asarray(full.codes), atol=1e-5)
+    assert [s["rows"] for s in store.shards] == [8, 8, 8]
 
 
 def test_append_embeds_only_new_images_and_mismatch_is_refused(tmp_path, shapes_dir, lite0):
@@ -191,7 +197,7 @@ def test_l2_and_pca_whitening_are_store_options(tmp_path, shapes_dir, lite0):
     assert w.codes.shape == (24, 8) and w.meta["code_dim"] == 1280
     cov = np.cov(np.asarray(w.codes, np.float64).T)
     assert np.allclose(cov, np.eye(8), atol=1e-3)
-    raw = np.load(tmp_path / "w" / "raw.npy")
+    raw = np.load(tmp_path / "w" / "shards" / "00000.raw.npy")
     assert np.allclose(w.transform(raw[:3]), w.codes[:3], atol=1e-4)  # queries get the same transform
     with pytest.raises(ConfigError, match="dtype"):
         embedkit.embed(shapes_dir, tmp_path / "x", lite0, dtype="int8", progress=False)
@@ -207,27 +213,25 @@ def test_a_folder_of_only_bad_files_is_a_clear_error(tmp_path, lite0):
 
 
 def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path, shapes_dir, lite0, monkeypatch):
-    import os
+    import embedkit.store.writer as writer
 
-    import embedkit.runner.local as st
+    real = writer.write_json_atomic
 
-    real_replace = os.replace
-
-    def dies_at_items(src, dst):
-        if str(dst).endswith(os.sep + "items.csv") and ".work" not in str(dst):
+    def dies_at_meta(path, obj):
+        if str(path).endswith("meta.json"):
             raise Killed()
-        return real_replace(src, dst)
+        return real(path, obj)
 
-    monkeypatch.setattr(st.os, "replace", dies_at_items)
+    monkeypatch.setattr(writer, "write_json_atomic", dies_at_meta)
     with pytest.raises(Killed):
-        embedkit.embed(shapes_dir, tmp_path / "s", lite0, progress=False)
-    monkeypatch.setattr(st.os, "replace", real_replace)
-    assert (tmp_path / "s" / "codes.npy").exists() and not (tmp_path / "s" / "meta.json").exists()
+        embedkit.embed(shapes_dir, tmp_path / "s", lite0, pca_whiten=4, progress=False)
+    monkeypatch.setattr(writer, "write_json_atomic", real)
+    assert (tmp_path / "s" / "manifest.json").exists() and not (tmp_path / "s" / "meta.json").exists()
     with pytest.raises(StoreError, match="--resume"):
         CodeStore.open(tmp_path / "s")
     res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, resume=True, progress=False)
     assert res.embedded == 0 and len(res.store) == 24 and not (tmp_path / "s" / ".work").exists()
-    assert res.store.labels.tolist()[0] == "circle"
+    assert res.store.labels.tolist()[0] == "circle" and res.store.dim == 4
 
 
 def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path, lite0):
@@ -250,7 +254,7 @@ def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path
     assert list(dev.paths) == list(cpu.paths) and len(cpu) == 9
     assert {r["path"] for r in dev.skipped} == {r["path"] for r in cpu.skipped} == {
         str(root / "truncated.jpg"), str(root / "bad_middle.jpg")}
-    assert [it["sha1"] for it in dev.items] == [it["sha1"] for it in cpu.items]
+    assert dev.column("sha1").tolist() == cpu.column("sha1").tolist()
     a, b = np.asarray(cpu.codes), np.asarray(dev.codes)
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.98, cos  # torch vs PIL resampling differ a little, the images are the same

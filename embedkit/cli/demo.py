@@ -31,7 +31,7 @@ def command(ctx, source, out, backbone, device, quiet):
     """
     from embedkit.classify.train import train
     from embedkit.cli.neighbors import command as neighbors
-    from embedkit.runner.local import embed
+    from embedkit.runner.embed import embed
     from embedkit.store.codestore import CodeStore
     from embedkit.view.project import view
 

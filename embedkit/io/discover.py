@@ -6,7 +6,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from embedkit.errors import ConfigError, DataError
 
@@ -22,45 +22,100 @@ class Item:
 
 
 def discover(source: str | os.PathLike | Sequence, labels: bool = True) -> list[Item]:
-    """List the images of ``source``.
+    """List the images of ``source`` (see :func:`iter_items`); an empty folder is a :class:`DataError`."""
+    items = list(iter_items(source, labels))
+    if not items and not isinstance(source, (list, tuple)) and Path(source).is_dir():
+        raise DataError(f"folder {str(source)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return items
 
-    - a folder: every image file below it (recursively, sorted); the label is
-      the first-level sub-folder when the file is inside one;
+
+def iter_items(source: str | os.PathLike | Sequence, labels: bool = True) -> Iterator[Item]:
+    """Yield the images of ``source``, streaming (a folder of millions of files is never listed at once).
+
+    - a folder: every image file below it (recursively, in sorted order); the label is the
+      first-level sub-folder when the file is inside one, "" for loose files at the top;
+      hidden files and folders (``.git``, ``.ipynb_checkpoints``) are skipped; each directory is
+      visited once (by device and inode), so symlink loops end; a link is recorded under its own path;
     - a ``.csv`` manifest with a ``path`` column (optionally ``label``), or
       headerless ``path[,label]`` rows; relative paths are taken from the CSV's folder;
     - any other text file: one path per line;
     - a single image file, or a list of paths.
     """
     if isinstance(source, (list, tuple)):
-        return [Item(str(Path(p).resolve())) for p in source]
+        yield from (Item(_abs(p)) for p in source)
+        return
     src = Path(source)
     if not src.exists():
         raise ConfigError(f"input {str(src)!r} does not exist; give a folder of images, a .csv manifest or a list file")
     if src.is_dir():
-        items = []
-        for root, dirs, files in os.walk(src, followlinks=True):
-            dirs.sort()
-            for name in sorted(files):
-                if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith("."):
-                    p = Path(root) / name
-                    rel = p.relative_to(src)
-                    label = rel.parts[0] if (labels and len(rel.parts) > 1) else ""
-                    items.append(Item(str(p.resolve()), label))
-        if not items:
-            raise DataError(f"folder {str(src)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        return items
-    if src.suffix.lower() in IMAGE_EXTENSIONS:
-        return [Item(str(src.resolve()))]
-    if src.suffix.lower() == ".csv":
-        return _read_manifest(src)
+        yield from _walk(src, labels)
+    elif src.suffix.lower() in IMAGE_EXTENSIONS:
+        yield Item(_abs(src))
+    elif src.suffix.lower() == ".csv":
+        yield from _read_manifest(src)
+    else:
+        yield from _read_list(src)
+
+
+def _abs(p) -> str:
+    # abspath, not resolve(): a link keeps its own path (and resolve() raises on link loops)
+    return os.path.abspath(os.fspath(p))
+
+
+def _walk(root: Path, labels: bool) -> Iterator[Item]:
+    """Sorted, loop-safe recursive listing of image files below ``root``."""
+    seen: set[tuple[int, int]] = set()
+    root_abs = _abs(root)
+    stack = [root_abs]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue  # a dangling or looping directory link
+        if (st.st_dev, st.st_ino) in seen:
+            continue  # already visited through another link: each directory once
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                is_dir = e.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                subdirs.append(e.path)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                rel = os.path.relpath(e.path, root_abs).split(os.sep)
+                yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "")
+        stack.extend(reversed(subdirs))  # depth-first, in sorted order
+
+
+def _read_list(src: Path) -> Iterator[Item]:
     base = src.parent
-    with open(src, encoding="utf-8") as f:
-        return [Item(str((base / line.strip()).resolve())) for line in f if line.strip() and not line.startswith("#")]
+    try:
+        with open(src, encoding="utf-8", errors="strict") as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    yield Item(_abs(base / line.strip()))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"input {str(src)!r} is neither an image, a folder, a .csv manifest nor a text list of "
+                          f"paths (it is not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
 
 
 def _read_manifest(path: Path) -> list[Item]:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); give a "
+                          "CSV with a path column") from exc
     if not rows:
         raise DataError(f"manifest {str(path)!r} is empty; it needs a path column (and optionally label)")
     header = [c.strip().lower() for c in rows[0]]
@@ -75,5 +130,5 @@ def _read_manifest(path: Path) -> list[Item]:
             continue
         p = Path(row[pi].strip())
         p = p if p.is_absolute() else path.parent / p
-        out.append(Item(str(p.resolve()), row[li].strip() if li is not None and li < len(row) else ""))
+        out.append(Item(_abs(p), row[li].strip() if li is not None and li < len(row) else ""))
     return out

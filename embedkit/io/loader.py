@@ -65,3 +65,45 @@ def default_workers() -> int:
     """Decoder processes: enough to keep the model fed, leaving cores for the forward pass."""
     n = os.cpu_count() or 1
     return max(1, min(8, n // 2)) if n > 1 else 0
+
+
+def default_batch_size(device) -> int:
+    """Images per loader batch: GPUs want large batches, CPUs gain nothing past a few dozen."""
+    return 128 if getattr(device, "type", str(device)) == "cuda" else 32
+
+
+class TableItems:
+    """Rows of an Arrow table (``path``, ``label``) seen as a sequence of :class:`Item` (no per-row objects kept)."""
+
+    def __init__(self, table):
+        self.paths = table.column("path")
+        self.labels = table.column("label") if "label" in table.column_names else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Item:
+        label = self.labels[i].as_py() if self.labels is not None else ""
+        return Item(self.paths[i].as_py(), label or "")
+
+
+def batches_within(bounds: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Index batches of at most ``batch_size`` that never cross a boundary (``bounds`` = cumulative ends).
+
+    The embed job cuts batches at shard ends, so every shard is finished by whole batches.
+    """
+    out, start = [], 0
+    for end in bounds:
+        for i in range(start, end, batch_size):
+            out.append(list(range(i, min(i + batch_size, end))))
+        start = end
+    return out
+
+
+def make_loader(dataset, batches, workers: int | None = None, pin_memory: bool = False):
+    """A DataLoader over ``batches`` of indices: decoding in ``workers`` processes overlaps the forward pass."""
+    from torch.utils.data import DataLoader
+
+    nw = default_workers() if workers is None else int(workers)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=nw, collate_fn=collate_skipping,
+                      pin_memory=pin_memory, prefetch_factor=4 if nw else None, persistent_workers=False)

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from embedkit.device import autocast_dtype, resolve_device
-from embedkit.errors import ConfigError, MismatchError
-from embedkit.io.decode import decode_on_device, load_image
-from embedkit.io.discover import Item
-from embedkit.io.loader import ImageDataset, collate_skipping, default_workers
+from embedkit.defaults import BACKBONE
+from embedkit.errors import MismatchError, invalid
+from embedkit.io.decode import load_image
+from embedkit.io.loader import default_workers
 from embedkit.models.features import FeatureModel
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec, get_spec
@@ -46,12 +46,15 @@ class Backbone:
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
     precision : ``"auto"`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
     spatial : reduction of a spatial (B, C, H, W) code: ``"avg"``, ``"max"`` or ``"flatten"``.
+    micro_batch : rows per forward call, independent of the loader's batch size (default 8 on CPU, where
+        small batches stay in cache; the whole batch on CUDA). On CUDA out-of-memory it halves and retries.
     """
 
-    def __init__(self, name: str = "efficientnet_lite0", layer: str | None = None, weights="default",
-                 device: str | None = "auto", precision: str = "auto", spatial: str = "avg"):
+    def __init__(self, name: str = BACKBONE, layer: str | None = None, weights="default",
+                 device: str | None = "auto", precision: str = "auto", spatial: str = "avg",
+                 micro_batch: int | None = None):
         if precision not in PRECISIONS:
-            raise ConfigError(f"precision {precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
+            raise invalid("precision", precision, PRECISIONS)
         self.device = resolve_device(device)
         self.spec: BackboneSpec = get_spec(name)
         self.layer, self.node = self.spec.node_for(layer)
@@ -68,7 +71,10 @@ class Backbone:
         self.amp_dtype = autocast_dtype(self.device, precision)
         # Rows per forward call. On CPU small batches stay in cache: measured 2x the images/s of
         # batch 32 with batch 4-8 (efficientnet_lite0, resnet50). On CUDA it shrinks after an OOM.
-        self.micro_batch: int | None = CPU_MICRO_BATCH if self.device.type == "cpu" else None
+        if micro_batch is not None and int(micro_batch) < 1:
+            raise invalid("micro_batch", micro_batch, "a positive number of rows per forward call")
+        self.micro_batch: int | None = int(micro_batch) if micro_batch else (
+            CPU_MICRO_BATCH if self.device.type == "cpu" else None)
         self._dim: int | None = None
 
     @property
@@ -163,46 +169,13 @@ class Backbone:
         return self.forward(torch.stack([tf(to_rgb(im)) for im in images])).numpy()
 
     def embed_paths(self, paths: Sequence[str], batch_size: int | None = None, workers: int | None = None):
-        """Codes of image files in memory: returns ``(codes, kept_indices, skipped[(index, reason)])``."""
-        codes, kept, skipped = [], [], []
-        for idx, c, _infos, bad in self.iter_batches([Item(str(p)) for p in paths], batch_size, workers, want_sha1=False):
-            codes.append(c.numpy())
-            kept.extend(idx)
-            skipped.extend(bad)
-        arr = np.concatenate(codes) if codes else np.zeros((0, self.dim), np.float32)
-        return arr, kept, skipped
+        """Codes of image files in memory: ``(codes, kept_indices, skipped[(index, reason)])``.
 
-    def default_batch_size(self) -> int:
-        return 128 if self.device.type == "cuda" else 32
-
-    def iter_batches(self, items: Sequence[Item], batch_size: int | None = None, workers: int | None = None,
-                     want_sha1: bool = True, start: int = 0, decode: str = "cpu") -> Iterator:
-        """Yield ``(indices, codes, infos, skipped)`` per batch over ``items[start:]``.
-
-        ``decode="cpu"``: every image is decoded with PIL in the workers. ``decode="device"``: JPEGs
-        are read undecoded and decoded by torchvision.io on the model's device (nvJPEG on CUDA,
-        which pays for large photos); other formats still go through PIL.
+        A convenience for small sets (queries); the loader belongs to :func:`embedkit.runner.local.embed_files`.
         """
-        from torch.utils.data import DataLoader, Subset
+        from embedkit.runner.local import embed_files
 
-        bs = int(batch_size or self.default_batch_size())
-        if bs < 1:
-            raise ConfigError(f"batch size {bs} is not valid; use a positive integer")
-        nw = default_workers() if workers is None else int(workers)
-        if decode not in DECODES:
-            raise ConfigError(f"decode {decode!r} is not valid; use one of {', '.join(DECODES)}")
-        ds = ImageDataset(items, self.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device")
-        sub = Subset(ds, range(start, len(items))) if start else ds
-        loader = DataLoader(sub, batch_size=bs, shuffle=False, num_workers=nw, collate_fn=collate_skipping,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if nw else None,
-                            persistent_workers=False)
-        for idx, x, infos, bad in loader:
-            if isinstance(x, list):
-                x, keep, failed = decode_on_device(x, self.preprocessing, self.device)
-                bad = bad + [(idx[k], reason) for k, reason in failed]
-                idx, infos = [idx[k] for k in keep], [infos[k] for k in keep]
-            codes = self.forward(x) if x is not None else torch.zeros(0, 0)
-            yield idx, codes, infos, bad
+        return embed_files(self, paths, batch_size=batch_size, workers=workers)
 
 
 def embed_image_file(backbone: Backbone, path: str) -> np.ndarray:

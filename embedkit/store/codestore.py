@@ -1,12 +1,11 @@
-"""A finished code store, read-only: codes memory-mapped, rows in step with paths.
+"""A finished code store, read-only: one logical array of codes over shards, rows in step with items.
 
-A store is a folder::
-
-    codes.npy     N x D float32/float16, open with np.load(mmap_mode="r")
-    items.csv     row -> path, label, width, height, bytes, sha1
-    meta.json     backbone, layer, weights identity + hash, preprocessing, dtype, dim, count, version
-    skipped.csv   files that could not be read, with the reason
-    raw.npy, pca.npz   only with PCA-whitening: the raw codes and the fitted transform
+The layout is described in :mod:`embedkit.store.layout`. Codes are never loaded
+whole: ``store.codes`` is a :class:`~embedkit.store.array.ShardedArray` (a memmap
+per shard), read with ``iter_chunks`` / ``take`` / slicing. Items are an Arrow
+table (``store.items``) and NumPy columns (``store.paths``, ``store.labels``,
+``store.column(name)``), never per-row dicts. Stores written by embedkit 0.1
+(``codes.npy`` + ``items.csv``) open read-only; ``embedkit store upgrade`` converts them.
 """
 
 from __future__ import annotations
@@ -20,109 +19,153 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.defaults import CHUNK_ROWS
-from embedkit.errors import MismatchError, StoreError
+from embedkit.errors import MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
+from embedkit.store.layout import DTYPES, ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, STORE_FORMAT, WORK, shard_file
 
-ITEM_FIELDS = ("path", "label", "width", "height", "bytes", "sha1")
-
-
-
-
-
-DTYPES = ("float32", "float16")
+__all__ = ["CodeStore", "DTYPES", "ITEM_FIELDS", "read_csv_rows"]
 
 
 def read_csv_rows(path: Path) -> list[dict]:
+    """Rows of a CSV file as dicts ([] when it does not exist)."""
     if not path.exists():
         return []
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
         return list(csv.DictReader(f))
 
 
 class CodeStore:
-    """A finished code store, opened read-only. Use :meth:`open`."""
+    """A finished code store, opened read-only. Use :meth:`open` (or ``embedkit.CodeStore.from_arrays``)."""
 
-    def __init__(self, path: Path, meta: dict, items: list[dict]):
+    def __init__(self, path: Path, meta: dict, shards: list[dict]):
         self.path = Path(path)
         self.meta = meta
-        self.items = items
-        self._codes = None
+        self.shards = shards  # [{"id", "rows", "skipped"}], in row order
+        self.version = 2 if meta.get("format") == STORE_FORMAT else 1
+
+    def __repr__(self) -> str:
+        who = f"{self.meta.get('backbone')}/{self.meta.get('layer')}" if self.identity else "no backbone identity"
+        return f"CodeStore({str(self.path)!r}, {len(self)} x {self.dim} {self.meta.get('dtype')}, {who})"
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "CodeStore":
-        """Open and validate a store written by :func:`embed`."""
+        """Open and validate a store (format 2, or a format-1 store read-only)."""
         path = Path(path)
-        meta_file = path / "meta.json"
+        meta_file = path / META
         if not meta_file.exists():
-            hint = " (an interrupted run is there: embed again with --resume)" if (path / ".work").exists() else ""
-            raise StoreError(f"{str(path)!r} is not a code store: meta.json is missing{hint}; create one with `embedkit embed IMAGES -o {path}`")
-        with open(meta_file, encoding="utf-8") as f:
-            meta = json.load(f)
-        items = read_csv_rows(path / "items.csv")
-        store = cls(path, meta, items)
-        n = store.codes.shape[0]
-        if not (n == len(items) == int(meta["count"])):
-            raise StoreError(f"store {str(path)!r} is inconsistent: {n} code rows, {len(items)} items, meta count "
+            hint = " (an interrupted run is there: embed again with --resume)" if (path / WORK).exists() else ""
+            raise StoreError(f"{str(path)!r} is not a code store: meta.json is missing{hint}; create one with "
+                             f"`embedkit embed IMAGES -o {path}`")
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{str(meta_file)!r} is not valid JSON ({exc}); the store is damaged: re-embed") from exc
+        if meta.get("format") == STORE_FORMAT:
+            try:
+                shards = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["shards"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise StoreError(f"store {str(path)!r} has no readable manifest.json ({exc}); re-embed") from exc
+        elif (path / "codes.npy").exists():
+            shards = [{"id": None, "rows": int(meta["count"]), "skipped": int(meta.get("skipped", 0))}]
+        else:
+            raise StoreError(f"{str(path)!r} holds neither shards nor codes.npy; it is not a code store")
+        store = cls(path, meta, shards)
+        n = sum(int(s["rows"]) for s in shards)
+        if n != int(meta["count"]):
+            raise StoreError(f"store {str(path)!r} is inconsistent: the manifest lists {n} rows, meta.json "
                              f"{meta['count']}; re-run `embedkit embed ... --resume` or re-embed")
+        if store.version == 1 and store.codes.shape[0] != n:
+            raise StoreError(f"store {str(path)!r} is inconsistent: {store.codes.shape[0]} code rows, meta count {n}")
         return store
 
-    @property
-    def codes(self) -> np.ndarray:
-        """The N x D codes, memory-mapped (nothing is read until used)."""
-        if self._codes is None:
-            self._codes = np.load(self.path / "codes.npy", mmap_mode="r")
-        return self._codes
+    # ---- codes
+    @cached_property
+    def codes(self):
+        """The N x D codes as one read-only array over the shards (memory-mapped; nothing read until used)."""
+        from embedkit.store.array import ShardedArray
+
+        if self.version == 1:
+            files = [self.path / "codes.npy"]
+        else:
+            files = [shard_file(self.path, s["id"], "npy") for s in self.shards]
+        return ShardedArray(files, [s["rows"] for s in self.shards], self.dim, self.meta["dtype"])
+
+    def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
+        """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
+        yield from self.codes.iter_chunks(rows, start, stop)
+
+    def take(self, indices) -> np.ndarray:
+        """Codes of the given rows (float32, in the order given)."""
+        return np.asarray(self.codes.take(indices), dtype=np.float32)
 
     def __len__(self) -> int:
-        return len(self.items)
+        return int(self.meta["count"])
 
     @property
     def dim(self) -> int:
         return int(self.meta["dim"])
 
-    @cached_property
-    def paths(self) -> np.ndarray:
-        """Path of every row (object array, computed once)."""
-        return np.array([it["path"] for it in self.items], dtype=object)
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.meta["dtype"])
 
+    # ---- items
     @cached_property
-    def labels(self) -> np.ndarray:
-        """Label of every row (object array, "" when unlabelled; computed once)."""
-        return np.array([it["label"] for it in self.items], dtype=object)
+    def items(self):
+        """Every row's item columns as one Arrow table (path, label, width, height, bytes, sha1, extras)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.version == 1:
+            rows = read_csv_rows(self.path / "items.csv")
+            names = list(rows[0]) if rows else list(ITEM_FIELDS)
+            return pa.table({k: pa.array([r[k] for r in rows], type=pa.string()) for k in names})
+        tables = [pq.read_table(shard_file(self.path, s["id"], "parquet")) for s in self.shards]
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({"path": pa.array([], pa.string())})
 
     @property
     def columns(self) -> list[str]:
         """Names of the item columns (path, label, width, height, bytes, sha1 and any extra manifest columns)."""
-        return list(self.items[0]) if self.items else list(ITEM_FIELDS)
+        return list(self.items.column_names)
 
     def column(self, name: str) -> np.ndarray:
         """One item column for every row, as a NumPy array (object dtype for text)."""
         if name not in self.columns:
-            from embedkit.errors import invalid
-
             raise invalid("column", name, self.columns)
-        return np.array([it[name] for it in self.items], dtype=object)
+        return self.items.column(name).to_numpy(zero_copy_only=False)
 
-    def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
-        """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
-        stop = len(self) if stop is None else min(stop, len(self))
-        for i in range(start, stop, rows):
-            yield i, np.asarray(self.codes[i:min(i + rows, stop)], dtype=np.float32)
+    @cached_property
+    def paths(self) -> np.ndarray:
+        """Path of every row (object array, computed once)."""
+        return np.asarray(self.column("path"), dtype=object)
 
-    def take(self, indices) -> np.ndarray:
-        """Codes of the given rows (float32, in the order given)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return np.asarray(self.codes[idx], dtype=np.float32)
-
-    @property
-    def identity(self) -> dict:
-        return self.meta["identity"]
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """Label of every row (object array, "" when unlabelled; computed once)."""
+        if "label" not in self.columns:
+            return np.full(len(self), "", dtype=object)
+        return np.array(["" if v is None else v for v in self.column("label")], dtype=object)
 
     @property
     def skipped(self) -> list[dict]:
-        return read_csv_rows(self.path / "skipped.csv")
+        """Files that could not be read, with the reason (``[{"path", "reason"}]``)."""
+        if self.version == 1:
+            return read_csv_rows(self.path / SKIPPED_CSV)
+        import pyarrow.parquet as pq
 
-    def check_compatible(self, identity: dict, what: str = "these codes") -> None:
+        out = []
+        for s in self.shards:
+            if s["skipped"]:
+                out.extend(pq.read_table(shard_file(self.path, s["id"], "skipped.parquet")).to_pylist())
+        return out
+
+    # ---- identity and post-processing
+    @property
+    def identity(self) -> dict | None:
+        """Backbone, layer, weights and preprocessing the codes were made with (None for imported codes)."""
+        return self.meta.get("identity")
+
+    def check_compatible(self, identity: dict | None, what: str = "these codes") -> None:
         """Raise :class:`MismatchError` when ``identity`` (of a model or index) is not this store's."""
         diffs = identity_mismatch(self.identity, identity)
         if diffs:
@@ -142,7 +185,36 @@ class CodeStore:
         return self.postprocess.apply(raw)
 
     def backbone(self, device: str | None = "auto"):
-        """Rebuild the backbone these codes were made with."""
+        """Rebuild the backbone these codes were made with (to embed queries or new images)."""
+        if self.identity is None:
+            raise StoreError(f"store {str(self.path)!r} holds imported codes without a backbone identity: new images "
+                             "cannot be embedded to match them; import them with identity=... or embed the images "
+                             "with `embedkit embed`")
         from embedkit.models.backbone import Backbone
 
         return Backbone.from_identity(self.identity, device=device)
+
+    # ---- summary
+    def size_bytes(self) -> int:
+        """Bytes on disk of every file of the store."""
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    def info(self) -> dict:
+        """What ``embedkit store info`` prints."""
+        ident = self.identity
+        return {
+            "path": str(self.path), "format": self.meta.get("format", "embedkit-store/1"), "count": len(self),
+            "dim": self.dim, "dtype": str(self.dtype), "shards": len(self.shards),
+            "skipped": int(self.meta.get("skipped", 0)),
+            "backbone": ident.get("backbone") if ident else None, "layer": ident.get("layer") if ident else None,
+            "weights": (ident.get("weights") or {}).get("identity") if ident else None,
+            "l2_normalize": bool(self.meta.get("l2_normalize")), "pca_whiten": self.meta.get("pca_whiten"),
+            "size_bytes": self.size_bytes(), "created": self.meta.get("created"),
+        }
+
+    @classmethod
+    def from_arrays(cls, out, codes, paths, labels=None, identity: dict | None = None, **kwargs) -> "CodeStore":
+        """Write a store from codes made elsewhere; see :func:`embedkit.store.writer.from_arrays`."""
+        from embedkit.store.writer import from_arrays
+
+        return from_arrays(out, codes, paths, labels, identity, **kwargs)

@@ -1,0 +1,103 @@
+"""``embed()``: images to a code store, on the local engine or on Ray. The one entry point of the embed job.
+
+discover -> plan (shards) -> engine (reader -> model -> writer per shard) -> finish (manifest, meta).
+Each parameter goes to the one piece that uses it: ``batch_size``/``workers``/``decode``
+to the loader, ``layer``/``weights``/``device``/``precision``/``spatial`` to the
+backbone, ``dtype``/``l2_normalize``/``pca_whiten``/``shard_rows`` to the store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from embedkit.defaults import BACKBONE
+from embedkit.errors import ConfigError, invalid
+
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class EmbedResult:
+    """What :func:`embed` did: counts, time, throughput and where the store is."""
+
+    store: object  # CodeStore
+    embedded: int
+    skipped: int
+    kept: int
+    seconds: float
+    resumed: bool = False
+    engine: str = "local"
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.embedded + self.skipped) / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        how = " (resumed)" if self.resumed else ""
+        return (f"embedded {self.embedded} images{how} ({self.skipped} skipped, {self.kept} already in the store) in "
+                f"{self.seconds:.1f}s, {self.images_per_s:.1f} images/s on {self.engine} -> {self.store.path} "
+                f"({len(self.store)} x {self.store.dim} {self.store.meta['dtype']}, {len(self.store.shards)} shards)")
+
+
+def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, backbone=BACKBONE, *,
+          layer: str | None = None, weights: str | None = None, device: str | None = None,
+          precision: str | None = None, spatial: str | None = None,
+          batch_size: int | None = None, workers: int | None = None, decode: str = "cpu",
+          dtype: str = "float32", l2_normalize: bool = False, pca_whiten: int | None = None,
+          shard_rows: int | None = None, resume: bool = False, append: bool = False, overwrite: bool = False,
+          engine: str = "local", ray_address: str | None = None, num_workers: int | None = None,
+          num_gpus: float | None = None, progress: bool = True, on_shard: Callable | None = None):
+    """Embed the images of ``source`` (folder, list file, CSV manifest or list of paths) into a store at ``out``.
+
+    ``backbone`` is a registered name or an already built :class:`~embedkit.models.backbone.Backbone`
+    (then ``layer``/``weights``/``device``/``precision``/``spatial`` must not be given: they are the
+    backbone's). ``resume`` continues an interrupted run, ``append`` adds only images not yet in an
+    existing store (same backbone/layer), ``overwrite`` starts over. ``engine="ray"`` runs the shards
+    on a Ray cluster (``ray_address``: None starts a local one, ``"auto"`` joins a running one).
+    ``on_shard(shard_id, rows, skipped)`` is called after each committed shard (local engine).
+    Returns an :class:`EmbedResult`.
+    """
+    from embedkit.models.backbone import Backbone
+    from embedkit.runner.job import prepare
+
+    t0 = time.perf_counter()
+    if engine not in ENGINES:
+        raise invalid("engine", engine, ENGINES)
+    given = {k: v for k, v in dict(layer=layer, weights=weights, device=device, precision=precision,
+                                     spatial=spatial).items() if v is not None}
+    if isinstance(backbone, Backbone):
+        if given:
+            raise ConfigError(f"{', '.join(given)} given with an already built Backbone, which has its own; "
+                              "pass a backbone name instead, or build the Backbone with those arguments")
+        if engine == "ray":
+            raise ConfigError("engine='ray' builds the backbone on each worker: pass the backbone's name, not a "
+                              "built Backbone")
+        bb = backbone
+    else:
+        bb = Backbone(backbone, layer, weights or "default", device=device or "auto", precision=precision or "auto",
+                      spatial=spatial or "avg")
+    job, resumed = prepare(source, out, bb.identity(), bb.dim, dtype=dtype, l2_normalize=l2_normalize,
+                           pca_whiten=pca_whiten, resume=resume, append=append, overwrite=overwrite,
+                           shard_rows=shard_rows)
+    if engine == "ray":
+        from embedkit.runner.ray_engine import run_ray
+
+        n_emb, n_skip = run_ray(job, backbone=bb.name if not isinstance(backbone, str) else backbone,
+                                layer=layer, weights=weights or "default", precision=precision or "auto",
+                                spatial=spatial or "avg", batch_size=batch_size, decode=decode,
+                                address=ray_address, num_workers=num_workers, num_gpus=num_gpus, progress=progress)
+    else:
+        from embedkit.runner.local import run_local
+
+        n_emb, n_skip = run_local(job, bb, batch_size=batch_size, workers=workers, decode=decode, progress=progress,
+                                  on_shard=on_shard)
+    kept = 0
+    if job.base_shards:
+        from embedkit.store.codestore import CodeStore
+
+        kept = len(CodeStore.open(out))
+    store = job.finish()
+    return EmbedResult(store, n_emb, n_skip, kept, time.perf_counter() - t0, resumed, engine)

@@ -1,0 +1,171 @@
+"""An embed job's plan: the file list split deterministically into shards, and its state on disk.
+
+Both engines (local and Ray) run the same plan: ``.work/queue.parquet`` holds the
+files to embed in row order, one Parquet row group per shard, and
+``.work/job.json`` the identity, dtype, post-processing and shard ids. A shard is
+done when its commit marker exists (:func:`embedkit.store.writer.write_shard`),
+so a resumed job redoes only the shards without one, whichever engine ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from embedkit.atomic import write_json_atomic
+from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
+from embedkit.models.identity import identity_mismatch
+from embedkit.store.layout import DTYPES, META, SHARDS, WORK
+from embedkit.store.postprocess import PostProcess
+from embedkit.store.writer import default_shard_rows, finalize, remove_store_files, shard_marker
+
+QUEUE = "queue.parquet"
+JOB = "job.json"
+
+
+@dataclass
+class Job:
+    """The plan of one embed job into the store at ``folder``."""
+
+    folder: str
+    identity: dict
+    dim: int
+    dtype: str
+    l2_normalize: bool
+    pca_whiten: int | None
+    shard_rows: int
+    files: int  # files to embed in this job
+    new_shards: list = field(default_factory=list)  # shard ids this job writes, in row order
+    base_shards: list = field(default_factory=list)  # shards already in the store (append)
+
+    @property
+    def work(self) -> Path:
+        return Path(self.folder) / WORK
+
+    def save(self) -> None:
+        write_json_atomic(self.work / JOB, asdict(self))
+
+    @classmethod
+    def load(cls, folder) -> "Job":
+        try:
+            return cls(**json.loads((Path(folder) / WORK / JOB).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise StoreError(f"the interrupted run in {str(folder)!r} cannot be read ({exc}); "
+                             "start over with --overwrite") from exc
+
+    def postprocess(self) -> PostProcess:
+        """The store's post-processing; with --append, the existing store's fitted PCA."""
+        pp = PostProcess(self.l2_normalize, self.pca_whiten)
+        if self.base_shards and self.pca_whiten:
+            pp = PostProcess.load({"l2_normalize": self.l2_normalize, "pca_whiten": self.pca_whiten}, self.folder)
+        return pp
+
+    def pending(self) -> list[int]:
+        """Shard ids of this job without a commit marker."""
+        return [s for s in self.new_shards if shard_marker(self.folder, s) is None]
+
+    def shard_items(self, shard_id: int):
+        """The (path, label) rows of one of this job's shards, as an Arrow table."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.work / QUEUE).read_row_group(self.new_shards.index(shard_id))
+
+    def finish(self):
+        """Install the store (PCA, manifest, meta last) and remove the plan."""
+        try:
+            store = finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
+                             dtype=self.dtype, postprocess=self.postprocess())
+        except DataError:
+            if not self.base_shards:  # nothing readable: no store, only skipped.csv saying why
+                shutil.rmtree(Path(self.folder) / SHARDS, ignore_errors=True)
+                shutil.rmtree(self.work, ignore_errors=True)
+            raise
+        shutil.rmtree(self.work, ignore_errors=True)
+        return store
+
+
+def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2_normalize: bool = False,
+            pca_whiten: int | None = None, resume: bool = False, append: bool = False, overwrite: bool = False,
+            shard_rows: int | None = None) -> tuple[Job, bool]:
+    """The job to run into ``out``: a resumed one, or a new plan. Returns ``(job, resumed)``.
+
+    ``resume`` continues an interrupted run (an error if its identity differs; a note and a new run
+    if there is none), ``append`` adds only files not yet in the store, ``overwrite`` starts over.
+    """
+    from embedkit.store.codestore import CodeStore
+
+    if dtype not in DTYPES:
+        raise invalid("dtype", dtype, DTYPES)
+    if pca_whiten is not None and int(pca_whiten) < 1:
+        raise invalid("pca_whiten", pca_whiten, "the number of components (>= 1)")
+    if shard_rows is not None and int(shard_rows) < 1:
+        raise invalid("shard_rows", shard_rows, "a positive number of rows")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
+    work = out / WORK
+    if work.exists() and not (work / JOB).exists():
+        shutil.rmtree(work)  # killed before its plan was written: nothing of it was started
+    if overwrite:
+        remove_store_files(out)
+    exists = (out / META).exists()
+    if work.exists():
+        if not resume:
+            raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
+                             "or start over with --overwrite (overwrite=True)")
+        job = Job.load(out)
+        diffs = identity_mismatch(job.identity, identity)
+        if diffs:
+            raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer "
+                                f"({'; '.join(diffs)}); resume with the same options or --overwrite")
+        return job, True
+    if exists and not (append or resume):
+        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
+                         "replace it with --overwrite (overwrite=True)")
+    old = CodeStore.open(out) if exists else None
+    if old is not None:
+        if old.version == 1:
+            raise StoreError(f"{str(out)!r} is a store of embedkit 0.1 (read-only); convert it with "
+                             f"`embedkit store upgrade {out}` and append again")
+        old.check_compatible(identity, what="the new codes")
+        dtype, l2_normalize, pca_whiten = old.meta["dtype"], bool(old.meta.get("l2_normalize")), old.meta.get("pca_whiten")
+    return _plan(source, out, old, identity, dim, dtype, l2_normalize, pca_whiten, shard_rows), False
+
+
+def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> Job:
+    """List the files (streaming), drop those already in the store, write the queue and the plan."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from embedkit.io.discover import iter_items
+
+    paths, labels = [], []
+    for it in iter_items(source):
+        paths.append(it.path)
+        labels.append(it.label)
+    if not paths and Path(source).is_dir() if not isinstance(source, (list, tuple)) else not paths:
+        raise DataError(f"{str(source)!r} holds no image files")
+    queue = pa.table({"path": pa.array(paths, pa.string()), "label": pa.array(labels, pa.string())})
+    del paths, labels
+    base, start = [], 0
+    if old is not None:
+        done = pa.concat_arrays([pa.array(old.paths.tolist(), pa.string()),
+                                 pa.array([s["path"] for s in old.skipped], pa.string())])
+        queue = queue.filter(pc.invert(pc.is_in(queue.column("path"), value_set=done)))
+        base = [int(s["id"]) for s in old.shards]
+        start = max(base) + 1 if base else 0
+    rows = int(shard_rows or default_shard_rows(queue.num_rows))
+    n_shards = -(-queue.num_rows // rows)
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    (out / SHARDS).mkdir(exist_ok=True)
+    tmp = work / (QUEUE + ".tmp")
+    pq.write_table(queue, tmp, row_group_size=rows)
+    tmp.replace(work / QUEUE)
+    job = Job(str(out), identity, int(dim), dtype, bool(l2), int(pca) if pca else None, rows, queue.num_rows,
+              list(range(start, start + n_shards)), base)
+    job.save()  # the plan is committed last: a .work/ without job.json is "not started"
+    return job
