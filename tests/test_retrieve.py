@@ -1,19 +1,85 @@
-"""Retrieval: KNNIndex against a brute-force numpy reference, its errors, save/load, dedupe, kNN classifier, CLI."""
+"""Retrieval: KNNIndex against a brute-force numpy reference, its errors, save/load, dedupe, kNN classifier, CLI.
+
+Every test is independent (each store test gets its own copy of the store, so no test sees another's index
+cache): the file passes in any order. Streaming, IVF-from-a-store, the cache and dedupe tests also run on
+FakeStore, which has only the CodeStore surface the library may use (no ``codes``), so they prove codes are
+read through ``iter_chunks``/``take`` in bounded blocks.
+"""
 
 from __future__ import annotations
 
 import csv
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
+import click
 from click.testing import CliRunner
 
-from conftest import make_shape_image
-from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
+try:
+    from helpers import make_shape_image
+except ImportError:  # until tests/helpers.py exists everywhere
+    from conftest import make_shape_image
 from embedkit.errors import ConfigError, DataError, MismatchError, NotFittedError, StoreError
-from embedkit.retrieve.knn_classifier import KNNClassifier
+from embedkit.models.identity import identity_mismatch
+from embedkit.retrieve.cache import cached_index
+from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
+from embedkit.retrieve.exhaustive import exhaustive_search
 from embedkit.retrieve.index import KNNIndex, resolve_knn_backend
+from embedkit.retrieve.knn_classifier import KNNClassifier
+from embedkit.retrieve.queries import embed_queries
+
+#: path names that str.splitlines() cuts in two (U+2028/2029, NEL, VT, FF, FS/GS/RS) and other awkward ones
+AWKWARD = ["a\u2028b.png", "c\u2029d.png", "e\x85f.png", "g\x0bh.png", "i\x0cj.png", "k\x1cl.png", "m\x1dn.png",
+           "o\x1ep.png", "line\nbreak.png", "cr\rret.png", "tab\t.png", "caf\u00e9 \U0001f600.png"]
+
+
+class FakeStore:
+    """The CodeStore surface retrieval may use, and nothing more: no ``codes`` attribute, so every code
+    must come through ``iter_chunks``/``take``; records the largest block read to show memory stays bounded."""
+
+    def __init__(self, path, X, paths=None, identity=None, sha1=None):
+        self.path = Path(path)
+        self._X = np.asarray(X, dtype=np.float32)
+        n = len(self._X)
+        self.paths = np.array(paths if paths is not None else [f"img/{i:05d}.png" for i in range(n)], dtype=object)
+        self.labels = np.array([""] * n, dtype=object)
+        self.identity = identity
+        self.meta = {"count": n, "dim": self._X.shape[1]}
+        self._sha1 = sha1
+        self.largest_block = 0
+
+    def __len__(self):
+        return len(self._X)
+
+    @property
+    def dim(self):
+        return self._X.shape[1]
+
+    def iter_chunks(self, rows=65536, start=0, stop=None):
+        stop = len(self) if stop is None else min(stop, len(self))
+        for i in range(start, stop, rows):
+            block = self._X[i:min(i + rows, stop)].copy()
+            self.largest_block = max(self.largest_block, len(block))
+            yield i, block
+
+    def take(self, indices):
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._X[idx].copy()
+
+    def column(self, name):
+        if name == "sha1" and self._sha1 is not None:
+            return np.array(self._sha1, dtype=object)
+        if name == "path":
+            return self.paths
+        raise ConfigError(f"column {name!r} is not valid")
+
+    def check_compatible(self, identity, what="these codes"):
+        diffs = identity_mismatch(self.identity, identity)
+        if diffs:
+            raise MismatchError(f"{what} come from another backbone/layer ({'; '.join(diffs)})")
 
 
 def brute_force(X, Q, k, metric):
@@ -29,7 +95,7 @@ def brute_force(X, Q, k, metric):
     return np.take_along_axis(D, idx, 1), idx
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def data():
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 48)) * 4
@@ -247,10 +313,157 @@ def test_knn_classifier_errors(data):
         KNNClassifier(weights="distance", metric="ip").fit(X, np.zeros(20))
 
 
+def test_knn_classifier_passes_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(KNNClassifier(), on_fail=None)
+    failed = [(r["check_name"], repr(r["exception"])[:300]) for r in results if r["status"] == "failed"]
+    assert failed == [] and len(results) > 40
+    est = KNNClassifier(n_neighbors=3).fit(np.eye(4), list("abab"))
+    assert repr(est) == "KNNClassifier(n_neighbors=3)" and repr(KNNIndex(kind="flat")) == "KNNIndex(kind='flat')"
+
+
+def test_not_fitted_is_also_sklearns():
+    from sklearn.exceptions import NotFittedError as SkNotFitted
+    from sklearn.utils.validation import check_is_fitted
+
+    for est in (KNNIndex(), KNNClassifier()):
+        with pytest.raises(SkNotFitted):
+            check_is_fitted(est)
+    with pytest.raises(SkNotFitted):
+        KNNClassifier().predict_topk(np.zeros((1, 4)))
+    with pytest.raises(NotFittedError):
+        KNNIndex().save("never-written")
+
+
+# ------------------------------------------------------------------ streamed exact search (bounded memory)
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+@pytest.mark.parametrize("metric", ["l2", "ip", "cosine"])
+def test_streamed_exact_search_on_multi_chunk_store_equals_brute_force(data, tmp_path, metric, backend):
+    X, Q = data
+    store = FakeStore(tmp_path / "s", X)
+    index = KNNIndex(metric=metric, kind="flat", backend=backend, device="cpu", chunk_size=256).fit(store)
+    assert index.storage_ == "stream" and "streamed" in index.describe()
+    D, I = index.search(Q, 10)
+    Dref, Iref = brute_force(X, Q, 10, metric)
+    np.testing.assert_array_equal(I, Iref)
+    np.testing.assert_allclose(D, Dref, rtol=1e-4, atol=1e-3 if metric != "cosine" else 1e-5)
+    assert store.largest_block == 256  # 12 chunks of at most 256 rows: the 3000 rows were never read at once
+    D2, I2 = exhaustive_search(store, Q, 10, metric, chunk_rows=100, backend=backend)
+    np.testing.assert_array_equal(I2, Iref)
+    np.testing.assert_allclose(D2, D, rtol=1e-4, atol=1e-4)
+
+
+def test_streamed_index_save_load_needs_its_store(data, tmp_path):
+    X, Q = data
+    store = FakeStore(tmp_path / "s", X, identity={"backbone": "b", "layer": "l"})
+    index = KNNIndex(kind="flat", chunk_size=500).fit(store)
+    index.save(tmp_path / "idx")
+    assert not (tmp_path / "idx" / "index.faiss").exists()  # the codes stay in the store
+    back = KNNIndex.load(tmp_path / "idx", store=store)
+    np.testing.assert_array_equal(back.search(Q, 5)[1], index.search(Q, 5)[1])
+    with pytest.raises(StoreError, match="store="):
+        KNNIndex.load(tmp_path / "idx").search(Q, 5)
+
+
+def test_ivf_from_store_is_trained_on_a_sample_and_filled_by_chunks(data, tmp_path):
+    X, Q = data
+    store = FakeStore(tmp_path / "s", X)
+    ivf = KNNIndex(kind="ivf", nlist=8, nprobe=8, chunk_size=300).fit(store)
+    assert ivf.storage_ == "memory" and store.largest_block == 300
+    np.testing.assert_array_equal(ivf.search(Q, 10)[1], brute_force(X, Q, 10, "l2")[1])  # nprobe = nlist: exact
+
+
+def test_dedupe_streams_the_store(data, tmp_path):
+    X = data[0][:400]
+    Xd = np.concatenate([X, X[[3, 3, 3]] + 1e-4, X[[9]]]).astype(np.float32)
+    store = FakeStore(tmp_path / "s", Xd)
+    index = KNNIndex(metric="cosine", kind="flat", chunk_size=64).fit(store)
+    groups = near_duplicate_groups(index, store, threshold=1e-6, k=2, chunk_size=50)
+    assert [g.rows for g in groups] == [[3, 400, 401, 402], [9, 403]]
+    assert store.largest_block == 64
+    assert [g.rows for g in near_duplicate_groups(index, threshold=1e-6)] == [g.rows for g in groups]  # X optional
+
+
+# ------------------------------------------------------------------ paths of any string, cache integrity
+def test_save_load_keeps_paths_with_line_separators_and_control_characters(data, tmp_path):
+    X, Q = data
+    paths = [f"dir/{AWKWARD[i % len(AWKWARD)]}{i}" for i in range(len(X))]
+    index = KNNIndex(kind="flat").fit(X, paths=paths)
+    back = KNNIndex.load(index.save(tmp_path / "idx"))
+    assert back.paths_ == paths
+    _, I = back.search(Q, 3)
+    assert back.paths_of(I).tolist() == [[paths[r] for r in row] for row in I]
+    assert not (tmp_path / "idx" / "paths.txt").exists()
+
+
+def _fake(tmp_path, n=300, paths=None, identity={"backbone": "b", "layer": "l"}, seed=0):
+    X = np.random.default_rng(seed).standard_normal((n, 16)).astype(np.float32)
+    return FakeStore(tmp_path / "store", X, paths=paths, identity=identity)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_store_changes(tmp_path):
+    notes = []
+    paths = [f"p/{AWKWARD[i % len(AWKWARD)]}{i}" for i in range(300)]
+    store = _fake(tmp_path, paths=paths)
+    index, how = cached_index(store, "l2", "flat", note=notes.append)
+    assert how == "built" and notes == [] and index.paths_ == paths
+    again, how = cached_index(store, "l2", "flat", note=notes.append)
+    assert how == "loaded" and again.paths_ == paths and notes == []
+    for changed in (_fake(tmp_path, paths=paths[::-1]),  # same count and identity, other rows
+                    _fake(tmp_path, paths=paths, identity={"backbone": "b", "layer": "other"}),
+                    _fake(tmp_path, n=299, paths=paths[:299])):
+        notes.clear()
+        index, how = cached_index(changed, "l2", "flat", note=notes.append)
+        assert how == "built" and len(notes) == 1 and "rebuilding" in notes[0]
+        assert index.paths_ == list(changed.paths)
+
+
+def test_cache_of_imported_codes_without_identity(tmp_path):
+    store = _fake(tmp_path, identity=None)
+    assert cached_index(store, "cosine", "flat")[1] == "built"
+    assert cached_index(store, "cosine", "flat")[1] == "loaded"
+    with pytest.raises(StoreError, match="without a backbone"):
+        embed_queries(store, ["q.png"])
+
+
+def _truncate(p):
+    p.write_bytes(p.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda f: _truncate(f / "index.faiss"),
+    lambda f: np.save(f / "ids.npy", np.array([object()] * 300, dtype=object), allow_pickle=True),
+    lambda f: np.save(f / "ids.npy", np.arange(5)),
+    lambda f: (f / "index.json").write_text("{ not json"),
+    lambda f: (f / "index.json").write_text("[1, 2]"),
+    lambda f: (f / "paths.json").write_text('["only one"]'),
+    lambda f: (f / "ids.npy").unlink(),
+    lambda f: (f / "index.json").write_text(json.dumps({**json.loads((f / "index.json").read_text()),
+                                                        "format": "embedkit-knn/1"})),
+], ids=["truncated-faiss", "object-ids", "short-ids", "garbage-json", "json-list", "paths-count", "no-ids",
+        "old-format"])
+def test_unreadable_cache_is_rebuilt_with_a_one_line_note(tmp_path, damage):
+    store = _fake(tmp_path)
+    index, _ = cached_index(store, "l2", "hnsw")
+    Q = store.take([0, 5, 7])
+    want = index.search(Q, 3)[1]
+    damage(index_folder := store.path / "index" / "l2-hnsw")
+    notes = []
+    index, how = cached_index(store, "l2", "hnsw", note=notes.append)
+    assert how == "built" and len(notes) == 1 and "\n" not in notes[0] and str(index_folder) in notes[0]
+    np.testing.assert_array_equal(index.search(Q, 3)[1], want)
+    assert cached_index(store, "l2", "hnsw", note=notes.append)[1] == "loaded" and len(notes) == 1
+
+
 # ------------------------------------------------------------------ real store + CLI
 @pytest.fixture(scope="module")
-def shape_store(tmp_path_factory):
-    """A real store of 18 synthetic images (3 classes) plus an exact copy of one of them."""
+def _pristine_store(tmp_path_factory):
+    """Images and a real store of them, built once; tests get copies (shape_store), never this one.
+
+    18 synthetic images (3 classes), an exact copy of square_2 whose name holds U+2028, and a triangle whose
+    name holds a control character that str.splitlines() also breaks on.
+    """
     import embedkit
 
     rng = np.random.default_rng(0)
@@ -258,23 +471,33 @@ def shape_store(tmp_path_factory):
     for k, name in enumerate(["circle", "square", "triangle"]):
         (root / name).mkdir()
         for i in range(6):
-            make_shape_image(k, rng).save(root / name / f"{name}_{i}.png")
-    shutil.copy(root / "square" / "square_2.png", root / "square" / "square_2_copy.png")
+            make_shape_image(k, rng).save(root / name / (f"{name}_{i}\x1c.png" if (k, i) == (2, 4) else f"{name}_{i}.png"))
+    shutil.copy(root / "square" / "square_2.png", root / "square" / "square_2\u2028copy.png")
     store = embedkit.embed(root, tmp_path_factory.mktemp("codes") / "codes", progress=False, workers=0).store
-    return root, store
+    return root, store.path
+
+
+@pytest.fixture
+def shape_store(_pristine_store, tmp_path):
+    """This test's own copy of the store (its own index cache)."""
+    from embedkit.store.codestore import CodeStore
+
+    root, path = _pristine_store
+    return root, CodeStore.open(shutil.copytree(path, tmp_path / "codes"))
 
 
 def test_index_from_store_identity(shape_store, tmp_path):
     root, store = shape_store
     index = KNNIndex.from_store(store, metric="cosine")
     assert index.identity_ == store.identity and list(index.paths_) == list(store.paths)
+    assert any("\u2028" in p for p in index.paths_)
     index.save(tmp_path / "idx")
-    KNNIndex.load(tmp_path / "idx", store=store)  # its own store: accepted
+    assert KNNIndex.load(tmp_path / "idx", store=store).paths_ == list(store.paths)  # its own store: accepted
     other = dict(store.identity, layer="another_layer")
-    KNNIndex(metric="cosine").fit(store.codes, identity=other).save(tmp_path / "other")
+    KNNIndex(metric="cosine").fit(store.take(np.arange(len(store))), identity=other).save(tmp_path / "other")
     with pytest.raises(MismatchError, match="another_layer"):
         KNNIndex.load(tmp_path / "other", store=store)
-    KNNIndex().fit(store.codes[:5], identity=store.identity).save(tmp_path / "short")
+    KNNIndex().fit(store.take(np.arange(5)), identity=store.identity).save(tmp_path / "short")
     with pytest.raises(MismatchError, match="rebuild the index"):
         KNNIndex.load(tmp_path / "short", store=store)
 
@@ -288,44 +511,68 @@ def test_neighbors_cli(shape_store, tmp_path):
     query = root / "circle" / "circle_3.png"
     html, out_csv = tmp_path / "g.html", tmp_path / "n.csv"
     args = ["neighbors", str(query), str(root / "triangle"), str(bad), "--codes", str(store.path), "-k", "4",
-            "--html", str(html), "--csv", str(out_csv), "--quiet"]
+            "--html", str(html), "--csv", str(out_csv), "--quiet", "--workers", "0", "--batch-size", "3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "skipped query" in res.output and "broken.png" in res.output
     assert "7 queries (1 skipped) x 4 neighbours" in res.output and "[built]" in res.output
-    with open(out_csv, newline="") as f:
+    with open(out_csv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 7 * 4
     first = rows[0]
     assert first["rank"] == "1" and first["path"] == str(query.resolve()) and float(first["distance"]) < 1e-4
-    # every query image is in the store: each one comes back first with distance ~0
+    # every query image is in the store: each one comes back first with distance ~0, itself
+    assert sorted(r["query"] for r in rows if r["rank"] == "1") == sorted(
+        [str(query.resolve())] + [str(p.resolve()) for p in (root / "triangle").iterdir()])
     for r in rows:
         if r["rank"] == "1":
-            assert float(r["distance"]) < 1e-4 and (r["path"] == r["query"] or "square_2" in r["path"])
+            assert float(r["distance"]) < 1e-4 and r["path"] == r["query"]
     assert html.read_text().count("<img") == 7 * 5
-    again = CliRunner().invoke(app, ["neighbors", str(query), "--codes", str(store.path), "-k", "2", "--quiet"])
+    again = CliRunner().invoke(app, ["neighbors", str(query), "--codes", str(store.path), "--top-k", "2", "--quiet"])
     assert again.exit_code == 0 and "[loaded]" in again.output, again.output
     assert "query 1/1" in again.output and "   1  0.0000  " + str(query.resolve()) in again.output
 
 
-def test_neighbors_cli_dedupe_and_errors(shape_store, tmp_path):
+def test_neighbors_cli_dedupe_from_built_and_loaded_cache_names_the_right_files(shape_store, tmp_path):
     from embedkit.cli.main import app
 
     root, store = shape_store
-    res = CliRunner().invoke(app, ["neighbors", "--dedupe", "--codes", str(store.path), "--threshold", "1e-4",
-                                   "--csv", str(tmp_path / "d.csv"), "--quiet"])
-    assert res.exit_code == 0, res.output
-    assert "1 near-duplicate groups (2 images)" in res.output
-    assert "square_2.png" in res.output and "square_2_copy.png" in res.output
+    want = sorted([str((root / "square" / "square_2.png").resolve()),
+                   str((root / "square" / "square_2\u2028copy.png").resolve())])
+    for run, how in enumerate(["[built]", "[loaded]"]):
+        out = tmp_path / f"d{run}.csv"
+        res = CliRunner().invoke(app, ["neighbors", "--dedupe", "--codes", str(store.path), "--threshold", "1e-4",
+                                       "--csv", str(out), "--quiet"])
+        assert res.exit_code == 0 and how in res.output, res.output
+        assert "1 near-duplicate groups (2 images)" in res.output
+        with open(out, newline="", encoding="utf-8") as f:
+            assert sorted(r["path"] for r in csv.DictReader(f)) == want
+
+
+def test_neighbors_cli_errors(shape_store, tmp_path):
+    from embedkit.cli.main import app
+
+    root, store = shape_store
     for argv, match in [
         (["--codes", str(store.path)], "at least one query"),
         ([str(tmp_path / "nope.png"), "--codes", str(store.path)], "none of the 1 queries"),
         ([str(root), "--codes", str(store.path), "-k", "100"], "-k 100 is larger than the 19"),
         (["--dedupe", "--metric", "l2", "--codes", str(store.path)], "needs --threshold"),
         ([str(root), "--dedupe", "--codes", str(store.path)], "takes no QUERIES"),
+        ([str(root), "--codes", str(store.path), "--threshold", "0.1"], "only applies with --dedupe"),
     ]:
         res = CliRunner().invoke(app, ["neighbors", *argv])
         assert res.exit_code == 2 and "error:" in res.output and match in res.output, (argv, res.output)
+        assert "Traceback" not in res.output
+
+
+def test_neighbors_cli_options_all_have_help():
+    from embedkit.cli.neighbors import command
+
+    opts = [p for p in command.params if isinstance(p, click.Option)]
+    assert {o.name for o in opts} >= {"k", "workers", "batch_size", "device", "quiet", "verbose"}
+    assert [o.name for o in opts if not o.help] == []
+    assert "--top-k" in next(o for o in opts if o.name == "k").opts
 
 
 def test_neighbors_cli_rebuilds_stale_cache(shape_store):
@@ -334,10 +581,25 @@ def test_neighbors_cli_rebuilds_stale_cache(shape_store):
     root, store = shape_store
     folder = store.path / "index" / "l2-flat"
     # a cached index of other codes (another layer, fewer rows) must not be used
-    KNNIndex(kind="flat").fit(store.codes[:5], identity=dict(store.identity, layer="x")).save(folder)
+    KNNIndex(kind="flat").fit(store.take(np.arange(5)), identity=dict(store.identity, layer="x")).save(folder)
     args = ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path), "--metric", "l2",
             "--kind", "flat", "-k", "3", "--quiet"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "[built]" in res.output and "(19 x " in res.output, res.output
+    assert "note: the cached index" in res.output
     assert KNNIndex.load(folder, store=store).n_ == len(store)
     assert "[loaded]" in CliRunner().invoke(app, args).output
+
+
+def test_neighbors_cli_rebuilds_a_truncated_cache_without_traceback(shape_store):
+    from embedkit.cli.main import app
+
+    root, store = shape_store
+    args = ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path), "--kind", "hnsw",
+            "-k", "3", "--quiet"]
+    assert "[built]" in CliRunner().invoke(app, args).output
+    faiss_file = store.path / "index" / "cosine-hnsw" / "index.faiss"
+    faiss_file.write_bytes(faiss_file.read_bytes()[:64])
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "[built]" in res.output and "Traceback" not in res.output, res.output
+    assert sum(line.startswith("note: ") for line in res.output.splitlines()) == 1

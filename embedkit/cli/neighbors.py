@@ -8,66 +8,38 @@ from pathlib import Path
 import click
 
 from embedkit.atomic import write_csv_atomic
-from embedkit.cli.options import device_option
-from embedkit.errors import ConfigError, DataError, MismatchError, StoreError
-from embedkit.retrieve.index import KINDS, METRICS, KNNIndex
+from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
+from embedkit.errors import ConfigError, DataError
+from embedkit.retrieve.cache import cached_index as _cached_index
+from embedkit.retrieve.common import BACKENDS, KINDS, METRICS
+from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
+
+__all__ = ["command", "cached_index", "collect_queries"]
 
 DEFAULT_COSINE_THRESHOLD = 0.05
 
 
+def _note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
+
+
 def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True,
                  device: str = "auto"):
-    """The store's kNN index from ``<store>/index/<metric>-<kind>/``, built and saved when missing or stale.
-
-    Returns ``(index, how)`` with ``how`` "loaded" or "built". Stale = other identity, count or dim.
-    A store folder that cannot be written to only loses the cache, not the search.
-    """
-    folder = Path(store.path) / "index" / f"{metric}-{kind}"
-    if not rebuild and (folder / "index.json").exists():
-        try:
-            return KNNIndex.load(folder, store=store, backend=backend, device=device), "loaded"
-        except (MismatchError, StoreError):
-            pass  # stale cache: rebuilt below
-    index = KNNIndex.from_store(store, metric=metric, kind=kind, backend=backend, device=device,
-                                 progress=progress)
-    try:
-        index.save(folder)
-    except OSError as exc:
-        click.echo(f"note: could not cache the index in {folder} ({exc}); it will be rebuilt next time", err=True)
-    return index, "built"
-
-
-def collect_queries(queries) -> tuple[list[str], list[tuple[str, str]]]:
-    """Image paths of QUERIES (files, or folders searched recursively) and (path, reason) of those skipped."""
-    from embedkit.io.discover import IMAGE_EXTENSIONS, discover
-
-    paths, skipped = [], []
-    for q in queries:
-        p = Path(q)
-        if p.is_dir():
-            try:
-                paths.extend(it.path for it in discover(p, labels=False))
-            except DataError as exc:
-                skipped.append((str(p), str(exc)))
-        elif not p.exists():
-            skipped.append((str(p), "does not exist"))
-        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
-            skipped.append((str(p), f"not an image file ({', '.join(IMAGE_EXTENSIONS)})"))
-        else:
-            paths.append(str(p.resolve()))
-    return paths, skipped
+    """The library's :func:`embedkit.retrieve.cache.cached_index`, with its notes printed as ``note:`` lines."""
+    return _cached_index(store, metric, kind, backend, rebuild=rebuild, progress=progress, device=device, note=_note)
 
 
 @click.command(name="neighbors")
 @click.argument("queries", nargs=-1, type=click.Path())
 @click.option("--codes", "codes_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Code store folder (from `embedkit embed`).")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours per query.")
+@click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Neighbours listed per query (closest first).")
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
               help="cosine: 1 - cos; l2: squared Euclidean; ip: -inner product (smaller is closer for all).")
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
               help="flat = exact; ivf / hnsw = approximate; auto = flat up to 200k codes, IVF beyond.")
-@click.option("--backend", type=click.Choice(["auto", "faiss", "faiss-gpu", "torch"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="Search library; auto = GPU FAISS when present, torch on CUDA without it, else CPU FAISS.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, help="Write a thumbnail gallery here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write the results as CSV here.")
@@ -76,8 +48,11 @@ def collect_queries(queries) -> tuple[list[str], list[tuple[str, str]]]:
               help=f"--dedupe: largest distance of a near-duplicate pair (default {DEFAULT_COSINE_THRESHOLD} for cosine; required otherwise).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached index in CODES/index/ even if it is up to date.")
 @device_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, dedupe, threshold, rebuild, device, quiet):
+@workers_option
+@batch_size_option
+@verbosity_options
+def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, dedupe, threshold, rebuild, device,
+            quiet, verbose=False, workers=None, batch_size=None):
     """Print the stored images nearest to each query image (files or folders of images), closest first.
 
     Queries are embedded with the store's backbone, layer and post-processing. Unreadable query images are
@@ -97,14 +72,11 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
         raise ConfigError("give at least one query image or folder of images (or --dedupe)")
     if k > len(store):
         raise ConfigError(f"-k {k} is larger than the {len(store)} images in store {codes_dir}; use -k {len(store)} or less")
+    check_embeddable(store)  # before any image is read: a store of imported codes cannot embed queries
     paths, skipped = collect_queries(queries)
-    codes = None
-    if paths:
-        bb = store.backbone(device)
-        raw, kept, bad = bb.embed_paths(paths, workers=0)
-        skipped += [(paths[i], reason) for i, reason in bad]
-        paths = [paths[i] for i in kept]
-        codes = store.transform(raw) if len(kept) else None
+    codes, paths, bad = embed_queries(store, paths, device=device, workers=workers, batch_size=batch_size,
+                                      progress=not quiet)
+    skipped += bad
     for p, reason in skipped:
         click.echo(f"skipped query {p}: {reason}", err=True)
     if codes is None:
@@ -153,7 +125,7 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
                               f"or use --metric cosine (default threshold {DEFAULT_COSINE_THRESHOLD})")
         threshold = DEFAULT_COSINE_THRESHOLD
     index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
-    groups = near_duplicate_groups(index, store.codes, threshold, progress=not quiet)
+    groups = near_duplicate_groups(index, store, threshold, progress=not quiet)  # streamed: never N x N
     labels = store.labels
     rows, sections = [], []
     for gi, g in enumerate(groups, 1):
