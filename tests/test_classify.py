@@ -271,7 +271,9 @@ def test_cli_bad_stores(tmp_path, case):
     store = make_store(tmp_path / "s", X, list(y))
     r = CliRunner().invoke(app(), ["classify", "train", str(store.path), "-o", str(tmp_path / "m"), "--quiet"])
     assert r.exit_code == 2, r.output
-    assert {"one_class": "at least 2 classes", "nan": "NaN", "empty": "no codes"}[case] in r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output  # one line, no traceback
+    assert {"one_class": "at least 2 classes", "nan": "NaN", "empty": "no codes"}[case] in lines[0]
     assert not (tmp_path / "m" / "model.json").exists()
 
 
@@ -324,3 +326,70 @@ def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     clf = __import__("embedkit.classify.model_folder", fromlist=["load_classifier"]).load_classifier(model)[0]
     stored = clf.predict(emoji_store.take(idx))
     assert [r_["pred"] for r_ in sorted(rows, key=lambda r_: r_["path"])] == list(stored[np.argsort([f"{p.parent.name}-{p.name}" for p in src])])
+
+
+# --------------------------------------------------------------------------- device, folds, kNN, imported codes
+
+
+def test_device_cpu_reaches_the_svm_backend(monkeypatch):
+    """Issue 8: --device cpu must decide the final SVM's library too, even where CUDA and cuML are there."""
+    import embedkit.device
+    from embedkit.classify.svm import svm_backend
+
+    monkeypatch.setattr(embedkit.device, "cuda_available", lambda: True)
+    monkeypatch.setattr(embedkit.device, "has_module", lambda m: True)
+    assert svm_backend("auto", "auto") == "cuml"  # what a GPU machine picks...
+    assert svm_backend("auto", "cpu") == "sklearn"  # ...unless the user said cpu
+    X, y = blobs()
+    assert SVMClassifier(device="cpu").fit(X, y).backend_ == "sklearn"
+    with pytest.raises(ConfigError, match="device 'cpu'"):
+        SVMClassifier(backend="cuml", device="cpu").fit(X, y)
+
+
+def test_small_classes_use_fewer_folds_not_refused(tmp_path):
+    """Issue 15: --split-by design --test-groups ... leaving 2 training items of a class must train, on 2 folds."""
+    X, y = blobs(n_per=4, k=3, d=8)
+    paths = [str(tmp_path / "imgs" / lab / f"design{i % 4}.png") for i, lab in enumerate(y)]
+    store = make_store(tmp_path / "codes", X, list(y), paths=paths)
+    r = CliRunner().invoke(app(), ["classify", "train", str(store.path), "-o", str(tmp_path / "m"), "--quiet", "--C",
+                                   "1", "--gamma", "scale", "--jobs", "1", "--split-by", "design", "--test-groups",
+                                   "design0,design1"])
+    assert r.exit_code == 0, r.output
+    assert "warning: 3-fold CV needs at least 3 training items per class" in r.output and "uses 2-fold CV" in r.output
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["grid_search"]["cv"] == 2 and meta["grid_search"]["cv_asked"] == 3
+    assert meta["split"] == {"train": 3, "val": 3, "test": 6}  # 2 designs x 3 classes left for the search
+
+
+def test_cli_knn_method(synth_store, tmp_path):
+    model = tmp_path / "knn"
+    r = CliRunner().invoke(app(), ["classify", "train", str(synth_store.path), "-o", str(model), "--quiet",
+                                   "--method", "knn", "--neighbors", "3"])
+    assert r.exit_code == 0, r.output
+    assert "trained KNN on 36 codes" in r.output and "test top-1 1.0000" in r.output
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["estimator"] == "KNNCodesClassifier" and meta["method"] == "knn" and "grid_search" not in meta
+    r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(synth_store.path)])
+    assert r.exit_code == 0 and "evaluated 45 items: top-1 1.0000" in r.output, r.output
+
+
+def test_imported_codes_train_but_cannot_predict_images(tmp_path):
+    X, y = blobs(n_per=10, k=2, d=6)
+    store = make_store(tmp_path / "codes", X, list(y))
+    meta = json.loads((store.path / "meta.json").read_text())
+    (store.path / "meta.json").write_text(json.dumps({**meta, "identity": None}))
+    store = CodeStore.open(store.path)
+    from embedkit.classify.train import train
+
+    train(store, tmp_path / "m", Cs=[1], gammas=["scale"], n_jobs=1, progress=False, baseline=False)
+    r = CliRunner().invoke(app(), ["classify", "predict", str(tmp_path / "m"), str(store.path), "-o",
+                                   str(tmp_path / "p.csv")])
+    assert r.exit_code == 0 and "predicted 20 images" in r.output, r.output
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    r = CliRunner().invoke(app(), ["classify", "predict", str(tmp_path / "m"), str(imgs)])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "imported without a backbone" in r.output
+    # a model of imported codes and a store of a known backbone do not mix
+    other = make_store(tmp_path / "other", X, list(y))
+    r = CliRunner().invoke(app(), ["classify", "eval", str(tmp_path / "m"), str(other.path)])
+    assert r.exit_code == 2 and "without a known backbone" in r.output, r.output

@@ -83,12 +83,14 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
           decision: str = "ovr", class_weight=None, backend="auto", device="auto", n_jobs=None,
           fractions=SPLIT_FRACTIONS, split_by=None, test_groups=(), val_groups=(), split_file=None,
           baseline: bool = True, progress: bool = True, method: str = "svm", max_kernel_rows: int | None = None,
-          memory_budget: int | None = None, n_neighbors: int = 5, overwrite: bool = False) -> TrainResult:
+          memory_budget: int | None = None, n_neighbors: int = 5, overwrite: bool = False,
+          approx_params: dict | None = None) -> TrainResult:
     """Split the store, fit the classifier on train+val, save it to ``out`` and evaluate it on test.
 
     ``method="svm"``: grid search of kernel x C x gamma (``cv`` folds, fewer where a class is too small),
     exact when the train+val rows fit ``max_kernel_rows`` (default: what ``memory_budget`` bytes allow,
-    half the available memory when None), else the scalable fall-back of :mod:`embedkit.classify.large`.
+    half the available memory when None), else the scalable fall-back of :mod:`embedkit.classify.large`
+    (``approx_params``: ``n_components``, ``epochs``, ``batch_rows`` of its :class:`ApproxKernelSVM`).
     ``method="knn"``: a vote of ``n_neighbors`` nearest training codes. ``out`` must be new or empty unless
     ``overwrite``. ``device="cpu"`` keeps every step (Gram matrix, final SVM) on the CPU.
     """
@@ -141,7 +143,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
                                 device=device, n_jobs=n_jobs).fit(X_search, y_search)
         else:
             dim = store.dim
-            clf = ApproxKernelSVM(**gs.best_params, seed=seed).fit_reader(
+            clf = ApproxKernelSVM(**gs.best_params, seed=seed, **(approx_params or {})).fit_reader(
                 lambda pos: read_rows(store, fit_rows[pos]), y_fit, dim)
         best, cv_score = gs.best_params, gs.best_score
     else:
