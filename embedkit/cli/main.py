@@ -35,16 +35,16 @@ def app():
     """Neural codes from pretrained CNNs: embed, classify, find neighbours, fine-tune, view."""
 
 
-def _register():
-    from embedkit.cli import classify as classify_cmd
-    from embedkit.cli import demo as demo_cmd
-    from embedkit.cli import embed as embed_cmd
-    from embedkit.cli import finetune as finetune_cmd
-    from embedkit.cli import neighbors as neighbors_cmd
-    from embedkit.cli import view as view_cmd
+# Sub-commands, in the order `embedkit --help` lists them. Each module imports only click at import time
+# (torch and the stages are imported inside the commands), so --help and TAB completion stay fast.
+COMMANDS = ("embed", "store", "classify", "neighbors", "finetune", "view", "inspect", "demo")
 
-    for mod in (embed_cmd, classify_cmd, neighbors_cmd, finetune_cmd, view_cmd, demo_cmd, __import__("embedkit.cli.inspect", fromlist=["command"])):
-        app.add_command(mod.command)
+
+def _register():
+    import importlib
+
+    for name in COMMANDS:
+        app.add_command(importlib.import_module(f"embedkit.cli.{name}").command)
 
 
 _register()
