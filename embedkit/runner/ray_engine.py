@@ -1,0 +1,199 @@
+"""The Ray engine: the same plan and shards as the local engine, on one machine's GPUs or a whole cluster.
+
+Ray Data's batch-inference shape (as in Ray's examples and NeMo Curator's image pipeline):
+file rows -> ``map_batches(decode)`` in CPU tasks -> ``map_batches(EmbedActor)`` in an
+actor pool (one actor per GPU with ``num_gpus=1``, CPU actors otherwise) -> the driver,
+which streams the results in row order (``preserve_order``) and writes each shard with the
+store writer as soon as its last row arrives. So the output is exactly the local engine's
+store, shard by shard, with the same commit markers: a job killed and re-run with
+``--resume`` (by either engine) redoes only the shards without a marker.
+
+Fault tolerance comes from Ray: a killed actor is restarted and its batch retried
+(Ray Data's actor pools default to ``max_restarts=-1``, ``max_task_retries=-1``), and a
+batch's rows reach the driver once. Inputs must be readable by every worker: a shared
+filesystem, or URIs that pyarrow/fsspec read (``s3://...`` with s3fs installed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: test hook: when set to a file path that does not exist yet, the first actor batch creates it and
+#: kills its own process (a real worker death that Ray must recover from)
+FAULT_ENV = "EMBEDKIT_FAULT_KILL_ACTOR_ONCE"
+
+
+def _open(path: str):
+    """Open a local path or a URI (``s3://``, ``gs://``...) through fsspec when it is installed."""
+    if "://" in path and not path.startswith("file://"):
+        try:
+            import fsspec
+        except ImportError as exc:  # pragma: no cover - depends on the user's filesystem package
+            raise ValueError(f"reading {path!r} needs fsspec and the filesystem's package (e.g. s3fs)") from exc
+        return fsspec.open(path, "rb").open()
+    return open(path.removeprefix("file://"), "rb")
+
+
+def decode_batch(batch: dict, preprocessing: dict) -> dict:
+    """CPU task: decode and preprocess a batch of files exactly as the local loader does.
+
+    Bad files keep their row (``ok`` False, ``reason`` set), so rows never get out of step with paths.
+    """
+    from embedkit.io.discover import Item
+    from embedkit.io.loader import ImageDataset
+    from embedkit.models.preprocessing import Preprocessing
+
+    pre = Preprocessing.from_dict(preprocessing)
+    dataset = ImageDataset([Item(str(p)) for p in batch["path"]], pre.transform_uint8(), want_sha1=True)
+    n, s = len(dataset), pre.input_size
+    image = np.zeros((n, 3, s, s), np.uint8)
+    ok = np.zeros(n, bool)
+    reason, sha1 = [""] * n, [""] * n
+    info = {"width": np.zeros(n, np.int64), "height": np.zeros(n, np.int64), "bytes": np.zeros(n, np.int64)}
+    for i in range(n):
+        _, x, meta = dataset[i]
+        if x is None:
+            reason[i] = meta
+            continue
+        image[i], ok[i], sha1[i] = x.numpy(), True, meta.get("sha1", "")
+        for k in info:
+            info[k][i] = meta[k]
+    return {**batch, "image": image, "ok": ok, "reason": np.array(reason, dtype=object),
+            "sha1": np.array(sha1, dtype=object), **info}
+
+
+class EmbedActor:
+    """Model stage: one backbone per actor (on its GPU when it has one), codes for the decoded rows."""
+
+    def __init__(self, backbone: str, layer, weights: str, precision: str, spatial: str, identity: dict,
+                 threads: int):
+        import torch
+
+        from embedkit.models.backbone import Backbone
+        from embedkit.models.identity import identity_mismatch
+
+        torch.set_num_threads(max(1, threads))
+        self.bb = Backbone(backbone, layer, weights, device="auto", precision=precision, spatial=spatial)
+        diffs = identity_mismatch(self.bb.identity(), identity)
+        if diffs:  # a worker with other weights or library versions must not mix its codes in
+            from embedkit.errors import MismatchError
+
+            raise MismatchError(f"the backbone built on this worker differs from the job's: {'; '.join(diffs)}")
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        fault = os.environ.get(FAULT_ENV)
+        if fault and not os.path.exists(fault):
+            open(fault, "w").close()
+            os._exit(1)  # noqa: SLF001 - simulate a worker killed mid-run
+        ok = np.asarray(batch["ok"], bool)
+        codes = np.zeros((len(ok), self.bb.dim), np.float32)
+        if ok.any():
+            codes[ok] = self.bb.forward(torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))).numpy()
+        out = {k: v for k, v in batch.items() if k != "image"}
+        out["code"] = codes
+        return out
+
+
+def _init_ray(ray, address: str | None):
+    """Join or start a cluster; returns True when this call started it (and so must shut it down)."""
+    if ray.is_initialized():
+        return False
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    ray.init(address=address, **kwargs) if address else ray.init(**kwargs)
+    return True
+
+
+def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial: str, batch_size: int | None,
+            decode: str, address: str | None, num_workers: int | None, num_gpus: float | None,
+            progress: bool) -> tuple[int, int]:
+    """Embed every pending shard of ``job`` on Ray; returns ``(embedded, skipped)``."""
+    import pyarrow as pa
+    from tqdm.auto import tqdm
+
+    from embedkit.device import optional_import
+    from embedkit.errors import ConfigError
+    from embedkit.models.backbone import Backbone
+    from embedkit.store.writer import items_table, write_shard
+
+    ray = optional_import("ray", "--engine ray")
+    optional_import("ray.data", "--engine ray")
+    if decode != "cpu":
+        raise ConfigError("--decode device is not available with --engine ray (decoding runs in Ray CPU tasks); "
+                          "use --decode cpu")
+    pending = job.pending()
+    if not pending:
+        return 0, 0
+    # the driver builds the backbone once, on the CPU, for its preprocessing (workers build their own)
+    pre = Backbone(backbone, layer, weights, device="cpu", precision="fp32", spatial=spatial).preprocessing.to_dict()
+    tables = [job.shard_items(s) for s in pending]
+    sizes = [t.num_rows for t in tables]
+    queue = pa.concat_tables([t.append_column("shard", pa.array([s] * t.num_rows, pa.int64()))
+                              for s, t in zip(pending, tables)])
+    if not log.isEnabledFor(logging.DEBUG):  # Ray Data's INFO lines would bury the one progress bar
+        logging.getLogger("ray").setLevel(logging.WARNING)
+    started = _init_ray(ray, address)
+    try:
+        from ray.data import DataContext
+
+        ctx = DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # rows reach the writer in shard order
+        ctx.enable_progress_bars = False  # one bar: ours, below
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        per_actor = float(num_gpus) if num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+        if per_actor > gpus:
+            raise ConfigError(f"--num-gpus {per_actor:g} per worker, but the cluster has {gpus:g} GPUs; "
+                              "use --num-gpus 0 for CPU workers")
+        actors = int(num_workers or (max(1, int(gpus // per_actor)) if per_actor else 1))
+        bs = int(batch_size or (128 if per_actor else 32))
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        threads = 1 if per_actor else max(1, int(cpus // (2 * actors)))
+        ds = ray.data.from_arrow(queue)
+        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": pre}, batch_size=bs, batch_format="numpy",
+                            num_cpus=1)  # plain tasks: Ray retries a failed one
+        ds = ds.map_batches(EmbedActor, fn_constructor_args=(backbone, layer, weights, precision, spatial,
+                                                             job.identity, threads),
+                            batch_size=bs, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                            num_gpus=per_actor, num_cpus=0 if per_actor else threads)
+        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard) -> tuple[int, int]:
+    """The writer: cut the ordered stream of rows into shards and commit each with the store writer."""
+    pp = job.postprocess()
+    k, seen, n_emb, n_skip = 0, 0, 0, 0
+    codes, rows, skipped = [], [], []
+    bar = tqdm(total=job.files, initial=job.files - sum(sizes), unit="img", disable=not progress,
+               desc="embed (ray)")
+    for batch in ds.iter_batches(batch_size=bs, batch_format="numpy"):
+        for i in range(len(batch["path"])):
+            if int(batch["shard"][i]) != pending[k]:
+                raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
+            path = str(batch["path"][i])
+            if batch["ok"][i]:
+                codes.append(batch["code"][i])
+                rows.append((path, str(batch["label"][i] or ""), int(batch["width"][i]), int(batch["height"][i]),
+                             int(batch["bytes"][i]), str(batch["sha1"][i])))
+            else:
+                skipped.append((path, str(batch["reason"][i])))
+            seen += 1
+            if seen == sizes[k]:
+                cols = dict(zip(("path", "label", "width", "height", "bytes", "sha1"), map(list, zip(*rows)))) \
+                    if rows else {"path": [], "label": [], "width": [], "height": [], "bytes": [], "sha1": []}
+                block = np.stack(codes) if codes else np.zeros((0, job.dim), np.float32)
+                write_shard(job.folder, pending[k], block, items_table(cols), skipped, dtype=job.dtype,
+                            postprocess=pp, files=sizes[k])
+                n_emb, n_skip = n_emb + len(rows), n_skip + len(skipped)
+                k, seen, codes, rows, skipped = k + 1, 0, [], [], []
+        bar.update(len(batch["path"]))
+    bar.close()
+    return n_emb, n_skip
