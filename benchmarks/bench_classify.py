@@ -8,6 +8,7 @@ parameters/scores and the largest difference between the two CV score tables.
     python benchmarks/bench_classify.py --n 1500 --jobs 2     # quick
     python benchmarks/bench_classify.py --sk-points 6         # sklearn on 6 grid points only, time extrapolated
     python benchmarks/bench_classify.py --store codes/        # real codes from a store
+    python benchmarks/bench_classify.py --large 1000000 --dim 128 --workdir WORK   # classify train on a big store
 
 Codes are synthetic by default: 10 classes of Gaussian clusters on a 64-d
 subspace, lifted to D dims and passed through a ReLU (non-negative, correlated,
@@ -37,6 +38,47 @@ def synthetic_codes(n, d, k, seed=0):
     return np.maximum(z @ lift + 0.2, 0).astype(np.float32), np.array([f"class{i}" for i in y], dtype=object)
 
 
+def large_train(args):
+    """Fabricate a store of ``args.large`` synthetic codes (in chunks) and time `embedkit classify train` on it
+    in a child process, reporting its wall time and peak resident memory (bounded memory at 1M rows)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from embedkit.store.codestore import CodeStore
+
+    work = Path(args.workdir)
+    store_dir = work / f"store-{args.large}x{args.dim}"
+    if not (store_dir / "meta.json").exists():
+        work.mkdir(parents=True, exist_ok=True)
+        raw = np.lib.format.open_memmap(work / "codes.tmp.npy", mode="w+", dtype=np.float32, shape=(args.large, args.dim))
+        labels = np.empty(args.large, dtype=object)
+        for i in range(0, args.large, 100_000):
+            x, y = synthetic_codes(min(100_000, args.large - i), args.dim, args.classes, seed=i)
+            raw[i:i + len(x)] = x
+            labels[i:i + len(x)] = y
+        raw.flush()
+        paths = np.array([f"img/{i}.png" for i in range(args.large)], dtype=object)
+        CodeStore.from_arrays(store_dir, raw, paths, labels)
+        del raw
+        os.remove(work / "codes.tmp.npy")
+    cmd = [sys.executable, "-m", "embedkit", "classify", "train", str(store_dir), "-o", str(work / "model"),
+           "--overwrite", "--quiet", "--jobs", str(args.jobs), "--device", "cpu", "--kernels", "rbf",
+           "--C", "1,10", "--gamma", "scale"]
+    if args.max_kernel_rows:
+        cmd += ["--max-kernel-rows", str(args.max_kernel_rows)]
+    if args.components:
+        cmd += ["--components", str(args.components)]
+    print(" ".join(cmd[1:]))
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+    print(f"classify train on {args.large} x {args.dim}: {time.perf_counter() - t:.0f} s, peak RSS {peak:.2f} GiB "
+          f"(codes on disk {args.large * args.dim * 4 / 2**30:.2f} GiB)")
+
+
 def main(argv=None):
     from sklearn.model_selection import GridSearchCV, ParameterGrid, StratifiedKFold
     from sklearn.svm import SVC
@@ -57,7 +99,14 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--sk-points", type=int, default=0,
                     help="run GridSearchCV on this many grid points only (random, seeded) and extrapolate its time")
+    ap.add_argument("--large", type=int, default=0,
+                    help="instead: fabricate a store of this many rows and time `classify train` on it (peak memory)")
+    ap.add_argument("--workdir", default="bench-classify-large", help="--large: where the store and model go")
+    ap.add_argument("--max-kernel-rows", type=int, default=None, help="--large: passed to classify train")
+    ap.add_argument("--components", type=int, default=None, help="--large: Nystroem components of the fall-back")
     args = ap.parse_args(argv)
+    if args.large:
+        return large_train(args)
 
     if args.store:
         from embedkit.store.codestore import CodeStore

@@ -58,6 +58,8 @@ def _csv(values) -> str:
 @click.option("--max-kernel-rows", type=click.IntRange(min=2), default=None,
               help="Most train+val rows for an exact kernel SVM (default: what half the available memory allows); "
                    "above it, grid search on a stratified subsample of this size and a Nystroem + linear SVM on all rows.")
+@click.option("--components", type=click.IntRange(min=16), default=None,
+              help="Fall-back above --max-kernel-rows: Nystroem components approximating the kernel (default 2048).")
 @click.option("--neighbors", "n_neighbors", type=click.IntRange(min=1), default=5, show_default=True,
               help="--method knn: neighbours that vote.")
 @seed_option
@@ -71,7 +73,8 @@ def _csv(values) -> str:
 @click.option("--no-baseline", is_flag=True, help="Skip the logistic-regression baseline.")
 @overwrite_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(codes, out, method, kernels, cs, gammas, decision, cv, max_kernel_rows, n_neighbors, seed, fractions,
+def train_cmd(codes, out, method, kernels, cs, gammas, decision, cv, max_kernel_rows, components, n_neighbors, seed,
+              fractions,
               split_by, test_groups, val_groups, split_file, class_weight, backend, device, jobs, no_baseline,
               overwrite, quiet):
     """Fit and save a classifier on the code store CODES; report test top-1/top-5 into OUT."""
@@ -84,7 +87,8 @@ def train_cmd(codes, out, method, kernels, cs, gammas, decision, cv, max_kernel_
                 backend=backend, device=device, n_jobs=jobs if jobs is not None else -1, fractions=fractions,
                 split_by=split_by, test_groups=words(test_groups), val_groups=words(val_groups),
                 split_file=split_file, baseline=not no_baseline, progress=not quiet, method=method,
-                max_kernel_rows=max_kernel_rows, n_neighbors=n_neighbors, overwrite=overwrite)
+                max_kernel_rows=max_kernel_rows, n_neighbors=n_neighbors, overwrite=overwrite,
+                approx_params={"n_components": components} if components else None)
     for note in res.notes:
         click.echo(f"warning: {note}", err=True)
     click.echo(res.summary())
