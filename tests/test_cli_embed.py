@@ -45,3 +45,70 @@ def test_end_to_end_on_emoji_dev(emoji_store):
     np.fill_diagonal(sim, -np.inf)
     nn_acc = float(np.mean(labels[sim.argmax(1)] == labels))
     assert nn_acc > 0.4, nn_acc  # chance is 1/30; ImageNet codes group illustrations of a class
+
+
+def test_hostile_inputs_give_one_line_errors(tmp_path, shapes_dir):
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)) * 4)  # a binary file given as SOURCE
+    r = CliRunner().invoke(app, ["embed", str(blob), "-o", str(tmp_path / "x"), "-q"])
+    assert r.exit_code == 2 and r.output.startswith("error: ") and "not UTF-8" in r.output, r.output
+    afile = tmp_path / "afile"
+    afile.write_text("x")  # -o pointing at an existing file
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(afile), "-q"])
+    assert r.exit_code == 2 and "is a file, not a folder" in r.output and len(r.output.splitlines()) == 1
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, shapes_dir):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    out = tmp_path / "s"
+    out.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "what": "embed"}))
+        r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "-q", "--resume"])
+        assert r.exit_code == 2 and "being written by another run" in r.output and str(live.pid) in r.output
+    finally:
+        live.kill()
+        live.wait()
+    # the holder is gone (killed): its lock is stale and taken over
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "nothing to resume" in r.output and "embedded 24 images" in r.output
+    assert not (out / ".lock").exists()
+
+
+def test_a_full_disk_is_one_line_and_the_previous_store_stays(tmp_path, shapes_dir, monkeypatch):
+    import errno
+
+    import embedkit.store.writer as writer
+
+    out = tmp_path / "s"
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir / "circle"), "-o", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    before = np.asarray(CodeStore.open(out).codes).copy()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writer, "save_npy_atomic", full)
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "-q", "--append"])
+    assert r.exit_code == 2 and r.output.startswith("error: no space left") and len(r.output.splitlines()) == 1
+    assert np.array_equal(np.asarray(CodeStore.open(out).codes), before)  # the previous store is intact
+
+
+def test_interrupt_advice_only_where_resume_exists(tmp_path, shapes_dir, monkeypatch):
+    import embedkit.runner.embed as runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "embed", interrupted)
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(tmp_path / "s"), "-q"])
+    assert r.exit_code == 130 and r.output.startswith("\ninterrupted") and "--resume" in r.output
+    monkeypatch.setattr("embedkit.store.codestore.CodeStore.open", interrupted)
+    r = CliRunner().invoke(app, ["store", "info", str(tmp_path)])
+    assert r.exit_code == 130 and "interrupted" in r.output and "--resume" not in r.output

@@ -23,9 +23,15 @@ class EmbedkitGroup(click.Group):
         except EmbedkitError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
+        except OSError as exc:  # a file system refusal (permissions, a vanished disk): one line, not a traceback
+            click.echo(f"error: {exc.strerror or exc}" + (f": {exc.filename!r}" if exc.filename else ""), err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: what was committed is kept; run the same command with --resume to continue",
-                       err=True)
+            # on its own line (a progress bar may be mid-line), and the advice only where it applies
+            cmd = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+            resumable = cmd is not None and any(p.name == "resume" for p in getattr(cmd, "params", []))
+            advice = "; run the same command with --resume to continue" if resumable else ""
+            click.echo(f"\ninterrupted: what was committed is kept{advice}", err=True)
             ctx.exit(130)
 
 
@@ -33,6 +39,9 @@ class EmbedkitGroup(click.Group):
 @click.version_option(__version__, prog_name="embedkit")
 def app():
     """Neural codes from pretrained CNNs: embed, classify, find neighbours, fine-tune, view."""
+    from embedkit.cli.options import configure_logging
+
+    configure_logging()
 
 
 # Sub-commands, in the order `embedkit --help` lists them. Each module imports only click at import time

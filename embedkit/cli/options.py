@@ -6,6 +6,8 @@ CLI and the Python API never disagree. Importing this module must stay cheap: no
 
 from __future__ import annotations
 
+import logging
+
 import click
 
 from embedkit import defaults
@@ -86,10 +88,43 @@ def overwrite_option(f):
     return click.option("--overwrite", is_flag=True, help="Replace what is already at the output.")(f)
 
 
+def _verbosity(ctx, param, value):
+    """Configure embedkit's loggers as soon as -q/-v is parsed (one switch for logs and progress bars)."""
+    if value:
+        level = logging.ERROR if param.name == "quiet" else logging.DEBUG
+        ctx.meta["embedkit.log_level"] = level
+    configure_logging(ctx.meta.get("embedkit.log_level", logging.INFO))
+    return value
+
+
+class _EchoHandler(logging.Handler):
+    """Writes through click at emit time, so the message lands on the current stderr (and off the progress bar)."""
+
+    _embedkit = True
+    NAMES = {"WARNING": "warning", "ERROR": "error", "INFO": "note", "DEBUG": "debug", "CRITICAL": "error"}
+
+    def emit(self, record) -> None:
+        try:
+            click.echo(f"{self.NAMES.get(record.levelname, record.levelname.lower())}: {record.getMessage()}",
+                       err=True)
+        except Exception:  # logging must never break the command
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Library messages (named loggers under ``embedkit``) go to stderr as ``warning: ...`` lines."""
+    logger = logging.getLogger("embedkit")
+    if not any(getattr(h, "_embedkit", False) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+        logger.propagate = False
+    logger.setLevel(level)
+
+
 def verbosity_options(f):
-    """-q/--quiet (no progress bars, warnings only) and -v/--verbose (debug logging)."""
-    f = click.option("-v", "--verbose", is_flag=True, help="Log more (debug messages).")(f)
-    return click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the summary and errors.")(f)
+    """-q/--quiet (no progress bars, errors only) and -v/--verbose (debug logging)."""
+    f = click.option("-v", "--verbose", is_flag=True, callback=_verbosity, help="Log more (debug messages).")(f)
+    return click.option("-q", "--quiet", is_flag=True, callback=_verbosity,
+                        help="No progress bars; print only the summary and errors.")(f)
 
 
 def words(text: str) -> tuple:

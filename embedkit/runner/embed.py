@@ -8,6 +8,7 @@ backbone, ``dtype``/``l2_normalize``/``pca_whiten``/``shard_rows`` to the store.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from embedkit.defaults import BACKBONE
 from embedkit.errors import ConfigError, invalid
 
 ENGINES = ("local", "ray")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,25 +82,36 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     else:
         bb = Backbone(backbone, layer, weights or "default", device=device or "auto", precision=precision or "auto",
                       spatial=spatial or "avg")
-    job, resumed = prepare(source, out, bb.identity(), bb.dim, dtype=dtype, l2_normalize=l2_normalize,
-                           pca_whiten=pca_whiten, resume=resume, append=append, overwrite=overwrite,
-                           shard_rows=shard_rows)
-    if engine == "ray":
-        from embedkit.runner.ray_engine import run_ray
+    from pathlib import Path
 
-        n_emb, n_skip = run_ray(job, backbone=bb.name if not isinstance(backbone, str) else backbone,
-                                layer=layer, weights=weights or "default", precision=precision or "auto",
-                                spatial=spatial or "avg", batch_size=batch_size, decode=decode,
-                                address=ray_address, num_workers=num_workers, num_gpus=num_gpus, progress=progress)
-    else:
-        from embedkit.runner.local import run_local
+    from embedkit.store.lock import FolderLock
 
-        n_emb, n_skip = run_local(job, bb, batch_size=batch_size, workers=workers, decode=decode, progress=progress,
-                                  on_shard=on_shard)
-    kept = 0
-    if job.base_shards:
-        from embedkit.store.codestore import CodeStore
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
+    with FolderLock(out, "embed"):
+        job, resumed = prepare(source, out, bb.identity(), bb.dim, dtype=dtype, l2_normalize=l2_normalize,
+                               pca_whiten=pca_whiten, resume=resume, append=append, overwrite=overwrite,
+                               shard_rows=shard_rows)
+        if resume and not resumed:
+            log.warning("nothing to resume in %s: %s", out, "appending to the store" if job.base_shards
+                        else "starting a new run")
+        if engine == "ray":
+            from embedkit.runner.ray_engine import run_ray
 
-        kept = len(CodeStore.open(out))
-    store = job.finish()
+            n_emb, n_skip = run_ray(job, backbone=bb.name if not isinstance(backbone, str) else backbone,
+                                    layer=layer, weights=weights or "default", precision=precision or "auto",
+                                    spatial=spatial or "avg", batch_size=batch_size, decode=decode,
+                                    address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
+                                    progress=progress)
+        else:
+            from embedkit.runner.local import run_local
+
+            n_emb, n_skip = run_local(job, bb, batch_size=batch_size, workers=workers, decode=decode,
+                                      progress=progress, on_shard=on_shard)
+        kept = 0
+        if job.base_shards:
+            from embedkit.store.codestore import CodeStore
+
+            kept = len(CodeStore.open(out))
+        store = job.finish()
     return EmbedResult(store, n_emb, n_skip, kept, time.perf_counter() - t0, resumed, engine)
