@@ -1,10 +1,13 @@
 """Decoding images robustly: any PIL mode to RGB, bad files as a reason instead of an exception.
 
-Every decodable image becomes RGB: grayscale, palette, CMYK, 16-bit and
-RGBA (composited on white) are converted. Corrupt, truncated, empty or
-non-image files raise ``ValueError`` with a short reason, which the loaders
-turn into a ``skipped`` row. JPEGs can also be handed over undecoded and decoded on the
-compute device (:func:`decode_on_device`, nvJPEG on CUDA).
+Every decodable image becomes RGB in its displayed orientation: the EXIF
+orientation tag is applied (``PIL.ImageOps.exif_transpose``), and grayscale,
+palette, CMYK, 16-bit and RGBA (composited on white) are converted. Corrupt,
+truncated, empty or non-image files, decompression bombs and images more
+elongated than 1:32 (:data:`MAX_ASPECT_RATIO`) raise ``ValueError`` with a
+short reason, which the loaders turn into a ``skipped`` row. JPEGs can also be
+handed over undecoded and decoded on the compute device (:func:`decode_on_device`,
+nvJPEG on CUDA); those with an EXIF rotation go through PIL instead.
 """
 
 from __future__ import annotations
@@ -14,17 +17,58 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 # PIL refuses truncated files by default, which is what we want: a truncated
 # file is listed as skipped rather than embedded with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+#: Largest long side / short side ratio decoded. Preprocessing resizes the *short* side to
+#: ``resize`` (e.g. 256), so the long side grows with the ratio: a 135-byte 1x12000 PNG would
+#: become 256 x 3,072,000 pixels (GBs). At 1:32 the resized image is at most 256 x 8192 RGB
+#: (about 6 MB); wider panoramas and banners are skipped with the reason.
+MAX_ASPECT_RATIO = 32
+
+EXIF_ORIENTATION = 0x0112
+
+
+def check_size(width: int, height: int) -> None:
+    """Raise ``ValueError`` (a skip reason) for a zero-sized image or one more elongated than 1:MAX_ASPECT_RATIO.
+
+    Called on the header's size, before any pixel is decoded.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError("zero-sized image")
+    short, long = min(width, height), max(width, height)
+    if long > MAX_ASPECT_RATIO * short:
+        raise ValueError(f"extreme aspect ratio 1:{long / short:.0f} (max 1:{MAX_ASPECT_RATIO}; {width}x{height})")
+
+
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag of ``img`` (1 = as stored; 2-8 = flip/rotate to display); 1 when absent or unreadable."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        return int(value) if value in range(1, 9) else 1
+    except Exception:  # malformed EXIF: the pixels are still usable, shown as stored
+        return 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """``img`` in its displayed orientation (EXIF orientation applied, tag removed); ``img`` itself when upright."""
+    if exif_orientation(img) == 1:
+        return img
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the image
+        return img
+
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any PIL mode to RGB; transparency is composited on white (illustrations are drawn on white)."""
+    """Convert any PIL image to RGB in its displayed orientation (EXIF orientation applied);
+    transparency is composited on white (illustrations are drawn on white)."""
     if getattr(img, "is_animated", False):
         img.seek(0)
+    img = upright(img)
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -46,7 +90,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
     """Decode ``path`` to an RGB image; returns ``(image, info)`` with bytes, width, height (and sha1).
 
-    Raises ``ValueError`` with a short reason for anything that is not a usable image.
+    Raises ``ValueError`` with a short reason for anything that is not a usable image, a
+    decompression bomb (PIL's ``Image.MAX_IMAGE_PIXELS``) or an image more elongated than
+    1:``MAX_ASPECT_RATIO`` (refused from the header, before decoding).
     """
     with open(path, "rb") as f:
         data = f.read()
@@ -56,13 +102,13 @@ def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            check_size(*img.size)
             img.load()
         img = to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"corrupt or truncated: {exc}"
         raise ValueError(reason) from exc
-    if img.width == 0 or img.height == 0:
-        raise ValueError("zero-sized image")
+    check_size(img.width, img.height)
     info = {"bytes": len(data), "width": img.width, "height": img.height}
     if want_sha1:
         info["sha1"] = hashlib.sha1(data).hexdigest()
@@ -76,8 +122,9 @@ def raw_jpeg(path: str, want_sha1: bool = False):
     """``(bytes as a uint8 tensor, info)`` of a complete RGB or greyscale JPEG, else None.
 
     Only the header is parsed (no decoding). Anything else (other formats, CMYK,
-    a file without its end marker, i.e. truncated) returns None and goes through
-    :func:`load_image`, which converts it or gives the reason to skip it.
+    a file without its end marker, i.e. truncated, a non-trivial EXIF orientation,
+    an extreme aspect ratio) returns None and goes through :func:`load_image`, which
+    rotates/converts it or gives the reason to skip it, so both decoders agree.
     """
     import torch
 
@@ -90,7 +137,10 @@ def raw_jpeg(path: str, want_sha1: bool = False):
             if im.mode not in ("RGB", "L"):
                 return None
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError):
+            check_size(w, h)
+            if exif_orientation(im) != 1:  # nvJPEG ignores EXIF: let PIL turn it upright
+                return None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
     info = {"bytes": len(data), "width": w, "height": h}
     if want_sha1:
