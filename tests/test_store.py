@@ -178,3 +178,16 @@ def test_hostile_names_and_link_loops_keep_every_file_once(tmp_path, lite0):
     for i, p in enumerate(s.paths):  # rows in step with paths: the code of each row is that file's
         ref = lite0.embed_images([__import__("PIL.Image", fromlist=["open"]).open(p).convert("RGB")])[0]
         assert np.allclose(s.codes[i], ref, atol=1e-4)
+
+
+def test_files_left_out_are_listed_not_ignored(tmp_path, lite0):
+    rng = np.random.default_rng(4)
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    make_shape_image(0, rng).save(root / "a" / "one.png")
+    (root / "a" / "notes.txt").write_text("not an image")
+    (root / "a" / ".DS_Store").write_bytes(b"\0\0")  # hidden: neither a class nor a skipped file
+    res = embedkit.embed(root, tmp_path / "s", lite0, progress=False, workers=0)
+    assert len(res.store) == 1 and res.skipped == 1
+    assert res.store.skipped == [{"path": str(root / "a" / "notes.txt"), "reason": "not an image extension"}]
+    assert "notes.txt,not an image extension" in (tmp_path / "s" / "skipped.csv").read_text()

@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 
 from embedkit.errors import ConfigError, DataError
 
+NOT_IMAGE = "not an image extension"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 
 
@@ -19,6 +20,7 @@ class Item:
 
     path: str
     label: str = ""
+    skip: str = ""  # a reason not to read it at all (e.g. "not an image extension"); listed in skipped
 
 
 def discover(source: str | os.PathLike | Sequence, labels: bool = True) -> list[Item]:
@@ -29,7 +31,7 @@ def discover(source: str | os.PathLike | Sequence, labels: bool = True) -> list[
     return items
 
 
-def iter_items(source: str | os.PathLike | Sequence, labels: bool = True) -> Iterator[Item]:
+def iter_items(source: str | os.PathLike | Sequence, labels: bool = True, others: bool = False) -> Iterator[Item]:
     """Yield the images of ``source``, streaming (a folder of millions of files is never listed at once).
 
     - a folder: every image file below it (recursively, in sorted order); the label is the
@@ -40,6 +42,9 @@ def iter_items(source: str | os.PathLike | Sequence, labels: bool = True) -> Ite
       headerless ``path[,label]`` rows; relative paths are taken from the CSV's folder;
     - any other text file: one path per line;
     - a single image file, or a list of paths.
+
+    ``others=True`` also yields the folder's other (non-hidden) files, with ``skip="not an image extension"``,
+    so that a job can list what it left out instead of ignoring it silently.
     """
     if isinstance(source, (list, tuple)):
         yield from (Item(_abs(p)) for p in source)
@@ -48,7 +53,7 @@ def iter_items(source: str | os.PathLike | Sequence, labels: bool = True) -> Ite
     if not src.exists():
         raise ConfigError(f"input {str(src)!r} does not exist; give a folder of images, a .csv manifest or a list file")
     if src.is_dir():
-        yield from _walk(src, labels)
+        yield from _walk(src, labels, others)
     elif src.suffix.lower() in IMAGE_EXTENSIONS:
         yield Item(_abs(src))
     elif src.suffix.lower() == ".csv":
@@ -62,7 +67,7 @@ def _abs(p) -> str:
     return os.path.abspath(os.fspath(p))
 
 
-def _walk(root: Path, labels: bool) -> Iterator[Item]:
+def _walk(root: Path, labels: bool, others: bool = False) -> Iterator[Item]:
     """Sorted, loop-safe recursive listing of image files below ``root``."""
     seen: set[tuple[int, int]] = set()
     root_abs = _abs(root)
@@ -91,9 +96,10 @@ def _walk(root: Path, labels: bool) -> Iterator[Item]:
                 is_dir = False
             if is_dir:
                 subdirs.append(e.path)
-            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS) or others:
                 rel = os.path.relpath(e.path, root_abs).split(os.sep)
-                yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "")
+                skip = "" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE
+                yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "", skip)
         stack.extend(reversed(subdirs))  # depth-first, in sorted order
 
 

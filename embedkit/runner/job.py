@@ -140,16 +140,18 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from embedkit.io.discover import iter_items
+    from embedkit.io.discover import IMAGE_EXTENSIONS, iter_items
 
-    paths, labels = [], []
-    for it in iter_items(source):
+    paths, labels, skips = [], [], []
+    for it in iter_items(source, others=True):
         paths.append(it.path)
         labels.append(it.label)
-    if not paths and Path(source).is_dir() if not isinstance(source, (list, tuple)) else not paths:
-        raise DataError(f"{str(source)!r} holds no image files")
-    queue = pa.table({"path": pa.array(paths, pa.string()), "label": pa.array(labels, pa.string())})
-    del paths, labels
+        skips.append(it.skip)
+    if not any(s == "" for s in skips):
+        raise DataError(f"{str(source)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    queue = pa.table({"path": pa.array(paths, pa.string()), "label": pa.array(labels, pa.string()),
+                      "skip": pa.array(skips, pa.string())})
+    del paths, labels, skips
     base, start = [], 0
     if old is not None:
         done = pa.concat_arrays([pa.array(old.paths.tolist(), pa.string()),

@@ -36,7 +36,21 @@ def backbone_batches(bb, loader):
         yield idx, codes, infos, bad
 
 
-def _loader(bb, items, bounds, batch_size, workers, want_sha1, decode):
+class _Skipping:
+    """A dataset whose rows flagged in the queue (``skip``) are reported bad without being read."""
+
+    def __init__(self, dataset, skips):
+        self.dataset, self.skips = dataset, skips
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        reason = self.skips[i] if self.skips is not None else ""
+        return (i, None, reason) if reason else self.dataset[i]
+
+
+def _loader(bb, items, bounds, batch_size, workers, want_sha1, decode, skips=None):
     from embedkit.errors import invalid
 
     if decode not in DECODES:
@@ -45,6 +59,7 @@ def _loader(bb, items, bounds, batch_size, workers, want_sha1, decode):
     if bs < 1:
         raise invalid("batch size", bs, "a positive integer")
     ds = ImageDataset(items, bb.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device")
+    ds = _Skipping(ds, skips) if skips is not None else ds
     return make_loader(ds, batches_within(bounds, bs), workers, pin_memory=bb.device.type == "cuda")
 
 
@@ -63,7 +78,8 @@ def run_local(job, bb, *, batch_size: int | None = None, workers: int | None = N
     bounds = np.cumsum([t.num_rows for t in tables]).tolist()
     queue = pa.concat_tables(tables)
     items = TableItems(queue)
-    loader = _loader(bb, items, bounds, batch_size, workers, True, decode)
+    skips = queue.column("skip").to_pylist() if "skip" in queue.column_names else None
+    loader = _loader(bb, items, bounds, batch_size, workers, True, decode, skips)
     pp = job.postprocess()
     done_before = job.files - queue.num_rows
     bar = tqdm(total=job.files, initial=done_before, unit="img", disable=not progress,

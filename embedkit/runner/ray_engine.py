@@ -55,7 +55,11 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
     ok = np.zeros(n, bool)
     reason, sha1 = [""] * n, [""] * n
     info = {"width": np.zeros(n, np.int64), "height": np.zeros(n, np.int64), "bytes": np.zeros(n, np.int64)}
+    skips = batch.get("skip")
     for i in range(n):
+        if skips is not None and skips[i]:
+            reason[i] = str(skips[i])  # listed, never read (e.g. not an image extension)
+            continue
         _, x, meta = dataset[i]
         if x is None:
             reason[i] = meta
