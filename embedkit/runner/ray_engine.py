@@ -8,6 +8,10 @@ store writer as soon as its last row arrives. So the output is exactly the local
 store, shard by shard, with the same commit markers: a job killed and re-run with
 ``--resume`` (by either engine) redoes only the shards without a marker.
 
+Where the actors are CPU actors with the same resources as the decode tasks, Ray Data fuses the two
+stages into one (decode and forward in the same worker, no image copies between processes); with
+GPU actors (``num_cpus=0, num_gpus=1``) decoding stays in separate CPU tasks.
+
 Fault tolerance comes from Ray: a killed actor is restarted and its batch retried
 (Ray Data's actor pools default to ``max_restarts=-1``, ``max_task_retries=-1``), and a
 batch's rows reach the driver once. Inputs must be readable by every worker: a shared
@@ -141,7 +145,8 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
     queue = pa.concat_tables([t.append_column("shard", pa.array([s] * t.num_rows, pa.int64()))
                               for s, t in zip(pending, tables)])
     if not log.isEnabledFor(logging.DEBUG):  # Ray Data's INFO lines would bury the one progress bar
-        logging.getLogger("ray").setLevel(logging.WARNING)
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     started = _init_ray(ray, address)
     try:
         from ray.data import DataContext
