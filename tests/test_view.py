@@ -134,7 +134,8 @@ def test_projection_save_load_roundtrip(tmp_path):
     x, _ = blobs(n_per=20)
     p = project(x, "tsne", backend="opentsne", max_points=30, seed=2)
     p.save(tmp_path / "proj")
-    assert {f.name for f in (tmp_path / "proj").iterdir()} == {"proj.npy", "proj.json"}
+    # a sample: the row numbers go to indices.npy (not a JSON list, which grows with the sample)
+    assert {f.name for f in (tmp_path / "proj").iterdir()} == {"proj.npy", "proj.json", "indices.npy"}
     q = Projection.load(tmp_path / "proj")
     np.testing.assert_array_equal(q.xy, p.xy)
     np.testing.assert_array_equal(q.indices, p.indices)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from embedkit.view.project import COLOR_BY, METHODS
+from embedkit.view.pipeline import COLOR_BY
+from embedkit.view.project import METHODS
 
 
 @click.command(name="view")

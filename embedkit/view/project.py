@@ -1,15 +1,29 @@
-"""Views of the embedding: 2-D projections (UMAP, t-SNE, PCA), scatter plots and how well classes group.
+"""Views of the embedding: 2-D projections (UMAP, t-SNE, PCA) and how well classes group.
 
-:func:`project` maps codes to 2-D with the backend chosen by
-:func:`embedkit.device.resolve_backend` (cuML on CUDA machines, else umap-learn /
-openTSNE / scikit-learn). Memory is bounded: above ``max_points`` rows UMAP and
-t-SNE run on a seeded uniform sample (the fraction is recorded in ``params``)
-and PCA is fitted on a sample and applied to every row in chunks. A
-:class:`Projection` is saved as ``proj.npy`` + ``proj.json`` so a figure can be
-redrawn without recomputing. :func:`plot_views` draws one panel per store
-(side by side when comparing), coloured by label, with optional thumbnails;
-:func:`code_metrics` gives the silhouette score and leave-one-out kNN accuracy
-of the codes themselves (not of the 2-D picture).
+:func:`project` maps codes (an array, a memmap or a code store) to 2-D with the
+backend chosen by :func:`resolve_view_backend` (which honours ``device``, then
+asks :func:`embedkit.device.resolve_backend`: cuML on CUDA machines, else
+umap-learn / openTSNE / scikit-learn).
+
+Memory is bounded whatever the number of rows N. Codes are read only through a
+store's ``take(sorted rows)`` / ``iter_chunks`` (or the same on an array), and the
+projection is *fitted* on a seeded uniform sample of at most ``max_points`` rows.
+What happens to the other rows is the ``rest`` policy:
+
+* ``transform`` (UMAP and PCA by default): the fitted map is applied to every
+  other row, chunk by chunk; the output covers all N rows (N x 2 coordinates).
+* ``drop`` (t-SNE by default, as openTSNE's ``transform`` of many points costs
+  about as much as a fit): only the sample is projected, and the summary says so.
+
+Wide codes are first reduced to ``pca_dims`` by a PCA fitted on at most
+``pca_fit_rows(D)`` rows (about 128 MB of float32) and applied chunk by chunk.
+Nothing N x N or N x D is ever built: peak memory is the fit sample after PCA
+(``max_points`` x ``pca_dims``), one chunk, and the N x 2 output.
+
+A :class:`Projection` is saved as ``proj.npy`` + ``proj.json`` so a figure can be
+redrawn without recomputing. :func:`code_metrics` gives the silhouette score and
+leave-one-out kNN accuracy of the codes themselves (not of the 2-D picture), on a
+bounded seeded sample of labelled rows.
 """
 
 from __future__ import annotations
@@ -19,12 +33,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from embedkit.device import optional_import, resolve_backend
-from embedkit.errors import ConfigError, DataError, StoreError
+from embedkit import device as _device
+from embedkit.checks import check_codes
+from embedkit.defaults import CHUNK_ROWS
+from embedkit.errors import ConfigError, DataError, StoreError, invalid
 from embedkit.view.plot import (  # noqa: F401 (public API)
     ViewPanel,
     metrics_line,
@@ -39,10 +55,29 @@ BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
     "tsne": ("cuml", "opentsne", ("sklearn",)),
     "pca": ("cuml", "sklearn", ()),
 }
-# Rows above which UMAP / t-SNE run on a sample (PCA: fit sample, all rows transformed).
+#: rows the projection is fitted on at most (a seeded sample above it); see REST for the other rows
 DEFAULT_MAX_POINTS = {"umap": 200_000, "tsne": 50_000, "pca": 200_000}
-CHUNK = 65536
+#: what happens to rows outside the fit sample: "transform" (mapped by the fitted projection) or "drop"
+REST_CHOICES = ("transform", "drop")
+DEFAULT_REST = {"umap": "transform", "tsne": "drop", "pca": "transform"}
+#: float32 elements of codes held at once to fit the PCA (pre-reduction, or the PCA view itself): 128 MB
+PCA_FIT_ELEMENTS = 1 << 25
+#: float32 elements of codes held at once when streaming rows (one chunk): 64 MB
+CHUNK_ELEMENTS = 1 << 24
+#: UMAP: above this many rows to transform, fit with umap-learn's approximate index (fast to query) even on < 4096 rows
+UMAP_APPROX_REST = 20_000
 MIN_POINTS = 3
+CHUNK = CHUNK_ROWS  # kept for callers of the old name
+
+
+def pca_fit_rows(dim: int) -> int:
+    """How many rows a PCA is fitted on at most for ``dim``-wide codes (bounded memory, at least 5000)."""
+    return int(max(5000, PCA_FIT_ELEMENTS // max(int(dim), 1)))
+
+
+def chunk_rows(dim: int) -> int:
+    """Rows per streamed chunk for ``dim``-wide codes (at most CHUNK_ROWS, about 64 MB)."""
+    return int(max(1024, min(CHUNK_ROWS, CHUNK_ELEMENTS // max(int(dim), 1))))
 
 
 @dataclass
@@ -54,15 +89,20 @@ class Projection:
     params: dict = field(default_factory=dict)
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write ``proj.npy`` (xy) and ``proj.json`` (params; indices when subsampled) atomically."""
+        """Write ``proj.npy`` (xy), ``proj.json`` (params) and, when not every row, ``indices.npy`` atomically."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "proj.tmp.npy"
-        np.save(tmp, np.asarray(self.xy, np.float32))
-        os.replace(tmp, folder / "proj.npy")
         n_in = int(self.params.get("n_input", len(self.indices)))
         full = len(self.indices) == n_in and np.array_equal(self.indices, np.arange(n_in))
-        doc = {"params": self.params, "indices": None if full else self.indices.tolist()}
+        for name, arr in (("proj", np.asarray(self.xy, np.float32)),
+                          ("indices", None if full else np.asarray(self.indices, np.int64))):
+            if arr is None:
+                (folder / f"{name}.npy").unlink(missing_ok=True)
+                continue
+            tmp = folder / f"{name}.tmp.npy"
+            np.save(tmp, arr)
+            os.replace(tmp, folder / f"{name}.npy")
+        doc = {"params": self.params, "indices": None if full else "indices.npy"}
         tmp = folder / "proj.json.tmp"
         tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
         os.replace(tmp, folder / "proj.json")
@@ -70,17 +110,64 @@ class Projection:
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "Projection":
-        """Read a projection written by :meth:`save`."""
+        """Read a projection written by :meth:`save` (indices as ``indices.npy`` or, older, a JSON list)."""
         folder = Path(folder)
         if not (folder / "proj.npy").exists() or not (folder / "proj.json").exists():
             raise StoreError(f"{str(folder)!r} holds no saved projection (proj.npy + proj.json); "
                              "run `embedkit view` without --reuse to compute one")
         xy = np.load(folder / "proj.npy")
         doc = json.loads((folder / "proj.json").read_text(encoding="utf-8"))
-        idx = np.arange(len(xy)) if doc.get("indices") is None else np.asarray(doc["indices"], np.int64)
+        ref = doc.get("indices")
+        if ref is None:
+            idx = np.arange(len(xy), dtype=np.int64)
+        elif isinstance(ref, str):
+            idx = np.load(folder / ref).astype(np.int64)
+        else:
+            idx = np.asarray(ref, np.int64)
         if len(idx) != len(xy):
             raise StoreError(f"projection in {str(folder)!r} is inconsistent: {len(xy)} points, {len(idx)} indices")
         return cls(xy.astype(np.float32), idx, doc.get("params", {}))
+
+
+class Rows:
+    """Read access to N x D codes through the store API only: ``take(sorted rows)`` and ``iter_chunks``.
+
+    Wraps a code store (anything with ``take``, ``iter_chunks``, ``dim`` and ``len``)
+    or an array / memmap. Every block read is checked by :func:`embedkit.checks.check_codes`.
+    """
+
+    def __init__(self, codes, what: str = "codes"):
+        self.what = what
+        if hasattr(codes, "take") and hasattr(codes, "iter_chunks") and hasattr(codes, "dim"):
+            self.src, self.arr = codes, None
+            self.n, self.d = len(codes), int(codes.dim)
+        else:
+            arr = codes if hasattr(codes, "shape") and hasattr(codes, "dtype") else np.asarray(codes)
+            check_codes(arr[:0], what, allow_empty=True, copy=False)  # numeric, 2-D: clear messages
+            self.src, self.arr = None, arr
+            self.n, self.d = int(arr.shape[0]), int(arr.shape[1])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        """float32 rows ``idx`` (sorted ascending for sequential reads), checked finite."""
+        idx = np.asarray(idx, np.int64)
+        if self.arr is None:
+            block = self.src.take(idx)
+        elif len(idx) and idx[-1] - idx[0] + 1 == len(idx) and np.all(np.diff(idx) == 1):
+            block = self.arr[int(idx[0]):int(idx[-1]) + 1]  # a contiguous run: one slice
+        else:
+            block = self.arr[idx]
+        return check_codes(np.asarray(block, np.float32), self.what, allow_empty=True, copy=False)
+
+    def chunks(self, rows: int | None = None):
+        """``(first_row, float32 block)`` in row order, checked finite."""
+        rows = chunk_rows(self.d) if rows is None else int(rows)
+        it = (self.src.iter_chunks(rows) if self.arr is None else
+              ((i, self.arr[i:i + rows]) for i in range(0, self.n, rows)))
+        for i, block in it:
+            yield i, check_codes(np.asarray(block, np.float32), self.what, allow_empty=True, copy=False)
 
 
 def _sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
@@ -90,22 +177,10 @@ def _sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=int(k), replace=False)).astype(np.int64)
 
 
-def _load_rows(codes, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` of a (memory-mapped) array as float32, read in chunks; refuses NaN/inf."""
-    out = np.empty((len(idx), codes.shape[1]), np.float32)
-    contiguous = len(idx) == codes.shape[0]
-    for i in range(0, len(idx), CHUNK):
-        out[i:i + CHUNK] = codes[i:i + CHUNK] if contiguous else codes[idx[i:i + CHUNK]]
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out).all(1)).sum())
-        raise DataError(f"{bad} code rows hold NaN or inf; re-embed those images or drop them before viewing")
-    return out
-
-
 def _pca_fit(x: np.ndarray, k: int, seed: int, backend: str):
     """Mean and top-``k`` components (numpy) of ``x``, on the GPU with cuML when asked."""
     if backend == "cuml":
-        cuml = optional_import("cuml", "PCA with backend='cuml'")
+        cuml = _device.optional_import("cuml", "PCA with backend='cuml'")
         p = cuml.PCA(n_components=k, output_type="numpy").fit(x)
     else:
         from sklearn.decomposition import PCA
@@ -115,118 +190,236 @@ def _pca_fit(x: np.ndarray, k: int, seed: int, backend: str):
     return np.asarray(p.mean_, np.float32), np.asarray(p.components_, np.float32)
 
 
-def project(codes, method: str = "umap", backend: str | None = "auto", seed: int = 0, max_points: int | None = None,
-            pca_dims: int = 50, n_neighbors: int = 15, min_dist: float = 0.1, perplexity: float = 30.0) -> Projection:
-    """Project N x D ``codes`` (array or memmap) to 2-D.
+def resolve_view_backend(method: str, backend: str | None = "auto", device: str | None = "auto") -> str:
+    """The library that computes a ``method`` projection, honouring ``device``.
 
-    ``method``: umap | tsne | pca. ``backend``: auto | cuml | umap-learn (umap) |
-    opentsne, sklearn (tsne) | sklearn (pca). ``max_points`` bounds memory and time
-    (default per method, see ``DEFAULT_MAX_POINTS``). Codes wider than ``pca_dims``
-    are first reduced by PCA (UMAP/t-SNE only). Same seed, same backend, same
-    input: same coordinates (cuML t-SNE/UMAP are not bit-reproducible on GPU).
+    ``device="cpu"`` forces the CPU library even on a CUDA machine with cuML (and
+    refuses ``backend="cuml"``); ``device="cuda"`` asks for cuML (and refuses a CPU
+    library); ``auto`` leaves the choice to :func:`embedkit.device.resolve_backend`.
     """
     if method not in METHODS:
-        raise ConfigError(f"method {method!r} is not valid; use one of {', '.join(METHODS)}")
-    codes = codes if hasattr(codes, "shape") else np.asarray(codes)
-    if codes.ndim != 2:
-        raise DataError(f"codes must be a 2-D array (N x D), got shape {tuple(codes.shape)}")
-    n, d = codes.shape
+        raise invalid("method", method, METHODS)
+    gpu, cpu, extra = BACKENDS[method]
+    name = "auto" if device is None else str(device)
+    dev = name.split(":")[0]
+    if dev not in _device.DEVICE_CHOICES:
+        raise invalid("device", name, _device.DEVICE_CHOICES, "or cuda:N")
+    req = "auto" if backend in (None, "auto") else str(backend)
+    if dev == "cpu":
+        if req == gpu:
+            raise ConfigError(f"backend {gpu!r} runs on the GPU but device 'cpu' was asked; use backend auto or {cpu}")
+        req = cpu if req == "auto" else req
+    elif dev == "cuda":
+        if req not in ("auto", gpu):
+            raise ConfigError(f"device {name!r} was asked but backend {req!r} runs on the CPU; use backend auto or {gpu}")
+        req = gpu
+    return _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
+
+
+def _fmt(n: int) -> str:
+    return f"{int(n):,}"
+
+
+def describe(params: dict) -> str:
+    """One phrase saying what was projected: 'UMAP fitted on 20,000 of 1,000,000 points, the rest transformed'."""
+    name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get(params.get("method"), str(params.get("method")))
+    n, fit = int(params.get("n_input", 0)), int(params.get("n_fit", 0))
+    policy = params.get("policy", "all" if fit >= n else "sample")
+    if policy == "all":
+        return f"{name} of all {_fmt(n)} points"
+    if policy == "transform":
+        return f"{name} fitted on {_fmt(fit)} of {_fmt(n)} points, the rest transformed"
+    return f"{name} of a sample of {_fmt(fit)} of {_fmt(n)} points (the rest not projected)"
+
+
+def project(codes, method: str = "umap", backend: str | None = "auto", seed: int = 0, max_points: int | None = None,
+            pca_dims: int = 50, n_neighbors: int = 15, min_dist: float = 0.1, perplexity: float = 30.0, *,
+            rest: str | None = None, device: str | None = "auto", log: Callable[[str], None] | None = None,
+            progress: bool = False) -> Projection:
+    """Project N x D ``codes`` (array, memmap or code store) to 2-D with bounded memory.
+
+    ``method``: umap | tsne | pca. ``backend``: auto | cuml | umap-learn (umap) |
+    opentsne, sklearn (tsne) | sklearn (pca); ``device`` (auto | cpu | cuda) is
+    honoured first (see :func:`resolve_view_backend`). The map is fitted on a seeded
+    sample of at most ``max_points`` rows (default per method, ``DEFAULT_MAX_POINTS``);
+    ``rest`` says what happens to the others: ``transform`` (default for UMAP and
+    PCA; for t-SNE openTSNE only) or ``drop`` (default for t-SNE: the sample only).
+    Codes wider than ``pca_dims`` are first reduced by PCA (UMAP/t-SNE only).
+    ``log`` receives start/end lines with timings. Same seed, same backend, same
+    input: same coordinates (cuML t-SNE/UMAP are not bit-reproducible on GPU).
+    """
+    be = resolve_view_backend(method, backend, device)
+    src = codes if isinstance(codes, Rows) else Rows(codes)
+    n, d = src.n, src.d
     if n < MIN_POINTS:
         raise DataError(f"a 2-D view needs at least {MIN_POINTS} codes, got {n}; embed more images first")
-    gpu, cpu, extra = BACKENDS[method]
-    be = resolve_backend(backend, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
     limit = DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points)
     if limit < MIN_POINTS:
-        raise ConfigError(f"max_points={max_points} is not valid; use at least {MIN_POINTS}")
+        raise invalid("max_points", max_points, f"at least {MIN_POINTS}")
+    rest = DEFAULT_REST[method] if rest is None else str(rest)
+    if rest not in REST_CHOICES:
+        raise invalid("rest", rest, REST_CHOICES)
+    if method == "pca":
+        rest = "transform"  # a linear map: applying it to every row is as cheap as reading them
+    if rest == "transform" and method == "tsne" and be != "opentsne" and n > limit:
+        raise ConfigError(f"t-SNE backend {be!r} cannot place new points; use --rest drop (project the sample "
+                          f"only) or backend opentsne")
+    say = log or (lambda _m: None)
     t0 = time.perf_counter()
     fit_idx = _sample_indices(n, limit, seed)
-    x = _load_rows(codes, fit_idx)
+    policy = "all" if len(fit_idx) == n else ("transform" if rest == "transform" else "sample")
     params = {"method": method, "backend": be, "seed": int(seed), "max_points": limit, "n_input": int(n),
-              "dim_input": int(d), "n_fit": int(len(fit_idx)), "fraction": round(len(fit_idx) / n, 6)}
+              "dim_input": int(d), "n_fit": int(len(fit_idx)), "fraction": round(len(fit_idx) / n, 6),
+              "rest": rest, "policy": policy}
+
+    # PCA (the view itself, or the reduction before UMAP/t-SNE) is fitted on at most pca_fit_rows(d) rows.
+    k_pca = 2 if method == "pca" else (min(pca_dims, d) if d > pca_dims else None)
+    reduce = None
+    if k_pca is not None:
+        pidx = fit_idx[_sample_indices(len(fit_idx), pca_fit_rows(d), seed + 1)]
+        t1 = time.perf_counter()
+        mean, comps = _pca_fit(src.take(pidx), min(k_pca, len(pidx)), seed, be)
+        reduce = (mean, comps)
+        params["pca_fit_rows"] = int(len(pidx))
+        if method == "pca":
+            params["n_fit"] = int(len(pidx))
+            params["fraction"] = round(len(pidx) / n, 6)
+            params["policy"] = policy = "all" if len(pidx) == n else "transform"
+        say(f"{method}: PCA fitted on {_fmt(len(pidx))} x {d} codes in {time.perf_counter() - t1:.1f}s")
+
+    def reduced(block: np.ndarray) -> np.ndarray:
+        return block if reduce is None else (block - reduce[0]) @ reduce[1].T
 
     if method == "pca":
-        mean, comps = _pca_fit(x, 2, seed, be)
-        idx = np.arange(n, dtype=np.int64)  # fitted on the sample, applied to every row in chunks
-        if len(fit_idx) == n:  # every row is already in memory
-            xy = (x - mean) @ comps.T
-        else:
-            xy = np.empty((n, 2), np.float32)
-            for i in range(0, n, CHUNK):
-                xy[i:i + CHUNK] = (_load_rows(codes[i:i + CHUNK], np.arange(min(CHUNK, n - i))) - mean) @ comps.T
+        xy = np.empty((n, 2), np.float32)
+        for i, block in _chunks_bar(src, progress, "pca: transform"):
+            xy[i:i + len(block)] = reduced(block)
+        idx = np.arange(n, dtype=np.int64)
     else:
-        idx = fit_idx
-        if d > pca_dims:
-            mean, comps = _pca_fit(x, min(pca_dims, len(x)), seed, be)
-            x = (x - mean) @ comps.T
+        step = chunk_rows(d)
+        x = np.empty((len(fit_idx), reduce[1].shape[0] if reduce else d), np.float32)
+        for i in range(0, len(fit_idx), step):
+            x[i:i + step] = reduced(src.take(fit_idx[i:i + step]))
         params["pca_dims"] = int(x.shape[1])
+        say(f"{method}: fitting {be} on {_fmt(len(x))} of {_fmt(n)} points ({x.shape[1]} dims)...")
+        t1 = time.perf_counter()
         if method == "umap":
             k = int(min(n_neighbors, len(x) - 1))
             params.update(n_neighbors=k, min_dist=float(min_dist))
-            xy = _umap(x, be, k, min_dist, seed)
+            # umap-learn places new points against an exact distance matrix when it was fitted on < 4096 rows
+            # (about 4 ms a point); many new points pay for its approximate index instead (compiled once).
+            approx = policy == "transform" and n - len(x) > UMAP_APPROX_REST
+            params["umap_approx_index"] = approx
+            fit_xy, model = _umap(x, be, k, min_dist, seed, approx)
         else:
             p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
             params["perplexity"] = p
-            xy = _tsne(x, be, p, seed)
+            fit_xy, model = _tsne(x, be, p, seed)
+        del x
+        params["fit_seconds"] = round(time.perf_counter() - t1, 3)
+        say(f"{method}: fitted in {params['fit_seconds']:.1f}s")
+        if policy == "transform":
+            xy = np.empty((n, 2), np.float32)
+            in_fit = np.zeros(n, bool)
+            in_fit[fit_idx] = True
+            xy[fit_idx] = fit_xy
+            del fit_xy
+            t1 = time.perf_counter()
+            say(f"{method}: transforming the other {_fmt(n - len(fit_idx))} points...")
+            for i, block in _chunks_bar(src, progress, f"{method}: transform"):
+                keep = np.flatnonzero(~in_fit[i:i + len(block)])
+                if len(keep):
+                    xy[i + keep] = _transform(model, method, reduced(block[keep]))
+            params["transform_seconds"] = round(time.perf_counter() - t1, 3)
+            say(f"{method}: transformed in {params['transform_seconds']:.1f}s")
+            idx = np.arange(n, dtype=np.int64)
+        else:
+            xy, idx = fit_xy, fit_idx
     params["seconds"] = round(time.perf_counter() - t0, 3)
     return Projection(np.ascontiguousarray(xy, np.float32), idx, params)
 
 
-def _umap(x, backend, k, min_dist, seed):
+def _chunks_bar(src: Rows, progress: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    with tqdm(total=src.n, unit="row", desc=desc, disable=not progress, leave=False) as bar:
+        for i, block in src.chunks():
+            yield i, block
+            bar.update(len(block))
+
+
+def _transform(model, method: str, x: np.ndarray) -> np.ndarray:
+    """Place new (already reduced) points on a fitted map (UMAP: its ``transform``; openTSNE: new points are
+    optimised against the fixed fitted embedding)."""
+    return np.asarray(model.transform(x), np.float32)
+
+
+def _umap(x, backend, k, min_dist, seed, approx=False):
+    """``(coordinates of x, fitted model)``."""
     if backend == "cuml":
         from cuml.manifold import UMAP
 
-        return UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed, output_type="numpy").fit_transform(x)
-    umap = optional_import("umap", "UMAP projection")
+        m = UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed, output_type="numpy")
+        return m.fit_transform(x), m
+    umap = _device.optional_import("umap", "UMAP projection")
     # A fixed random_state makes umap-learn single-threaded, which is what makes it reproducible.
     import warnings
 
     init = "spectral" if len(x) > k + 1 else "random"
     with warnings.catch_warnings():  # the seed is the point; umap-learn warns it costs parallelism
         warnings.filterwarnings("ignore", message=".*overridden to 1 by setting random_state.*")
-        return umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed,
-                         init=init).fit_transform(x)
+        m = umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed, init=init,
+                      force_approximation_algorithm=bool(approx))
+        return m.fit_transform(x), m
 
 
 def _tsne(x, backend, perplexity, seed):
+    """``(coordinates of x, fitted model or None)``; only openTSNE's model can place new points."""
     if backend == "cuml":
         from cuml.manifold import TSNE
 
-        return TSNE(n_components=2, perplexity=perplexity, random_state=seed, output_type="numpy").fit_transform(x)
+        return TSNE(n_components=2, perplexity=perplexity, random_state=seed,
+                    output_type="numpy").fit_transform(x), None
     if backend == "sklearn":
         from sklearn.manifold import TSNE
 
         return TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1.0), init="pca", learning_rate="auto",
-                    random_state=seed).fit_transform(x)
-    openTSNE = optional_import("openTSNE", "t-SNE projection")
+                    random_state=seed).fit_transform(x), None
+    openTSNE = _device.optional_import("openTSNE", "t-SNE projection")
     # FFT-interpolated gradients pay a fixed grid cost that dominates below ~10k points, and so do threads:
     # Barnes-Hut on one thread is several times faster there. openTSNE is reproducible either way.
     small = len(x) < 10_000
-    return np.asarray(openTSNE.TSNE(n_components=2, perplexity=perplexity, random_state=seed,
-                                    n_jobs=1 if small else -1, initialization="pca",
-                                    negative_gradient_method="bh" if small else "fft", verbose=False).fit(x))
+    emb = openTSNE.TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1 if small else -1,
+                        initialization="pca", negative_gradient_method="bh" if small else "fft",
+                        verbose=False).fit(x)
+    return np.asarray(emb), emb
 
 
 def code_metrics(codes, labels: Sequence, k: int = 5, max_points: int = 5000, seed: int = 0,
-                 metric: str = "cosine") -> dict:
+                 metric: str = "cosine", rows: np.ndarray | None = None) -> dict:
     """How well labels group in the codes: silhouette score and leave-one-out ``k``-NN accuracy.
 
     Both are computed on the codes (not on the 2-D view), on a seeded sample of at
-    most ``max_points`` labelled rows so memory stays bounded. Unlabelled rows
-    (empty label) are left out. Needs at least two classes.
+    most ``max_points`` labelled rows (``n`` of ``n_labelled`` in the result), so
+    memory and time stay bounded (the silhouette's pairwise distances are
+    ``max_points`` squared at most). ``rows`` restricts the candidates (e.g. a test
+    split). Unlabelled rows (empty label) are left out. Needs at least two classes.
     """
     from sklearn.metrics import silhouette_score
     from sklearn.neighbors import NearestNeighbors
 
+    src = codes if isinstance(codes, Rows) else Rows(codes)
     labels = np.asarray(labels, dtype=object)
-    if len(labels) != codes.shape[0]:
-        raise DataError(f"{len(labels)} labels for {codes.shape[0]} codes; they must be in step")
-    rows = np.flatnonzero(labels != "")
-    classes = np.unique(labels[rows].astype(str))
-    if len(classes) < 2 or len(rows) < 3:
+    if len(labels) != src.n:
+        raise DataError(f"{len(labels)} labels for {src.n} codes; they must be in step")
+    cand = np.arange(src.n, dtype=np.int64) if rows is None else np.unique(np.asarray(rows, np.int64))
+    cand = cand[labels[cand] != ""]
+    classes = np.unique(labels[cand].astype(str))
+    if len(classes) < 2 or len(cand) < 3:
         raise DataError(f"silhouette and kNN accuracy need labelled codes of at least 2 classes; got "
-                        f"{len(rows)} labelled rows in {len(classes)} class(es)")
-    take = rows[_sample_indices(len(rows), max_points, seed)]
-    x = _load_rows(codes, take)
+                        f"{len(cand)} labelled rows in {len(classes)} class(es)")
+    take = cand[_sample_indices(len(cand), max_points, seed)]  # sorted: sequential reads
+    x = src.take(take)
     y = np.searchsorted(classes, labels[take].astype(str))
     sil = float(silhouette_score(x, y, metric=metric)) if len(np.unique(y)) < len(y) else float("nan")
     kk = int(min(k, len(x) - 1))
@@ -239,116 +432,12 @@ def code_metrics(codes, labels: Sequence, k: int = 5, max_points: int = 5000, se
         best = np.flatnonzero(votes == votes.max())
         pred[i] = next(y[j] for j in others if y[j] in best)  # ties go to the nearer neighbour
     return {"silhouette": sil, "knn_acc": float((pred == y).mean()), "k": kk, "metric": metric,
-            "n": int(len(x)), "classes": int(len(classes))}
+            "n": int(len(x)), "n_labelled": int(len(cand)), "classes": int(len(classes))}
 
 
-COLOR_BY = ("label", "design", "none")
-_MATCH_KEYS = ("method", "seed", "n_input", "dim_input", "max_points", "store_created")
+def __getattr__(name):  # view() and friends live in embedkit.view.pipeline; importable from here as before
+    if name in ("COLOR_BY", "ViewResult", "view"):
+        from embedkit.view import pipeline
 
-
-@dataclass
-class ViewResult:
-    """What :func:`view` did: the figure/page written, the projection folders, metrics per store, time."""
-
-    out: Path
-    panels: list
-    proj_dirs: list
-    params: list
-    reused: list
-    seconds: float
-
-    def summary(self) -> str:
-        lines = []
-        for p, d, prm, r in zip(self.panels, self.proj_dirs, self.params, self.reused):
-            frac = f", {prm['fraction']:.1%} sample" if prm["fraction"] < 1 and prm["method"] != "pca" else ""
-            how = "reused" if r else f"{prm['method']}/{prm['backend']} {prm['seconds']:.1f}s"
-            m = metrics_line(p.metrics) or "no labels: silhouette/kNN n/a"
-            lines.append(f"  {p.title}: {len(p.xy)} points{frac} ({how}); {m}; projection -> {d}")
-        return f"wrote {self.out} in {self.seconds:.1f}s\n" + "\n".join(lines)
-
-
-def _open(store):
-    from embedkit.store.codestore import CodeStore
-
-    return store if isinstance(store, CodeStore) else CodeStore.open(store)
-
-
-def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
-         max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
-         reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
-         progress: bool = False) -> ViewResult:
-    """Project each code store (one, or several side by side) and write ``out`` (.png figure or .html page).
-
-    Projections go to ``proj_dir`` (default ``<out stem>.proj/`` next to ``out``;
-    one sub-folder per store when comparing); ``reuse=True`` redraws from them
-    instead of recomputing and refuses one made with other settings.
-    Silhouette and kNN accuracy are computed on each store's codes by label.
-    """
-    t0 = time.perf_counter()
-    stores = [_open(s) for s in ([stores] if isinstance(stores, (str, os.PathLike)) or hasattr(stores, "codes") else stores)]
-    out = Path(out)
-    kind = out.suffix.lower()
-    if kind not in (".png", ".html"):
-        raise ConfigError(f"output {str(out)!r} must end in .png (figure) or .html (interactive page)")
-    if color_by not in COLOR_BY:
-        raise ConfigError(f"color_by {color_by!r} is not valid; use one of {', '.join(COLOR_BY)}")
-    if not 1 <= len(stores) <= 4:
-        raise ConfigError(f"view takes 1 to 4 code stores side by side, got {len(stores)}")
-    base = Path(proj_dir) if proj_dir is not None else out.with_name(out.stem + ".proj")
-    names = [s.path.name for s in stores]
-    if len(set(names)) < len(names):
-        names = [str(s.path) for s in stores]
-    panels, dirs, params, reused = [], [], [], []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(stores), unit="store", desc=f"view {method}", disable=not progress)
-    for k, (store, name) in enumerate(zip(stores, names)):
-        bar.set_postfix_str(f"{name}: {len(store)} x {store.dim}")
-        labels = store.labels.astype(str)
-        if color_by == "label" and not (labels != "").any():
-            raise DataError(f"store {str(store.path)!r} has no labels (images were not in class sub-folders or "
-                            "the manifest had no label column); use --color-by none (or design)")
-        folder = base if len(stores) == 1 else base / f"{k}_{store.path.name}"
-        want = {"method": method, "seed": int(seed), "n_input": len(store), "dim_input": store.dim,
-                "store_created": store.meta.get("created")}
-        if max_points is not None:
-            want["max_points"] = int(max_points)
-        if reuse and (folder / "proj.json").exists():
-            proj = Projection.load(folder)
-            diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
-                    if key in _MATCH_KEYS and proj.params.get(key) != v]
-            if diff:
-                raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
-                                  "drop --reuse to recompute it")
-            reused.append(True)
-        else:
-            proj = project(store.codes, method, backend, seed, max_points, pca_dims)
-            proj.params.update(store=str(store.path), store_created=store.meta.get("created"))
-            proj.save(folder)
-            reused.append(False)
-        m = None
-        if metrics and len(set(labels) - {""}) >= 2:
-            m = code_metrics(store.codes, labels, seed=seed)
-        lab = None
-        if color_by == "label":
-            lab = labels[proj.indices]
-        elif color_by == "design":
-            from embedkit.splits import design_of
-
-            lab = np.array([design_of(store.paths[i]) for i in proj.indices])
-        ident = store.identity
-        panels.append(ViewPanel(f"{name} ({ident.get('backbone')}/{ident.get('layer')}, {len(store)} codes)",
-                                proj.xy, lab, [store.paths[i] for i in proj.indices], m))
-        dirs.append(folder)
-        params.append(proj.params)
-        bar.update(1)
-    bar.close()
-    n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
-    head = title or f"{method.upper()} of neural codes, coloured by {color_by}"
-    if kind == ".png":
-        plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=head)
-    else:
-        from embedkit.view.html import write_view_html
-
-        write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=head)
-    return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0)
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
