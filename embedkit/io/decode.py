@@ -96,6 +96,11 @@ def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
     """
     with open(path, "rb") as f:
         data = f.read()
+    return decode_bytes(data, want_sha1)
+
+
+def decode_bytes(data: bytes, want_sha1: bool = False) -> tuple[Image.Image, dict]:
+    """:func:`load_image` of a file's bytes already read (e.g. checked against a recorded sha1 first)."""
     if not data:
         raise ValueError("empty file")
     try:
