@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import click
+import numpy as np
 
-from embedkit.atomic import write_csv_atomic
+from embedkit.atomic import spreadsheet_safe, write_csv_atomic
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
-from embedkit.errors import ConfigError, DataError
+from embedkit.errors import ConfigError, DataError, EmbedkitError
 from embedkit.retrieve.cache import cached_index as _cached_index
 from embedkit.retrieve.common import BACKENDS, KINDS, METRICS
 from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
@@ -21,6 +23,52 @@ DEFAULT_COSINE_THRESHOLD = 0.05
 
 def _note(message: str) -> None:
     click.echo(f"note: {message}", err=True)
+
+
+def format_distance(d, metric: str, digits: int = 4) -> str:
+    """``d`` with ``digits`` decimals; a cosine/l2 distance below 0 (float rounding) is 0, and never "-0.0000"."""
+    d = float(d)
+    if metric != "ip" and d < 0:
+        d = 0.0
+    text = f"{d:.{digits}f}"
+    return f"{0.0:.{digits}f}" if float(text) == 0 else text
+
+
+def _csv_distance(d, metric: str) -> str:
+    d = float(d)
+    if metric != "ip" and d < 0:
+        d = 0.0
+    return f"{d + 0.0:.6g}"  # + 0.0: no "-0"
+
+
+def recorded_sha1(store) -> np.ndarray:
+    """The sha1 recorded for each store row at embed time ("" where none was recorded)."""
+    try:
+        col = store.column("sha1")
+    except (EmbedkitError, KeyError, ValueError):  # imported codes without a sha1 column
+        return np.full(len(store), "", dtype=object)
+    return np.array(["" if v is None else str(v) for v in col], dtype=object)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    return os.path.basename(a) == os.path.basename(b) and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _store_rows_of(store, paths) -> dict:
+    """Store row of each query path that is itself a stored image (by path; one pass over the paths)."""
+    want = {os.path.basename(p): [] for p in paths}
+    for r, sp in enumerate(store.paths):
+        if os.path.basename(sp) in want:
+            want[os.path.basename(sp)].append(r)
+    out = {}
+    for p in paths:
+        for r in want[os.path.basename(p)]:
+            if _same_file(p, store.paths[r]):
+                out[p] = r
+                break
+    return out
 
 
 def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True,
@@ -47,16 +95,22 @@ def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = Fa
 @click.option("--threshold", type=float, default=None,
               help=f"--dedupe: largest distance of a near-duplicate pair (default {DEFAULT_COSINE_THRESHOLD} for cosine; required otherwise).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the cached index in CODES/index/ even if it is up to date.")
+@click.option("--exclude-self", is_flag=True,
+              help="Leave out the query image itself when it is in the store (still -k results).")
 @device_option
 @workers_option
 @batch_size_option
 @verbosity_options
 def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, dedupe, threshold, rebuild, device,
-            quiet, verbose=False, workers=None, batch_size=None):
+            quiet, verbose=False, workers=None, batch_size=None, exclude_self=False):
     """Print the stored images nearest to each query image (files or folders of images), closest first.
 
     Queries are embedded with the store's backbone, layer and post-processing. Unreadable query images are
-    listed and skipped. With --dedupe, list groups of store images closer than --threshold to each other.
+    listed and skipped. A query that is itself in the store shows its label; results with the same label are
+    marked (green in --html). With --dedupe, list groups of store images closer than --threshold to each other.
+
+    The --html gallery inlines a store image only if the file still has the sha1 recorded at embed time
+    (else a placeholder); the --csv file is safe to open in a spreadsheet (no text starts a formula).
     """
     from embedkit.store.codestore import CodeStore
 
@@ -82,22 +136,40 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     if codes is None:
         raise DataError(f"none of the {len(skipped)} queries could be read as an image (reasons above)")
     index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
-    D, ids = index.search(codes, k)
+    D, ids = index.search(codes, min(k + 1, len(store)) if exclude_self else k)
     labels = store.labels
+    sha1 = recorded_sha1(store) if html_out else None
+    in_store = _store_rows_of(store, paths)
     rows, sections = [], []
     for qi, qpath in enumerate(paths):
-        click.echo(f"query {qi + 1}/{len(paths)}: {qpath}")
-        items = [{"path": qpath, "caption": "query\n" + Path(qpath).name}]
-        for rank, (d, r) in enumerate(zip(D[qi], ids[qi]), 1):
-            if r < 0:
+        qrow = in_store.get(qpath)
+        qlabel = labels[qrow] if qrow is not None else ""
+        where_q = f"  [{qlabel}]" if qlabel else ("" if qrow is not None else "  (not in the store)")
+        click.echo(f"query {qi + 1}/{len(paths)}: {qpath}{where_q}")
+        items = [{"path": qpath, "caption": "query" + (f"\n[{qlabel}]" if qlabel else "") + "\n" + Path(qpath).name}]
+        rank, same = 0, 0
+        for d, r in zip(D[qi], ids[qi]):
+            if r < 0 or rank == k:
                 continue
             p, lab = index.paths_[r], labels[r]
-            click.echo(f"  {rank:3d}  {d:.4f}  {p}" + (f"  [{lab}]" if lab else ""))
-            rows.append([qpath, rank, p, lab, f"{d:.6g}"])
-            items.append({"path": p, "caption": f"#{rank} d={d:.4f}\n{lab}\n{Path(p).name}"})
-        sections.append({"title": f"{Path(qpath).name}: {k} nearest ({metric})", "items": items})
+            if exclude_self and qrow is not None and (r == qrow or _same_file(p, qpath)):
+                continue
+            rank += 1
+            hit = bool(qlabel) and lab == qlabel
+            same += hit
+            dist = format_distance(d, metric)
+            click.echo(f"  {rank:3d}  {dist}  {p}" + (f"  [{lab}]" if lab else "") + ("  *" if hit else ""))
+            rows.append([spreadsheet_safe(qpath), rank, spreadsheet_safe(p), spreadsheet_safe(lab),
+                         _csv_distance(d, metric), spreadsheet_safe(qlabel)])
+            items.append({"path": p, "caption": f"#{rank} d={dist}\n{lab}\n{Path(p).name}",
+                          "ok": True if hit else None, "sha1": sha1[r] if sha1 is not None else ""})
+        title = f"query {qi + 1}: {qpath}" + (f" [{qlabel}]" if qlabel else "")
+        note = f"{rank} nearest ({metric})" + (", the query itself left out" if exclude_self else "")
+        if qlabel:
+            note += f"; green: same label as the query ({same} of {rank})"
+        sections.append({"title": title, "note": note, "items": items})
     where = _outputs(html_out, csv_out, f"neighbors in {store.path}", sections,
-                     ("query", "rank", "path", "label", "distance"), rows)
+                     ("query", "rank", "path", "label", "distance", "query_label"), rows)
     dt = time.perf_counter() - t0
     click.echo(f"{len(paths)} quer{'y' if len(paths) == 1 else 'ies'} ({len(skipped)} skipped) x {k} neighbours from {index.describe()} "
                f"[{how}] in {dt:.1f}s{where}")
@@ -127,16 +199,19 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
     index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
     groups = near_duplicate_groups(index, store, threshold, progress=not quiet)  # streamed: never N x N
     labels = store.labels
+    sha1 = recorded_sha1(store) if html_out else None
     rows, sections = [], []
     for gi, g in enumerate(groups, 1):
-        click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {g.max_distance:.4f}")
+        dmax = format_distance(g.max_distance, metric)
+        click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {dmax}")
         items = []
         for r in g.rows:
             p = index.paths_[r]
             click.echo(f"  {p}" + (f"  [{labels[r]}]" if labels[r] else ""))
-            rows.append([gi, p, labels[r]])
-            items.append({"path": p, "caption": f"{labels[r]}\n{Path(p).name}"})
-        sections.append({"title": f"group {gi}: {len(g.rows)} images (max distance {g.max_distance:.4f})", "items": items})
+            rows.append([gi, spreadsheet_safe(p), spreadsheet_safe(labels[r])])
+            items.append({"path": p, "caption": f"{labels[r]}\n{Path(p).name}",
+                          "sha1": sha1[r] if sha1 is not None else ""})
+        sections.append({"title": f"group {gi}: {len(g.rows)} images (max distance {dmax})", "items": items})
     where = _outputs(html_out, csv_out, f"near-duplicates in {store.path}", sections, ("group", "path", "label"), rows)
     n_in = sum(len(g.rows) for g in groups)
     click.echo(f"{len(groups)} near-duplicate groups ({n_in} images) under {metric} distance {threshold:g} among "
