@@ -14,10 +14,15 @@ SGD with momentum and weight decay, cross-entropy (optional label smoothing). A 
 ``last.pt`` (full training state, rewritten atomically every epoch: ``resume=True`` continues a killed run
 exactly), ``best.pt`` (the best epoch exported as a backbone that ``embedkit embed --weights`` loads),
 ``history.csv``, ``curves.png``, ``split.json``, ``skipped.csv`` and ``config.json``.
+
+Resuming with another ``epochs`` (to train a finished run longer, or to stop a killed one sooner) re-plans
+the cosine/step schedule: it becomes the schedule the run would have had with the new number of epochs from
+the start, at the epoch reached (see :func:`replan_schedule`), so the added epochs never train at rate 0.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from contextlib import nullcontext
@@ -39,10 +44,10 @@ from embedkit.finetune.layers import (
     weight_layers,
 )
 from embedkit.io.loader import default_workers
-from embedkit.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+from embedkit.models.checkpoint import CHECKPOINT_FORMAT, load_torch_file, read_checkpoint
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import get_spec
-from embedkit.models.weights import load_model
+from embedkit.models.weights import load_model, resolve_preprocessing
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
 SCHEDULES = ("none", "step", "cosine", "plateau")
@@ -172,7 +177,7 @@ def build_model(cfg: FinetuneConfig, class_names: list):
     spec = get_spec(cfg.backbone)
     k = len(class_names)
     base, info = load_model(spec, cfg.weights, seed=cfg.seed)
-    pre = spec.preprocessing
+    pre = resolve_preprocessing(spec, info)  # the checkpoint's when it carries one, else the spec's
     same = False
     if info.num_classes is not None:
         same = info.num_classes == k and (not info.class_names or list(info.class_names) == list(class_names))
@@ -182,8 +187,6 @@ def build_model(cfg: FinetuneConfig, class_names: list):
                 f"{list(info.class_names)[:8] or ''}, but these images have {k} classes {class_names[:8]}; "
                 "fix: pass --new-head (new_head=True) to train a new classifier head on top of them, "
                 "or fine-tune on the classes they were trained for")
-        if info.kind == "checkpoint" and "preprocessing" in (ckpt := read_checkpoint(cfg.weights)):
-            pre = Preprocessing.from_dict(ckpt["preprocessing"])
     torch.manual_seed(cfg.seed)
     model = spec.create_model(num_classes=k)
     layers = weight_layers(model)
@@ -229,6 +232,32 @@ def make_optimizer(cfg, model, layers, plan, phase_epochs: int):
     else:
         sched = None
     return opt, sched
+
+
+def replan_schedule(cfg: FinetuneConfig, opt, sched, phase_epochs: int) -> bool:
+    """Re-plan a resumed run's cosine/step schedule for a new number of epochs; True when it changed.
+
+    The schedule becomes the one the run would have had with the new ``--epochs`` from the start, at the
+    epoch reached: the same position in the phase, the curve stretched (or shrunk) to the new length.
+    A finished cosine run (rate 0) resumed with more epochs so continues at the rate that curve has there,
+    decaying to 0 at the new last epoch. Plateau keeps its state (it does not depend on the length).
+    """
+    S = torch.optim.lr_scheduler
+    done = int(sched.last_epoch)  # epochs already stepped in this phase
+    if isinstance(sched, S.CosineAnnealingLR):
+        sched.T_max = max(1, phase_epochs)
+        eta = sched.eta_min
+        lrs = [eta + (base - eta) * (1 + math.cos(math.pi * min(done, sched.T_max) / sched.T_max)) / 2
+               for base in sched.base_lrs]
+    elif isinstance(sched, S.StepLR):
+        sched.step_size = cfg.step_size or max(1, phase_epochs // 3)
+        lrs = [base * sched.gamma ** (done // sched.step_size) for base in sched.base_lrs]
+    else:
+        return False
+    for group, lr in zip(opt.param_groups, lrs):
+        group["lr"] = lr
+    sched._last_lr = list(lrs)
+    return True
 
 
 def _freeze_norms(model: nn.Module, all_stats: bool = False) -> None:
@@ -314,10 +343,13 @@ def _write_history(history: list, out: Path) -> None:
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
     old = FinetuneConfig(**{**saved, "split": tuple(saved["split"])})
     diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
-             if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)]
+             if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
+             and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary
     if diffs:
         raise ConfigError(f"resume must use the options of the interrupted run; changed: {'; '.join(diffs)}. "
                           "Run again with the same options, or start over with --overwrite")
+    if old.strategy == "head-then-top" and old.head_epochs is None and cfg.epochs != old.epochs:
+        old.head_epochs = max(1, old.epochs // 2)  # the phase boundary of the interrupted run stays where it was
     for name in RESUMABLE_CHANGES:
         setattr(old, name, getattr(cfg, name))
     return old
@@ -341,7 +373,10 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     if resume:
         if not last_path.is_file():
             raise ConfigError(f"nothing to resume in {str(out)!r} (no last.pt); run without --resume to start")
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
+        state = load_torch_file(last_path, "training state")  # weights_only: a crafted last.pt runs no code
+        if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
+            raise ConfigError(f"{str(last_path)!r} is not the training state of an `embedkit finetune` run; "
+                              "start over with --overwrite")
         cfg = _resume_config(state["config"], cfg)
     elif last_path.exists() and not overwrite:
         raise ConfigError(f"{str(out)!r} already holds a fine-tuning run; continue it with --resume "
@@ -389,6 +424,14 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
             sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], device)
+        saved_epochs = int(state["config"]["epochs"])
+        if saved_epochs != cfg.epochs and sched is not None:
+            phase = phase_of(cfg, start)
+            n_ep = head_epochs if phase == 0 else cfg.epochs - head_epochs
+            if replan_schedule(cfg, opt, sched, n_ep):
+                log(f"--epochs {cfg.epochs} (was {saved_epochs}): the {cfg.schedule} schedule is re-planned for "
+                    f"{n_ep} epochs{' of this phase' if cfg.strategy == 'head-then-top' else ''}; learning rate now "
+                    + "/".join(f"{g['lr']:.3g}" for g in opt.param_groups))
 
     stopped = bool(state is not None and state.get("stopped"))
     if stopped:
@@ -445,7 +488,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
 
     test = None
     if cfg.eval_test and len(data.part("test")):
-        model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["state_dict"])
+        model.load_state_dict(read_checkpoint(best_path)["state_dict"])
         model.eval()
         te_loss, te_acc, n_te, _ = _run_epoch(model, make_loader(data, "test", pre.transform(), cfg.batch_size,
                                                                  cfg.workers), data.targets, device, amp_dtype, criterion)
