@@ -16,15 +16,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from embedkit.device import autocast_dtype, resolve_device
 from embedkit.defaults import BACKBONE
+from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import MismatchError, invalid
 from embedkit.io.decode import load_image
 from embedkit.io.loader import default_workers
 from embedkit.models.features import FeatureModel
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec, get_spec
-from embedkit.models.weights import WeightsInfo, load_model
+from embedkit.models.weights import WeightsInfo, load_model, resolve_preprocessing
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -45,7 +45,8 @@ class Backbone:
     weights : ``"default"`` (real ImageNet weights), ``"none"`` (random) or a path.
     device : ``"auto"``, ``"cpu"`` or ``"cuda"``.
     precision : ``"auto"`` (bf16/fp16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
-    spatial : reduction of a spatial (B, C, H, W) code: ``"avg"``, ``"max"`` or ``"flatten"``.
+    spatial : reduction of a spatial (B, C, H, W) or token (B, T, C) code: ``"avg"``, ``"max"``, ``"cls"``
+        (the class token of a transformer) or ``"flatten"``; see :class:`~embedkit.models.features.FeatureModel`.
     micro_batch : rows per forward call, independent of the loader's batch size (default 8 on CPU, where
         small batches stay in cache; the whole batch on CUDA). On CUDA out-of-memory it halves and retries.
     """
@@ -60,8 +61,8 @@ class Backbone:
         self.layer, self.node = self.spec.node_for(layer)
         model, self.weights_info = load_model(self.spec, weights)
         self.weights_path = None if str(weights) in ("default", "imagenet", "pretrained", "none", "None") else os.path.abspath(str(weights))
-        pre = self.weights_info.preprocessing  # a fine-tuned checkpoint carries its own (e.g. input size)
-        self.preprocessing: Preprocessing = Preprocessing.from_dict(pre) if pre else self.spec.preprocessing
+        # a fine-tuned checkpoint carries its own (e.g. input size); one function decides
+        self.preprocessing: Preprocessing = resolve_preprocessing(self.spec, self.weights_info)
         self.spatial = spatial
         model.eval()
         # channels_last pays on both devices (measured 1.5-3x on CPU with oneDNN for conv nets).
@@ -93,6 +94,14 @@ class Backbone:
             self._dim = int(self.forward(torch.zeros(1, 3, s, s)).shape[1])
         return self._dim
 
+    @property
+    def reduction(self) -> str:
+        """What ``spatial`` did to this layer's output (e.g. ``"avg over 196 patch tokens (1 prefix token left out)"``)."""
+        if self.model.reduction is None:
+            _ = self.dim if self._dim is None else self.forward(torch.zeros(1, 3, self.preprocessing.input_size,
+                                                                            self.preprocessing.input_size))
+        return self.model.reduction
+
     def identity(self) -> dict:
         """What makes two code sets comparable: backbone, layer, weights, preprocessing, reduction.
 
@@ -103,6 +112,7 @@ class Backbone:
             "layer": self.layer,
             "node": self.node,
             "spatial": self.spatial,
+            "reduction": self.reduction,
             "weights": {**self.weights_info.to_dict(), "path": self.weights_path},
             "preprocessing": self.preprocessing.to_dict(),
         }))

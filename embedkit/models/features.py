@@ -5,80 +5,110 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from embedkit.errors import ConfigError
+from embedkit.errors import ConfigError, invalid
 from embedkit.models.registry import LOGITS, PENULTIMATE, get_spec
+from embedkit.models.sources import Source, get_source
+
+SPATIAL = ("avg", "max", "cls", "flatten")
+"""Reductions of a spatial (B, C, H, W) or token (B, T, C) code.
+
+``avg`` / ``max``: mean / max over positions (for tokens: over the patch tokens, without the class and
+other prefix tokens); ``cls``: the class token (token outputs of models with one); ``flatten``: everything."""
 
 
 class FeatureModel(nn.Module):
     """Wrap a network so that ``forward`` returns the code of one layer, shape (B, D).
 
-    Uses torch.fx graph truncation (torchvision / timm feature extraction), so
-    layers after the code layer are not computed. Spatial outputs (B, C, H, W)
-    are reduced by ``spatial``: ``"avg"`` (default), ``"max"`` or ``"flatten"``.
+    Uses torch.fx graph truncation (torchvision / timm feature extraction), so layers after the code
+    layer are not computed. Spatial outputs (B, C, H, W) are reduced by ``spatial`` over H x W. Token
+    outputs (B, T, C) of transformer blocks are reduced over the tokens: ``avg``/``max`` over the patch
+    tokens (the model's ``num_prefix_tokens`` class/register tokens left out), ``cls`` takes the class
+    token. :attr:`reduction` records what was done (None until the first forward: it depends on the output).
     """
 
-    def __init__(self, model: nn.Module, node: str, source: str, spatial: str = "avg"):
+    def __init__(self, model: nn.Module, node: str, source: str | Source, spatial: str = "avg"):
         super().__init__()
-        if spatial not in ("avg", "max", "flatten"):
-            raise ConfigError(f"spatial reduction {spatial!r} is not valid; use avg, max or flatten")
+        if spatial not in SPATIAL:
+            raise invalid("spatial reduction", spatial, SPATIAL)
+        src = get_source(source)
         self.spatial = spatial
         self.node = node
+        self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0) or 0)
+        self.has_class_token = bool(getattr(model, "cls_token", None) is not None) or self.num_prefix_tokens > 0
+        self.reduction: str | None = None
         if node == LOGITS:
             self.body = model
         elif node == PENULTIMATE:
-            self.body = _strip_classifier(model, source)
+            self.body = src.strip_classifier(model)
         else:
-            self.body = _truncate(model, node, source)
+            self.body = _truncate(model, node, src)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if isinstance(out, dict):
             out = out["code"]
         if out.ndim == 4:
-            if self.spatial == "avg":
-                out = out.mean(dim=(2, 3))
-            elif self.spatial == "max":
-                out = out.amax(dim=(2, 3))
+            out = self._reduce(out.flatten(2), dim=2, kind="spatial (B, C, H, W)")
+        elif out.ndim == 3:
+            out = self._reduce_tokens(out)
+        else:
+            self.reduction = self.reduction or "none"
         return out.flatten(1)
 
+    def _reduce(self, out: torch.Tensor, dim: int, kind: str) -> torch.Tensor:
+        if self.spatial == "cls":
+            raise ConfigError(f"--spatial cls takes the class token of a token (B, T, C) output; layer {self.node!r} "
+                              f"gives a {kind} output: use avg, max or flatten")
+        self.reduction = f"{self.spatial} over {'H x W' if dim == 2 else 'tokens'}" if self.spatial != "flatten" \
+            else "flatten"
+        if self.spatial == "avg":
+            return out.mean(dim=dim)
+        if self.spatial == "max":
+            return out.amax(dim=dim)
+        return out
 
-def _strip_classifier(model: nn.Module, source: str) -> nn.Module:
-    if source == "timm":
-        model.reset_classifier(0)
-        return model
-    # torchvision: the last Linear module is the classifier; replace it with Identity.
-    last = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ConfigError("this model has no Linear classifier to strip; pass an explicit --layer node name")
-    parent_name, _, attr = last[-1].rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, nn.Identity())
-    return model
+    def _reduce_tokens(self, out: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) tokens -> (B, C) (or (B, T*C) for flatten)."""
+        p = self.num_prefix_tokens
+        if self.spatial == "flatten":
+            self.reduction = "flatten"
+            return out
+        if self.spatial == "cls":
+            if not self.has_class_token or p < 1:
+                raise ConfigError(f"--spatial cls: this model has no class token at layer {self.node!r}; "
+                                  "use avg, max or flatten")
+            self.reduction = "cls token"
+            return out[:, 0]
+        patches = out[:, p:] if 0 < p < out.shape[1] else out
+        self.reduction = f"{self.spatial} over {patches.shape[1]} patch tokens" + (
+            f" ({p} prefix token{'s' if p > 1 else ''} left out)" if patches is not out else "")
+        return patches.mean(dim=1) if self.spatial == "avg" else patches.amax(dim=1)
 
 
-def _truncate(model: nn.Module, node: str, source: str) -> nn.Module:
-    if source == "timm":
-        from timm.models import create_feature_extractor, get_graph_node_names
-    else:
-        from torchvision.models.feature_extraction import (
-            create_feature_extractor,
-            get_graph_node_names,
-        )
-    nodes = get_graph_node_names(model)[1]
+def _strip_classifier(model: nn.Module, source: str | Source) -> nn.Module:
+    """``model`` without its classifier (kept for callers of the old name)."""
+    return get_source(source).strip_classifier(model)
+
+
+def _truncate(model: nn.Module, node: str, source: str | Source) -> nn.Module:
+    src = get_source(source)
+    nodes = src.graph_node_names(model)
     # A module name stands for the last node inside it (torchvision's shorthand, e.g. "layer4").
     if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
         close = [n for n in nodes if node in n][:8] or nodes[-8:]
         raise ConfigError(f"layer {node!r} is not a node of this model; valid names include {', '.join(close)} "
-                          "(list all with embedkit.backbones.layer_names(name))")
-    return create_feature_extractor(model, return_nodes={node: "code"})
+                          "(list them all with `embedkit layers BACKBONE`)")
+    return src.feature_extractor(model, node)
+
+
+def layer_nodes(name: str) -> tuple[dict, list[str]]:
+    """``(friendly layer names -> node, every graph node)`` of a backbone (random weights: nothing downloaded)."""
+    spec = get_spec(name)
+    src = get_source(spec.source)
+    return dict(spec.layers), src.graph_node_names(spec.create_model())
 
 
 def layer_names(name: str) -> list[str]:
-    """All graph node names of a backbone that can be used as a code layer."""
-    spec = get_spec(name)
-    model = spec.create_model()
-    if spec.source == "timm":
-        from timm.models import get_graph_node_names
-    else:
-        from torchvision.models.feature_extraction import get_graph_node_names
-    return list(spec.layers) + get_graph_node_names(model)[1]
+    """All names usable as a code layer: the backbone's friendly names, then every graph node."""
+    friendly, nodes = layer_nodes(name)
+    return list(friendly) + nodes
