@@ -34,6 +34,9 @@ def test_demo_runs_the_whole_pipeline_from_any_folder(tmp_path, monkeypatch):
     assert html.count("<img") >= 4 * 9 and "http://" not in html and "not inlined" not in html
     assert html.count("<h2>") == 4 and "green: same label as the query" in html
     assert (out / "model" / "confusion.png").exists() and (out / "model" / "failures.html").exists()
+    again = CliRunner().invoke(app, ["demo", "-o", "demo-out", "--quiet"])  # a re-run reuses the store
+    assert again.exit_code == 0 and "84 already in the store" in again.output and "demo done" in again.output, \
+        again.output
 
 
 def test_demo_help_says_what_it_does():

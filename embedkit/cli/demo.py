@@ -77,7 +77,7 @@ def _run(ctx, src: Path, out: Path, backbone, device, quiet):
     click.echo(res.summary())
     store = CodeStore.open(codes)
     click.echo("[2/4] classify: SVM grid search (3-fold CV) on train+val, report on test")
-    tr = train(store, out / "model", device=device, progress=not quiet)
+    tr = train(store, out / "model", device=device, progress=not quiet, overwrite=True)  # the demo's own folder
     click.echo(tr.summary())
     click.echo("[3/4] view: t-SNE map of the codes (PNG, and an interactive HTML page from the same projection)")
     proj_dir = out / "map.proj"
