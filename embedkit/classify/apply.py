@@ -83,13 +83,18 @@ def _topk_rows(clf, X, paths, k):
             for i, p in enumerate(paths)]
 
 
-def predict_paths(model_path, source, k: int = TOP_K, device="auto", batch_size=None, chunk: int = CHUNK_ROWS):
+def predict_paths(model_path, source, k: int = TOP_K, device="auto", batch_size=None, chunk: int = CHUNK_ROWS,
+                  workers=None, progress: bool = False):
     """Embed the images of ``source`` with the model's backbone and rank classes: ``(rows, skipped)``.
 
     ``rows`` are ``[path, pred, label1, score1, ... labelk, scorek]``; a code store as ``source`` is read in
     chunks as is. Images need a model trained on codes of a known backbone.
     """
-    from embedkit.classify.model_folder import check_store_matches, load_classifier, postprocess_of
+    from embedkit.classify.model_folder import (
+        check_store_matches,
+        load_classifier,
+        postprocess_of,
+    )
     from embedkit.store.codestore import CodeStore
 
     clf, meta = load_classifier(model_path)
@@ -109,7 +114,10 @@ def predict_paths(model_path, source, k: int = TOP_K, device="auto", batch_size=
     items = discover(source, labels=False)
     pp = postprocess_of(meta, model_path)
     bb = Backbone.from_identity(meta["identity"], device=device)
-    raw, kept, bad = bb.embed_paths([it.path for it in items], batch_size=batch_size)
+    from embedkit.runner.local import embed_files
+
+    raw, kept, bad = embed_files(bb, [it.path for it in items], batch_size=batch_size, workers=workers,
+                                 progress=progress)
     paths = [items[i].path for i in kept]
     skipped = [(items[i].path, reason) for i, reason in bad]
     if not paths:

@@ -15,7 +15,9 @@ from embedkit.cli.options import (
     overwrite_option,
     seed_option,
     split_options,
+    verbosity_options,
     words,
+    workers_option,
 )
 
 
@@ -72,11 +74,11 @@ def _csv(values) -> str:
 @click.option("--jobs", type=int, default=None, help="Threads for the grid search (default: all cores).")
 @click.option("--no-baseline", is_flag=True, help="Skip the logistic-regression baseline.")
 @overwrite_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@verbosity_options
 def train_cmd(codes, out, method, kernels, cs, gammas, decision, cv, max_kernel_rows, components, n_neighbors, seed,
               fractions,
               split_by, test_groups, val_groups, split_file, class_weight, backend, device, jobs, no_baseline,
-              overwrite, quiet):
+              overwrite, quiet, verbose):
     """Fit and save a classifier on the code store CODES; report test top-1/top-5 into OUT."""
     from embedkit.classify.train import train
     from embedkit.store.codestore import CodeStore
@@ -104,7 +106,8 @@ def train_cmd(codes, out, method, kernels, cs, gammas, decision, cv, max_kernel_
               help="Folder for report.json/.txt, plots and failure cases (default: MODEL/eval-<store name>).")
 @click.option("--part", type=click.Choice(["all", "test", "val", "train"]), default="all", show_default=True,
               help="All items of CODES, or one part of the model's own split.")
-def eval_cmd(model, codes, out, part):
+@verbosity_options
+def eval_cmd(model, codes, out, part, quiet=False, verbose=False):
     """Evaluate the model in MODEL on the code store CODES (same backbone/layer)."""
     from pathlib import Path
 
@@ -128,13 +131,16 @@ def eval_cmd(model, codes, out, part):
               help="Classes listed per image, best first.")
 @device_option
 @batch_size_option
-def predict_cmd(model, source, out, top_k, device, batch_size):
+@workers_option
+@verbosity_options
+def predict_cmd(model, source, out, top_k, device, batch_size, workers, quiet=False, verbose=False):
     """Embed the images of SOURCE with the model's backbone (or read a code store) and write top-k predictions."""
     from embedkit.atomic import write_csv_atomic
     from embedkit.classify.apply import predict_paths
 
     t0 = time.perf_counter()
-    rows, skipped = predict_paths(model, source, k=top_k, device=device, batch_size=batch_size)
+    rows, skipped = predict_paths(model, source, k=top_k, device=device, batch_size=batch_size, workers=workers,
+                                  progress=not quiet)
     k = (len(rows[0]) - 2) // 2
     write_csv_atomic(out, ["path", "pred"] + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows)
     dt = time.perf_counter() - t0

@@ -23,7 +23,8 @@ def _human(n: int) -> str:
 @command.command(name="info")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
-def info_cmd(store, as_json):
+@verbosity_options
+def info_cmd(store, as_json, quiet, verbose):
     """Print count, dim, dtype, identity, shards, size on disk and skipped count of STORE."""
     import json
     import time
@@ -101,7 +102,8 @@ def _read_items(path: str):
 @command.command(name="upgrade")
 @click.argument("store", type=click.Path(exists=True, file_okay=False))
 @click.option("--shard-rows", type=click.IntRange(min=1), default=None, help="Rows per shard (default: from the count).")
-def upgrade_cmd(store, shard_rows):
+@verbosity_options
+def upgrade_cmd(store, shard_rows, quiet, verbose):
     """Convert an embedkit 0.1 store (codes.npy + items.csv) in place to the sharded format."""
     from embedkit.store.convert import is_v1, upgrade_store
 

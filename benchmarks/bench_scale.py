@@ -1,0 +1,163 @@
+"""Every command on large stores: time and peak memory at 100k and 1M rows, and how they grow.
+
+Fabricates stores of N x 512 float32 codes (a Gaussian mixture of 100 classes) through
+``CodeStore.from_arrays``, then runs each command in a fresh child process and records its wall
+time and peak RSS (``ru_maxrss`` of the child, from ``os.wait4``):
+
+- ``store info`` (open + count), ``classify train`` (exact kernel grid below the kernel-row limit,
+  the scalable fall-back above it), exact ``neighbors`` (k=10, 1,000 queries, streamed over the
+  shards), ``neighbors --dedupe`` and ``view`` (PCA and UMAP fitted on a sample).
+
+Targets (issue 9): time linear or better from 100k to 1M, peak RSS under 2 GiB plus one shard at
+any N. Each command has a time limit; one that passes it is reported as such, not hidden.
+
+    python benchmarks/bench_scale.py --sizes 100000 1000000 --out benchmarks/results/bench_scale.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIM = 512
+CLASSES = 100
+
+
+def fabricate(folder: Path, n: int, seed: int = 0, chunk: int = 100_000):
+    """A store of ``n`` Gaussian-mixture codes, written without holding them all in memory."""
+    import embedkit
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1, (CLASSES, DIM)).astype(np.float32)
+    raw = folder.parent / f"raw{n}.npy"
+    arr = np.lib.format.open_memmap(raw, mode="w+", dtype=np.float32, shape=(n, DIM))
+    labels = np.empty(n, dtype=object)
+    for i in range(0, n, chunk):
+        m = min(chunk, n - i)
+        y = rng.integers(0, CLASSES, m)
+        arr[i:i + m] = centres[y] + rng.normal(0, 1.5, (m, DIM)).astype(np.float32)
+        labels[i:i + m] = [f"c{v:02d}" for v in y]
+    arr.flush()
+    paths = [f"img/{i:07d}.png" for i in range(n)]
+    store = embedkit.CodeStore.from_arrays(folder, np.load(raw, mmap_mode="r"), paths, labels, overwrite=True)
+    del arr
+    raw.unlink()
+    return store
+
+
+def run_child(cmd: list[str], timeout: float) -> tuple[float, float, int, str]:
+    """``(seconds, peak RSS MiB, return code, last output line)`` of a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        rc = -9
+    else:
+        rc = proc.returncode
+    dt = time.perf_counter() - t0
+    # the child was reaped by communicate(); its rusage is in RUSAGE_CHILDREN's running maximum,
+    # so each command runs through a small wrapper that prints its own ru_maxrss instead
+    rss = float("nan")
+    for line in (out or "").splitlines():
+        if line.startswith("@@maxrss_kb="):
+            rss = int(line.split("=", 1)[1]) / 1024
+    lines = [ln for ln in (out or "").splitlines() if ln.strip() and not ln.startswith("@@")]
+    return dt, rss, rc, (lines[-1][:110] if lines else "")
+
+
+def wrapped(code: str | None = None, argv: list[str] | None = None) -> list[str]:
+    """A python child that runs ``code`` (or ``embedkit ARGV``) and prints its peak RSS at exit."""
+    body = (
+        "import atexit, resource\n"
+        "atexit.register(lambda: print(f'@@maxrss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', flush=True))\n"
+    )
+    if code is None:
+        body += f"import sys\nsys.argv = {['embedkit', *argv]!r}\nfrom embedkit.cli.main import main\nmain()\n"
+    else:
+        body += code
+    return [sys.executable, "-c", body]
+
+
+def commands(store: Path, tmp: Path, n: int) -> dict:
+    q = (f"import numpy as np, embedkit\nfrom embedkit.retrieve.exhaustive import exhaustive_search\n"
+         f"s = embedkit.CodeStore.open({str(store)!r})\n"
+         f"Q = s.take(np.random.default_rng(1).choice(len(s), 1000, replace=False))\n"
+         f"D, I = exhaustive_search(s, Q, k=10, metric='l2')\nprint('exact k=10 for', len(Q), 'queries:', I.shape)\n")
+    return {
+        "store info": wrapped(argv=["store", "info", str(store)]),
+        "classify train": wrapped(argv=["classify", "train", str(store), "-o", str(tmp / f"model{n}"), "--quiet",
+                                        "--no-baseline", "--overwrite"]),
+        "neighbors exact": wrapped(code=q),
+        "dedupe": wrapped(argv=["neighbors", "--codes", str(store), "--dedupe", "--metric", "l2", "--threshold",
+                                "0.5", "-q", "--csv", str(tmp / f"dupes{n}.csv")]),
+        "view pca": wrapped(argv=["view", str(store), "-o", str(tmp / f"pca{n}.png"), "--method", "pca", "--quiet",
+                                  "--thumbnails", "0"]),
+        "view umap": wrapped(argv=["view", str(store), "-o", str(tmp / f"umap{n}.png"), "--method", "umap",
+                                   "--quiet", "--thumbnails", "0"]),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per command")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these commands")
+    ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    lines = [f"# bench_scale: N x {DIM} float32, {CLASSES}-class Gaussian mixture, {os.cpu_count()} cores, "
+             f"timeout {args.timeout:.0f}s per command",
+             f"{'N':>9s}  {'command':16s} {'seconds':>9s} {'peak MiB':>9s}  result"]
+    print("\n".join(lines), flush=True)
+    results = {}
+    try:
+        for n in args.sizes:
+            t0 = time.perf_counter()
+            store = fabricate(tmp / f"s{n}", n)
+            shard_mib = store.shards[0]["rows"] * DIM * 4 / 2**20
+            line = (f"{n:9d}  {'(fabricate)':16s} {time.perf_counter() - t0:9.1f} {'':>9s}  "
+                    f"{len(store.shards)} shards of {store.shards[0]['rows']} rows ({shard_mib:.0f} MiB each)")
+            print(line, flush=True)
+            lines.append(line)
+            for name, cmd in commands(tmp / f"s{n}", tmp, n).items():
+                if args.only and name not in args.only:
+                    continue
+                dt, rss, rc, last = run_child(cmd, args.timeout)
+                results[(n, name)] = (dt, rss, rc)
+                status = "TIMED OUT" if rc == -9 else ("ok" if rc == 0 else f"exit {rc}")
+                line = f"{n:9d}  {name:16s} {dt:9.1f} {rss:9.0f}  {status}: {last}"
+                print(line, flush=True)
+                lines.append(line)
+        if len(args.sizes) >= 2:
+            a, b = args.sizes[0], args.sizes[-1]
+            lines.append(f"growth from {a} to {b} rows (x{b / a:.0f}): time ratio, peak-memory ratio")
+            for (n, name), (dt, rss, rc) in results.items():
+                if n == a and (b, name) in results:
+                    dt2, rss2, rc2 = results[(b, name)]
+                    lines.append(f"  {name:16s} time x{dt2 / dt:6.1f}   memory x{rss2 / rss:5.2f}   "
+                                 f"({'both ok' if rc == rc2 == 0 else 'not both ok'})")
+            print("\n".join(lines[-len(results) // 2 - 1:]), flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
