@@ -102,10 +102,22 @@ def _truncate(model: nn.Module, node: str, source: str | Source) -> nn.Module:
 
 
 def layer_nodes(name: str) -> tuple[dict, list[str]]:
-    """``(friendly layer names -> node, every graph node)`` of a backbone (random weights: nothing downloaded)."""
+    """``({friendly layer name: what it is}, every graph node)`` of a backbone.
+
+    Friendly names map to their graph node (``penultimate`` / ``logits`` to the input / output of the
+    classifier module). Traced on a randomly initialised network: no weights are loaded or downloaded.
+    """
     spec = get_spec(name)
     src = get_source(spec.source)
-    return dict(spec.layers), src.graph_node_names(spec.create_model())
+    model = spec.create_model()
+    try:
+        head = src.classifier_name(model)
+    except ConfigError:
+        head = None
+    special = {PENULTIMATE: f"input of the classifier {head}" if head else "input of the classifier",
+               LOGITS: f"output of the classifier {head}" if head else "output of the model"}
+    friendly = {k: special.get(v, v) for k, v in spec.layers.items()}
+    return friendly, src.graph_node_names(model)
 
 
 def layer_names(name: str) -> list[str]:
