@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from embedkit.device import has_module
-from embedkit.errors import ConfigError, DataError, MissingDependencyError
+from embedkit.errors import ConfigError, DataError, MissingDependencyError, StoreError
 from embedkit.store.codestore import CodeStore
 from embedkit.view.project import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
 from embedkit.view.html import write_view_html
@@ -180,10 +180,50 @@ def test_html_is_self_contained_with_hover_data(tmp_path, shapes_dir):
     page.feed(out.read_text(encoding="utf-8"))
     assert page.remote == [] and page.tags.count("canvas") == 2 and "script" in page.tags
     assert page.data["names"] == ["circle", "square", "triangle"]
-    assert len(page.data["thumbs"]) == 10 and all(t.startswith("data:image/png;base64,") for t in page.data["thumbs"])
-    pts = page.data["panels"][0]["xy"]
-    assert len(pts) == 24 and sum(q[3] >= 0 for q in pts) == 5
-    assert page.data["panels"][0]["paths"] == paths
+    # The two panels show the same images: each thumbnail (and each path) is embedded once, shared by both.
+    assert len(page.data["thumbs"]) == 5 and all(t.startswith("data:image/png;base64,") for t in page.data["thumbs"])
+    assert page.data["paths"] == paths and len(page.data["tp"]) == 24
+    for panel in page.data["panels"]:
+        pts = panel["xy"]
+        assert len(pts) == 24 and [page.data["paths"][q[3]] for q in pts] == paths
+        assert sum(page.data["tp"][q[3]] >= 0 for q in pts) == 5
+
+
+def test_html_has_zoom_search_hint_and_hidpi(tmp_path):
+    xy = np.random.default_rng(0).normal(size=(10, 2))
+    out = write_view_html(tmp_path / "m.html", [ViewPanel("a", xy, np.array(["x"] * 5 + ["y"] * 5, dtype=object),
+                                                          [f"p{i}.png" for i in range(10)])], thumbnails=0)
+    page = _Page()
+    text = out.read_text(encoding="utf-8")
+    page.feed(text)
+    assert "input" in page.tags and "id='search'" in text  # search a path or label
+    assert "Hover a point" in text and "Click a legend entry" in text  # the on-page hint
+    assert "devicePixelRatio" in text and "'wheel'" in text and "dblclick" in text  # HiDPI, zoom, reset
+
+
+def test_html_survives_nasty_file_names_and_labels(tmp_path):
+    """A path with '<!--<script' used to blank the page: only '</' was escaped in the JSON block."""
+    nasty = ["a<!--<script>x.png", "b</script><b>&amp;.png", "c\u2028\u2029 'q\".png"]
+    labels = np.array(["<!--", "&lt;", "</script>"], dtype=object)
+    out = write_view_html(tmp_path / "m.html", [ViewPanel("<t>", np.eye(3)[:, :2], labels, nasty)], thumbnails=0)
+    text = out.read_text(encoding="utf-8")
+    start = text.index("<script type='application/json' id='data'>") + len("<script type='application/json' id='data'>")
+    blob = text[start:text.index("</script>", start)]
+    assert "<" not in blob and ">" not in blob and "&" not in blob
+    data = json.loads(blob)
+    assert data["paths"] == nasty and data["names"] == sorted(labels.tolist())
+    page = _Page()
+    page.feed(text)
+    assert page.data["paths"] == nasty and page.tags.count("script") == 2
+
+
+def test_png_draws_mathtext_like_labels_as_plain_text(tmp_path):
+    xy = np.random.default_rng(0).normal(size=(6, 2))
+    lab = np.array(["$x^$", "$x^$", "a_b$", "a_b$", "50%$", "50%$"], dtype=object)
+    # store folder names and titles too: they are laid out (tight_layout) before the figure is saved
+    out = plot_views([ViewPanel("store $x^$", xy, lab, None, {"silhouette": 0.1, "knn_acc": 1.0, "k": 5})],
+                     tmp_path / "m.png", title="map of $\\frac{$")
+    assert out.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_view_without_labels_is_a_clear_error(tmp_path, shapes_dir):
@@ -209,9 +249,15 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     assert r.output.count("5-NN acc") == 2
     w, h = Image.open(out).size
     assert w > 1.6 * h  # two panels side by side
-    assert (tmp_path / "cmp.proj" / "0_store" / "proj.npy").exists() and (tmp_path / "cmp.proj" / "1_other" / "proj.json").exists()
+    assert (tmp_path / "cmp.proj" / "0_store" / "projection-pca" / "proj.npy").exists()
+    assert (tmp_path / "cmp.proj" / "1_other" / "projection-pca" / "proj.json").exists()
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse"])
     assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca"])
+    assert r.exit_code == 2 and "already saved" in r.output and "--overwrite" in r.output
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--overwrite"])
+    assert r.exit_code == 0 and "(reused)" not in r.output, r.output
+    assert "pca: PCA fitted on 24 x 32 codes in" in r.output  # progress lines with timings (stderr)
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse", "--seed", "5"])
     assert r.exit_code == 2 and "error:" in r.output and "seed" in r.output and "drop --reuse" in r.output
     r = run(app, ["view", str(shape_store.path), "-o", str(tmp_path / "m.svg")])
@@ -231,3 +277,66 @@ def test_real_codes_group_by_class(emoji_store, tmp_path):
     assert len(res.panels[0].xy) == 200 and res.params[0]["fraction"] == pytest.approx(200 / 366, 1e-4)
     img = Image.open(tmp_path / "emoji.png")
     assert img.format == "PNG" and img.size[0] > 600
+
+
+def test_one_saved_projection_per_method_never_replaced_silently(tmp_path, shape_store):
+    out = tmp_path / "m.png"
+    a = view(shape_store, out, method="pca")
+    view(shape_store, out, method="tsne", backend="sklearn")  # used to replace the PCA projection
+    assert a.proj_dirs[0] == tmp_path / "m.proj" / "projection-pca"
+    assert (tmp_path / "m.proj" / "projection-tsne" / "proj.json").exists()
+    again = view(shape_store, out, method="pca", reuse=True)  # so --reuse of the PCA one still works
+    assert again.reused == [True]
+    np.testing.assert_array_equal(again.panels[0].xy, a.panels[0].xy)
+    with pytest.raises(ConfigError, match="already saved.*--reuse.*--overwrite"):
+        view(shape_store, out, method="tsne", backend="sklearn")
+    with pytest.raises(StoreError, match="no saved projection"):
+        view(shape_store, out, method="umap", reuse=True)
+    assert view(shape_store, out, method="pca", overwrite=True).reused == [False]
+
+
+def finetuned_store(tmp_path, shapes_dir):
+    """A store whose codes come from 'fine-tuned weights' (run/best.pt, with run/split.json next to them).
+
+    Train images get well grouped codes (the network saw them), test images random ones.
+    """
+    paths = sorted(str(p) for p in shapes_dir.rglob("*.png"))
+    labels = [Path(p).parent.name for p in paths]
+    test = set(paths[1::3])
+    x, _ = blobs(n_per=8, k=3, d=32)
+    rng = np.random.default_rng(5)
+    for i, p in enumerate(paths):
+        if p in test:
+            x[i] = rng.normal(size=32) * 4
+    store = make_store(tmp_path / "ft", x, labels, paths)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_text(json.dumps({"classes": ["circle", "square", "triangle"], "train": [], "val": [],
+                                                "test": [{"index": i, "path": p, "label": labels[i]}
+                                                         for i, p in enumerate(paths) if p in test]}))
+    meta = json.loads((store.path / "meta.json").read_text())
+    meta["identity"]["weights"] = {"kind": "checkpoint", "identity": "file:best.pt", "path": str(run / "best.pt")}
+    (store.path / "meta.json").write_text(json.dumps(meta))
+    return CodeStore.open(store.path), run / "split.json", len(test)
+
+
+def test_metrics_on_the_test_split_of_a_finetuning_run(tmp_path, shapes_dir):
+    store, split, n_test = finetuned_store(tmp_path, shapes_dir)
+    res = view(store, tmp_path / "m.png", method="pca")  # split.json found next to the weights
+    m, mt = res.panels[0].metrics, res.panels[0].metrics_test
+    assert m["n"] == 24 and mt["n"] == n_test == mt["n_labelled"]
+    assert m["knn_acc"] > mt["knn_acc"] and mt["silhouette"] < m["silhouette"]  # trained-on images flatter
+    s = res.summary()
+    assert "test split only: silhouette" in s and "found next to the weights" in s and str(split) in s
+    # given explicitly (CLI), and refused when it lists none of the store's images
+    from embedkit.cli.main import app
+
+    r = CliRunner().invoke(app, ["view", str(store.path), "-o", str(tmp_path / "c.png"), "--method", "pca",
+                                 "--split-json", str(split), "-q"])
+    assert r.exit_code == 0 and r.output.count("5-NN acc") == 2 and "(given)" in r.output, r.output
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"test": [{"path": "elsewhere.png", "label": "a"}]}))
+    with pytest.raises(DataError, match="none of the 24 images"):
+        view(store, tmp_path / "d.png", method="pca", split_json=other)
+    plain = make_store(tmp_path / "plain", np.asarray(store.take(np.arange(24))), store.labels, store.paths)
+    assert view(plain, tmp_path / "e.png", method="pca").panels[0].metrics_test is None

@@ -9,6 +9,7 @@ points; the summary says so). Paths and labels are indexed as NumPy arrays
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class ViewResult:
     reused: list
     seconds: float
     drawn: list | None = None  # (points drawn, points projected) per panel
+    split_notes: list | None = None  # where the test-split figures come from, per panel (None: none)
 
     def summary(self) -> str:
         lines = []
@@ -60,8 +62,47 @@ class ViewResult:
             m = metrics_line(p.metrics) or "no labels: silhouette/kNN n/a"
             if p.metrics:
                 m += f" (on {_fmt(p.metrics['n'])} of {_fmt(p.metrics['n_labelled'])} labelled codes)"
+            if p.metrics_test:
+                mt = p.metrics_test
+                m += (f"; test split only: {metrics_line(mt)} (on {_fmt(mt['n'])} of {_fmt(mt['n_labelled'])} "
+                      "test codes)")
             lines.append(f"  {p.title}: {what} ({how}); {m}; projection -> {d}")
+        notes = sorted({n for n in (self.split_notes or []) if n})
+        lines += [f"  {n}" for n in notes]
         return f"wrote {self.out} in {self.seconds:.1f}s\n" + "\n".join(lines)
+
+
+def find_split_json(store) -> Path | None:
+    """The ``split.json`` of the fine-tuning run whose weights made ``store``'s codes (next to them), or None."""
+    ident = getattr(store, "identity", None) or {}
+    weights = ident.get("weights") if isinstance(ident, dict) else None
+    where = weights.get("path") if isinstance(weights, dict) else None
+    if where:
+        cand = Path(where).parent / "split.json"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def split_test_paths(path) -> set:
+    """Paths of the test part of a fine-tuning ``split.json`` (``{"test": [{"path": ...}, ...]}``)."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        test = doc["test"]
+        return {str(t["path"]) if isinstance(t, dict) else str(t) for t in test}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{str(path)!r} is not a fine-tuning split.json (a 'test' list of {{path, label}}): {exc}; "
+                        "give the split.json of an `embedkit finetune` run folder") from exc
+
+
+def split_rows(paths, test: set) -> np.ndarray:
+    """Rows of ``paths`` (an object array) listed in ``test``: exact strings, else normalised absolute paths."""
+    paths = np.asarray(paths, dtype=object)
+    hit = np.fromiter((p in test for p in paths), bool, len(paths))
+    if not hit.any() and test:  # split.json written with paths relative to another folder
+        norm = {os.path.normpath(os.path.abspath(p)) for p in test}
+        hit = np.fromiter((os.path.normpath(os.path.abspath(p)) in norm for p in paths), bool, len(paths))
+    return np.flatnonzero(hit)
 
 
 def _open(store):
@@ -81,18 +122,22 @@ def _title(name: str, store) -> str:
 def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
-         progress: bool = False, *, device: str | None = "auto", rest: str | None = None,
+         progress: bool = False, *, device: str | None = "auto", overwrite: bool = False, rest: str | None = None,
          max_draw: int | None = None, metrics_points: int = METRICS_POINTS,
-         log: Callable[[str], None] | None = None) -> ViewResult:
+         split_json=None, log: Callable[[str], None] | None = None) -> ViewResult:
     """Project each code store (one, or several side by side) and write ``out`` (.png figure or .html page).
 
     Projections go to ``proj_dir`` (default ``<out stem>.proj/``; one sub-folder per
-    store when comparing); ``reuse=True`` redraws from them instead of recomputing
-    and refuses one made with other settings. ``device`` (auto | cpu | cuda) decides
-    GPU or CPU libraries; ``max_points`` / ``rest`` bound the projection (see
+    store when comparing), in ``projection-<method>/``: one per method. A saved one
+    is never replaced silently: ``reuse=True`` redraws from it (and refuses one made
+    with other settings), ``overwrite=True`` recomputes it, otherwise it is an error.
+    ``device`` (auto | cpu | cuda) decides GPU or CPU libraries; ``max_points`` / ``rest`` bound the projection (see
     :func:`embedkit.view.project.project`); at most ``max_draw`` points per panel are
     drawn. Silhouette and kNN accuracy are computed on each store's codes by label,
-    on at most ``metrics_points`` labelled rows. ``log`` gets progress lines.
+    on at most ``metrics_points`` labelled rows; with a fine-tuning run's ``split_json``
+    (default: the one next to the weights of any of the stores, applied to all of
+    them) they are also given on its test images only (``ViewPanel.metrics_test``),
+    which the network was not trained on. ``log`` gets progress lines.
     """
     t0 = time.perf_counter()
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
@@ -113,14 +158,22 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     names = [Path(s.path).name for s in stores]
     if len(set(names)) < len(names):
         names = [str(s.path) for s in stores]
+    if split_json is not None:
+        splits = [Path(split_json)] * len(stores)
+    else:  # found next to fine-tuned weights: the same images of a baseline store are compared on it too
+        found = [find_split_json(s) for s in stores]
+        first = next((f for f in found if f is not None), None)
+        splits = [f or first for f in found]
     panels, dirs, params, reused, drawn = [], [], [], [], []
+    split_notes = []
     for k, (store, name) in enumerate(zip(stores, names)):
         labels = np.asarray(store.labels, dtype=object)  # computed once by the store; indexed as an array
         has_labels = bool((labels != "").any())
         if color_by == "label" and not has_labels:
             raise DataError(f"store {str(store.path)!r} has no labels (images were not in class sub-folders or "
                             "the manifest had no label column); use --color-by none (or design)")
-        folder = base if len(stores) == 1 else base / f"{k}_{Path(store.path).name}"
+        # One saved projection per method, so a t-SNE run never replaces the UMAP one --reuse would redraw.
+        folder = (base if len(stores) == 1 else base / f"{k}_{Path(store.path).name}") / f"projection-{method}"
         meta = getattr(store, "meta", None) or {}
         want = {"method": method, "seed": int(seed), "n_input": len(store), "dim_input": int(store.dim),
                 "store_created": meta.get("created")}
@@ -129,7 +182,10 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
-        if reuse and (folder / "proj.json").exists():
+        if not reuse and not overwrite and (folder / "proj.json").exists():
+            raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
+                              "from it, or --overwrite to recompute and replace it")
+        if reuse:
             proj = Projection.load(folder)
             diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
                     if key in _MATCH_KEYS and proj.params.get(key) != v]
@@ -151,6 +207,19 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
             t1 = time.perf_counter()
             m = code_metrics(src, labels, seed=seed, max_points=metrics_points)
             say(f"{name}: silhouette / {m['k']}-NN on {_fmt(m['n'])} codes in {time.perf_counter() - t1:.1f}s")
+        m_test, note = None, None
+        if metrics and has_labels and splits[k] is not None:
+            test = split_rows(store.paths, split_test_paths(splits[k]))
+            how = "given" if split_json is not None else "found next to the weights"
+            if not len(test) and split_json is not None:
+                raise DataError(f"none of the {len(store)} images of store {str(store.path)!r} is in the test split "
+                                f"of {str(split_json)!r}; give the split.json of the run these codes come from")
+            if len(set(labels[test].tolist()) - {""}) >= 2:
+                m_test = code_metrics(src, labels, seed=seed, max_points=metrics_points, rows=test)
+                note = f"test split of {splits[k]} ({how}): {_fmt(len(test))} images"
+            elif len(test):
+                note = f"test split of {splits[k]}: {len(test)} images of fewer than 2 classes, no figures"
+        split_notes.append(note)
         # Draw a bounded seeded sample of the projected points; vectorised indexing of paths and labels.
         show = np.arange(len(proj.indices)) if len(proj.indices) <= limit_draw else \
             _sample_indices(len(proj.indices), limit_draw, seed + 7)
@@ -163,7 +232,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
             lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
         panels.append(ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
-                                m))
+                                m, m_test))
         dirs.append(folder)
         params.append(proj.params)
         drawn.append((len(rows), len(proj.indices)))
@@ -177,4 +246,4 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
         write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=head)
     say(f"drew {out} in {time.perf_counter() - t1:.1f}s")
-    return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0, drawn)
+    return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0, drawn, split_notes)

@@ -42,6 +42,7 @@ class ViewPanel:
     labels: np.ndarray | None = None
     paths: Sequence[str] | None = None
     metrics: dict | None = None
+    metrics_test: dict | None = None  # the same figures on a fine-tuning run's test split only
 
 
 def spread_sample(xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -75,15 +76,24 @@ def metrics_line(m: dict | None) -> str:
 def plot_views(panels: Sequence[ViewPanel], path, *, thumbnails: int = 0, thumb_px: int = 36, seed: int = 0,
                title: str | None = None, max_legend: int = 40) -> Path:
     """Scatter PNG: one panel per view side by side, coloured by label with one shared legend, optional thumbnails."""
-    from matplotlib.lines import Line2D
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
-
-    from embedkit.render.plots import _plt, save_figure
+    from embedkit.render.plots import _plt
 
     plt = _plt()
     if not panels:
         raise ConfigError("plot_views needs at least one panel")
-    all_labels = [np.asarray(p.labels, dtype=str) for p in panels if p.labels is not None]
+    # Labels, titles and paths are plain text: '$x^$' must not be read as (broken) mathtext.
+    with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+        return _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend)
+
+
+def _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend):
+    from matplotlib.lines import Line2D
+    from matplotlib.colors import to_rgba
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    from embedkit.render.plots import save_figure
+
+    all_labels = [np.asarray(p.labels, dtype=object).astype(str) for p in panels if p.labels is not None]
     names, counts = (np.unique(np.concatenate(all_labels), return_counts=True) if all_labels else ([], []))
     colours = palette(list(names))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 6.2), squeeze=False)
@@ -94,9 +104,10 @@ def plot_views(panels: Sequence[ViewPanel], path, *, thumbnails: int = 0, thumb_
         if p.labels is None:
             ax.scatter(xy[:, 0], xy[:, 1], s=size, c="#4477aa", alpha=0.8, linewidths=0)
         else:
-            lab = np.asarray(p.labels, dtype=str)
+            lab = np.asarray(p.labels, dtype=object).astype(str)
             order = np.random.default_rng(seed).permutation(n)  # no class painted last over all the others
-            ax.scatter(xy[order, 0], xy[order, 1], s=size, c=[colours[v] for v in lab[order]],
+            table = np.array([to_rgba(colours[v]) for v in names])
+            ax.scatter(xy[order, 0], xy[order, 1], s=size, c=table[np.searchsorted(names, lab[order])],
                        alpha=0.9 if n <= 5000 else 0.6, linewidths=0)
         if thumbnails and p.paths is not None:
             for i in spread_sample(xy, thumbnails, seed):
@@ -105,7 +116,8 @@ def plot_views(panels: Sequence[ViewPanel], path, *, thumbnails: int = 0, thumb_
                                      pad=0.1, bboxprops={"edgecolor": edge, "linewidth": 1.5})
                 ax.add_artist(box)
         line = metrics_line(p.metrics)
-        ax.set_title(p.title + (f"\n{line}" if line else ""), fontsize=11)
+        test = metrics_line(p.metrics_test)
+        ax.set_title(p.title + (f"\n{line}" if line else "") + (f"\ntest split: {test}" if test else ""), fontsize=11)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
