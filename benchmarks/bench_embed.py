@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 def _default_images() -> Path:
     shared = HERE.parent.parent / "shared" / "datasets" / "emoji-dev"
-    return shared if shared.is_dir() else HERE.parent / "demo" / "images"
+    return shared if shared.is_dir() else HERE.parent / "embedkit" / "data" / "demo" / "images"
 
 
 def main(argv=None):

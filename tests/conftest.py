@@ -13,7 +13,7 @@ os.environ.setdefault("EMBEDKIT_FORCE_CPU", "1")  # the suite is CPU-only; GPU p
 
 REPO = Path(__file__).resolve().parents[1]
 EMOJI_DEV = Path(os.environ.get("EMBEDKIT_EMOJI_DEV", REPO.parent / "shared" / "datasets" / "emoji-dev"))
-DEMO = REPO / "demo" / "images"
+DEMO = REPO / "embedkit" / "data" / "demo" / "images"
 
 
 @pytest.fixture(scope="session")

@@ -191,3 +191,18 @@ def test_files_left_out_are_listed_not_ignored(tmp_path, lite0):
     assert len(res.store) == 1 and res.skipped == 1
     assert res.store.skipped == [{"path": str(root / "a" / "notes.txt"), "reason": "not an image extension"}]
     assert "notes.txt,not an image extension" in (tmp_path / "s" / "skipped.csv").read_text()
+
+
+def test_uris_in_a_manifest_are_read_through_fsspec(tmp_path, lite0):
+    pytest.importorskip("fsspec")
+    rng = np.random.default_rng(6)
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        make_shape_image(i, rng).save(tmp_path / "imgs" / f"u{i}.png")
+    rows = [f"file://{tmp_path / 'imgs' / f'u{i}.png'},k{i}" for i in range(3)] + ["nosuch://bucket/x.png,k9"]
+    (tmp_path / "m.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    s = embedkit.embed(tmp_path / "m.csv", tmp_path / "s", lite0, progress=False, workers=0).store
+    assert s.paths.tolist() == [r.split(",")[0] for r in rows[:3]]  # URIs kept as given, not made local paths
+    local = embedkit.embed(tmp_path / "imgs", tmp_path / "l", lite0, progress=False, workers=0).store
+    assert np.allclose(np.asarray(s.codes), np.asarray(local.codes), atol=1e-5)
+    assert [r["path"] for r in s.skipped] == ["nosuch://bucket/x.png"] and "cannot open" in s.skipped[0]["reason"]

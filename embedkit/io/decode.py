@@ -94,9 +94,25 @@ def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
     decompression bomb (PIL's ``Image.MAX_IMAGE_PIXELS``) or an image more elongated than
     1:``MAX_ASPECT_RATIO`` (refused from the header, before decoding).
     """
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         data = f.read()
     return decode_bytes(data, want_sha1)
+
+
+def open_file(path: str):
+    """Open a local file, or a URI (``s3://``, ``gs://``, ``file://``...) through fsspec when it is installed."""
+    from embedkit.io.discover import is_uri
+
+    if not is_uri(str(path)):
+        return open(path, "rb")
+    try:
+        import fsspec
+    except ImportError as exc:
+        raise ValueError(f"reading {str(path)!r} needs fsspec and the filesystem's package (e.g. s3fs)") from exc
+    try:
+        return fsspec.open(str(path), "rb").open()
+    except (ImportError, ValueError) as exc:  # an unknown scheme or its package missing
+        raise ValueError(f"cannot open {str(path)!r}: {exc}") from exc
 
 
 def decode_bytes(data: bytes, want_sha1: bool = False) -> tuple[Image.Image, dict]:
@@ -133,7 +149,7 @@ def raw_jpeg(path: str, want_sha1: bool = False):
     """
     import torch
 
-    with open(path, "rb") as f:
+    with open_file(path) as f:
         data = f.read()
     if not data.startswith(JPEG_START) or not data.rstrip(b"\x00\r\n ").endswith(JPEG_END):
         return None

@@ -63,8 +63,18 @@ def iter_items(source: str | os.PathLike | Sequence, labels: bool = True, others
 
 
 def _abs(p) -> str:
+    """An absolute path; URIs (``s3://``, ``gs://``, ``file://``) are kept as they are, for fsspec."""
+    s = os.fspath(p)
+    if is_uri(s):
+        return s
     # abspath, not resolve(): a link keeps its own path (and resolve() raises on link loops)
-    return os.path.abspath(os.fspath(p))
+    return os.path.abspath(s)
+
+
+def is_uri(path: str) -> bool:
+    """True for ``scheme://...`` names that fsspec opens (a filesystem other than the local one)."""
+    head, sep, _ = path.partition("://")
+    return bool(sep) and head.isascii() and head.replace("+", "").isalnum() and len(head) > 1
 
 
 def _walk(root: Path, labels: bool, others: bool = False) -> Iterator[Item]:
@@ -134,7 +144,7 @@ def _read_manifest(path: Path) -> list[Item]:
     for row in rows:
         if not row or not row[pi].strip():
             continue
-        p = Path(row[pi].strip())
-        p = p if p.is_absolute() else path.parent / p
+        name = row[pi].strip()
+        p = name if is_uri(name) else (Path(name) if Path(name).is_absolute() else path.parent / name)
         out.append(Item(_abs(p), row[li].strip() if li is not None and li < len(row) else ""))
     return out

@@ -154,7 +154,8 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     del paths, labels, skips
     base, start = [], 0
     if old is not None:
-        done = pa.concat_arrays([pa.array(old.paths.tolist(), pa.string()),
+        # compared in Arrow: no Python object per already-embedded file
+        done = pa.concat_arrays([old.items.column("path").combine_chunks().cast(pa.string()),
                                  pa.array([s["path"] for s in old.skipped], pa.string())])
         queue = queue.filter(pc.invert(pc.is_in(queue.column("path"), value_set=done)))
         base = [int(s["id"]) for s in old.shards]
