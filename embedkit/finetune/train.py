@@ -331,13 +331,13 @@ def _run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, s
     return loss_sum / max(n, 1), correct / max(n, 1), n, time.perf_counter() - t0
 
 
-def _write_history(history: list, out: Path) -> None:
+def _write_history(history: list, out: Path, best_epoch: int | None = None) -> None:
     from embedkit.render.plots import learning_curves_png
 
     keys = list(history[0]) if history else ["epoch"]
     write_csv_atomic(out / "history.csv", keys, [[row.get(k, "") for k in keys] for row in history])
     if history:
-        learning_curves_png(history, out / "curves.png", title="Fine-tuning")
+        learning_curves_png(history, out / "curves.png", title="Fine-tuning", best_epoch=best_epoch or None)
 
 
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
@@ -449,7 +449,10 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
             tr_loss, tr_acc, n_img, secs = _run_epoch(model, loader, data.targets, device, amp_dtype, criterion,
                                                       opt, scaler, bar)
         model.eval()
-        va_loss, va_acc, _, _ = _run_epoch(model, val_loader, data.targets, device, amp_dtype, criterion)
+        with tqdm(total=len(data.part("val")), desc=f"validation {epoch + 1}/{cfg.epochs}", unit="img",
+                  disable=not progress, leave=False) as bar:
+            va_loss, va_acc, _, _ = _run_epoch(model, val_loader, data.targets, device, amp_dtype, criterion,
+                                               bar=bar)
         images += n_img
         metric = va_acc if cfg.monitor == "val_acc" else va_loss
         lrs = "/".join(f"{g['lr']:.3g}" for g in opt.param_groups)
@@ -477,7 +480,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
                       "best_epoch": best_epoch, "since_best": since_best, "stopped": stopped, "config": asdict(cfg),
                       "class_names": data.class_names,
                       "split_paths": [data.items[i].path for i in data.part("train")]}, last_path)
-        _write_history(history, out)
+        _write_history(history, out, best_epoch)
         log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss {va_loss:.4f} "
             f"acc {va_acc:.3f} | {row['images_per_s']:.1f} img/s{' | best' if improved else ''}")
         if on_epoch_end is not None:
@@ -490,8 +493,11 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     if cfg.eval_test and len(data.part("test")):
         model.load_state_dict(read_checkpoint(best_path)["state_dict"])
         model.eval()
-        te_loss, te_acc, n_te, _ = _run_epoch(model, make_loader(data, "test", pre.transform(), cfg.batch_size,
-                                                                 cfg.workers), data.targets, device, amp_dtype, criterion)
+        with tqdm(total=len(data.part("test")), desc=f"test (best epoch {best_epoch})", unit="img",
+                  disable=not progress, leave=False) as bar:
+            te_loss, te_acc, n_te, _ = _run_epoch(model, make_loader(data, "test", pre.transform(), cfg.batch_size,
+                                                                     cfg.workers), data.targets, device, amp_dtype,
+                                                  criterion, bar=bar)
         test = {"test_loss": te_loss, "test_acc": te_acc, "test_images": n_te, "best_epoch": best_epoch}
         write_json_atomic(out / "test.json", test)
     return FinetuneResult(out, best_path, last_path, history, best_epoch, float(best if best is not None else 0.0),

@@ -86,17 +86,29 @@ def per_class_bar_png(values: dict, path, title: str = "Per-class top-1 precisio
     return save_figure(fig, path)
 
 
-def learning_curves_png(history: Sequence[dict], path, title: str = "Learning curves") -> Path:
-    """Loss and accuracy per epoch from rows with ``epoch`` and any of train_loss, val_loss, train_acc, val_acc."""
+def learning_curves_png(history: Sequence[dict], path, title: str = "Learning curves",
+                        best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch from rows with ``epoch`` and any of train_loss, val_loss, train_acc, val_acc.
+
+    Epochs are whole numbers on the x axis; ``best_epoch`` (the checkpoint kept) is marked on both panels.
+    """
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
-    ep = [int(r["epoch"]) for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax in (("loss", a1), ("acc", a2)):
         for part in ("train", "val"):
             col = f"{part}_{key}"
-            ys = [float(r[col]) for r in history if r.get(col) not in (None, "")]
-            if ys:
-                ax.plot(ep[:len(ys)], ys, marker="o", label=part)
+            pts = [(int(r["epoch"]), float(r[col])) for r in history if r.get(col) not in (None, "")]
+            if pts:
+                ax.plot([e for e, _ in pts], [y for _, y in pts], marker="o", label=part)
+                best = [y for e, y in pts if e == best_epoch]
+                if part == "val" and best:
+                    ax.plot([best_epoch], best, marker="*", markersize=16, color="gold", markeredgecolor="black",
+                            linestyle="none", label=f"best (epoch {best_epoch})", zorder=5)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="gray", linestyle=":", linewidth=1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
