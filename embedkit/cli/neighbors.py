@@ -7,16 +7,33 @@ import time
 from pathlib import Path
 
 import click
-import numpy as np
 
-from embedkit.atomic import spreadsheet_safe, write_csv_atomic
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
 from embedkit.errors import ConfigError, DataError, EmbedkitError
-from embedkit.retrieve.cache import cached_index as _cached_index
-from embedkit.retrieve.common import BACKENDS, KINDS, METRICS
-from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
+from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS
 
-__all__ = ["command", "cached_index", "collect_queries"]
+__all__ = ["command", "cached_index"]  # collect_queries too, through __getattr__ below
+
+# The library pieces (NumPy, FAISS, scikit-learn) are imported when a command runs, not when the CLI
+# starts: `embedkit --help` and TAB completion stay fast.
+_LAZY = {"np": ("numpy", None), "spreadsheet_safe": ("embedkit.atomic", "spreadsheet_safe"),
+         "write_csv_atomic": ("embedkit.atomic", "write_csv_atomic"),
+         "_cached_index": ("embedkit.retrieve.cache", "cached_index"),
+         "check_embeddable": ("embedkit.retrieve.queries", "check_embeddable"),
+         "collect_queries": ("embedkit.retrieve.queries", "collect_queries"),
+         "embed_queries": ("embedkit.retrieve.queries", "embed_queries")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        value = getattr(value, attr) if attr else value
+        globals()[name] = value
+        return value
+    raise AttributeError(name)
 
 DEFAULT_COSINE_THRESHOLD = 0.05
 
@@ -41,8 +58,10 @@ def _csv_distance(d, metric: str) -> str:
     return f"{d + 0.0:.6g}"  # + 0.0: no "-0"
 
 
-def recorded_sha1(store) -> np.ndarray:
+def recorded_sha1(store) -> "np.ndarray":  # noqa: F821 (numpy is imported inside)
     """The sha1 recorded for each store row at embed time ("" where none was recorded)."""
+    import numpy as np
+
     try:
         col = store.column("sha1")
     except (EmbedkitError, KeyError, ValueError):  # imported codes without a sha1 column
@@ -74,6 +93,7 @@ def _store_rows_of(store, paths) -> dict:
 def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True,
                  device: str = "auto"):
     """The library's :func:`embedkit.retrieve.cache.cached_index`, with its notes printed as ``note:`` lines."""
+    from embedkit.retrieve.cache import cached_index as _cached_index
     return _cached_index(store, metric, kind, backend, rebuild=rebuild, progress=progress, device=device, note=_note)
 
 
@@ -112,6 +132,8 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     The --html gallery inlines a store image only if the file still has the sha1 recorded at embed time
     (else a placeholder); the --csv file is safe to open in a spreadsheet (no text starts a formula).
     """
+    from embedkit.atomic import spreadsheet_safe
+    from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
     from embedkit.store.codestore import CodeStore
 
     t0 = time.perf_counter()
@@ -176,6 +198,8 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
 
 
 def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
+    from embedkit.atomic import write_csv_atomic
+
     where = ""
     if html_out:
         from embedkit.render.gallery import write_gallery
@@ -189,6 +213,7 @@ def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
 
 
 def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device):
+    from embedkit.atomic import spreadsheet_safe
     from embedkit.retrieve.dedupe import near_duplicate_groups
 
     if threshold is None:

@@ -20,11 +20,9 @@ from embedkit.device import cuda_available, has_module, optional_import, resolve
 from embedkit.errors import ConfigError, invalid
 from embedkit.store.postprocess import l2_normalize
 
-METRICS = ("l2", "ip", "cosine")
-KINDS = ("auto", "flat", "ivf", "hnsw")
-BACKENDS = ("auto", "faiss", "faiss-gpu", "torch")
+from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS  # noqa: E402,F401 (re-exported)
 #: where exact search reads the codes: "memory" copies them into the index, "stream" reads the store chunk by chunk
-STORAGES = ("auto", "memory", "stream")
+from embedkit.retrieve.constants import STORAGES  # noqa: E402,F401
 #: kind="auto": exact search up to this many vectors, IVF beyond
 FLAT_MAX = 200_000
 
