@@ -37,7 +37,7 @@ class BackboneSpec:
     """
 
     name: str
-    source: str  # "timm" or "torchvision"
+    source: str  # a registered source (embedkit.models.sources): "timm" or "torchvision"
     arch: str  # model name inside the source library
     preprocessing: Preprocessing
     layers: dict = field(default_factory=lambda: {PENULTIMATE: PENULTIMATE})
@@ -96,8 +96,8 @@ def get_spec(name: str) -> BackboneSpec:
     prefix, _, arch = name.partition(":")
     if arch and prefix in source_names():
         spec = _generic(prefix, arch)
-    else:  # a bare name: torchvision's first, then timm's
-        spec = next((s for s in (_generic(src, name) for src in ("torchvision", "timm")) if s is not None), None)
+    else:  # a bare name: the first source that has it (torchvision's, then timm's)
+        spec = next((s for s in (_generic(src, name) for src in source_names()) if s is not None), None)
     if spec is None:
         raise ConfigError(
             f"backbone {name!r} is not known; use one of {', '.join(list_backbones())}, "

@@ -295,8 +295,9 @@ def get_source(name: str | Source) -> Source:
 
 
 def source_names() -> list[str]:
+    """Registered sources, in the order a bare model name is looked up in them."""
     return list(_SOURCES)
 
 
+register_source(TorchvisionSource())  # bare names: torchvision's first, then timm's
 register_source(TimmSource())
-register_source(TorchvisionSource())

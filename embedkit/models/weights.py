@@ -155,11 +155,20 @@ def _host(url: str) -> str:
 
 
 def _infer_num_classes(spec: BackboneSpec, state: dict) -> int | None:
-    """Class count of a plain state_dict: rows of the last 2-D weight that differs from a fresh model's."""
-    fresh = spec.create_model().state_dict()
-    for key in reversed(list(state)):
-        if key.endswith("weight") and state[key].ndim == 2 and key in fresh:
-            return int(state[key].shape[0]) if state[key].shape != fresh[key].shape else None
+    """Class count of a plain state_dict: rows of its classifier weight when they differ from a fresh model's.
+
+    The classifier is the one its source names (:meth:`~embedkit.models.sources.Source.classifier_name`).
+    """
+    from embedkit.errors import ConfigError
+
+    fresh = spec.create_model()
+    try:
+        key = get_source(spec.source).classifier_name(fresh) + ".weight"
+    except ConfigError:  # no Linear classifier: nothing to infer
+        return None
+    target = fresh.state_dict()
+    if key in state and key in target and state[key].ndim == 2 and state[key].shape != target[key].shape:
+        return int(state[key].shape[0])
     return None
 
 
