@@ -34,6 +34,10 @@ BATCH_ROWS = 8192
 #: share of the available memory an exact search may use when no budget is given
 BUDGET_SHARE = 0.5
 _FALLBACK_BUDGET = 4 << 30
+#: the automatic limit also bounds time: the grid search fits every (kernel, C, gamma) on k folds and its
+#: cost grows with rows^2 (16,000 rows x 64-d took about 6 minutes on 2 cores), so "fits in memory" alone
+#: would let a 40,000-row search run for hours. --max-kernel-rows raises it explicitly.
+TIME_CAP_ROWS = 10_000
 
 
 def available_memory() -> int | None:
@@ -84,8 +88,9 @@ def plan_training(n_fit: int, dim: int, max_kernel_rows: int | None = None, memo
         limit, why = int(max_kernel_rows), f"max_kernel_rows={int(max_kernel_rows)}"
     else:
         budget = int(memory_budget) if memory_budget else default_budget()
-        limit = rows_within(budget, dim, jobs)
-        why = f"a memory budget of {budget / 2**30:.1f} GiB ({jobs} threads) allows about {limit} rows"
+        limit = min(rows_within(budget, dim, jobs), TIME_CAP_ROWS)
+        why = (f"a memory budget of {budget / 2**30:.1f} GiB ({jobs} threads) and the time cap allow about "
+               f"{limit} rows; raise it with --max-kernel-rows")
     if n_fit <= limit:
         return TrainingPlan("exact", n_fit, limit, f"exact kernel SVM on {n_fit} rows ({why})")
     need = exact_bytes(n_fit, dim, jobs)
