@@ -206,3 +206,22 @@ def test_uris_in_a_manifest_are_read_through_fsspec(tmp_path, lite0):
     local = embedkit.embed(tmp_path / "imgs", tmp_path / "l", lite0, progress=False, workers=0).store
     assert np.allclose(np.asarray(s.codes), np.asarray(local.codes), atol=1e-5)
     assert [r["path"] for r in s.skipped] == ["nosuch://bucket/x.png"] and "cannot open" in s.skipped[0]["reason"]
+
+
+def test_file_names_that_are_not_utf8_are_kept_byte_for_byte(tmp_path, lite0):
+    rng = np.random.default_rng(7)
+    root = tmp_path / "imgs"
+    root.mkdir()
+    raw_names = [b"caf\xe9.png", b"\xff\xfe\x01.png", "ok-\u00e9.png".encode()]
+    for k, raw in enumerate(raw_names):
+        make_shape_image(k, rng).save(os.path.join(os.fsencode(root), raw), format="PNG")
+    bad = os.path.join(os.fsencode(root), b"broken\xfa.png")
+    with open(bad, "wb") as f:
+        f.write(b"")
+    res = embedkit.embed(root, tmp_path / "s", lite0, progress=False, workers=0)
+    s = CodeStore.open(tmp_path / "s")
+    assert sorted(os.fsencode(os.path.basename(p)) for p in s.paths) == sorted(raw_names)
+    assert [os.fsencode(r["path"]) for r in s.skipped] == [bad]
+    assert all(os.path.exists(p) for p in s.paths) and res.skipped == 1
+    assert "\ufffd" in " ".join(s.column("path"))  # the readable column shows them, the exact one keeps them
+    assert "broken" in (tmp_path / "s" / "skipped.csv").read_bytes().decode("utf-8", "surrogateescape")

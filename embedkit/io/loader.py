@@ -77,6 +77,10 @@ class TableItems:
 
     def __init__(self, table):
         self.paths = table.column("path")
+        # names that are not UTF-8 are kept byte for byte beside the readable column (store.writer.items_table)
+        self.raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
+        if self.raw is not None and self.raw.null_count == len(self.raw):
+            self.raw = None
         self.labels = table.column("label") if "label" in table.column_names else None
 
     def __len__(self) -> int:
@@ -84,7 +88,8 @@ class TableItems:
 
     def __getitem__(self, i: int) -> Item:
         label = self.labels[i].as_py() if self.labels is not None else ""
-        return Item(self.paths[i].as_py(), label or "")
+        raw = self.raw[i].as_py() if self.raw is not None else None
+        return Item(os.fsdecode(raw) if raw is not None else self.paths[i].as_py(), label or "")
 
 
 def batches_within(bounds: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -19,7 +19,7 @@ from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, i
 from embedkit.models.identity import identity_mismatch
 from embedkit.store.layout import DTYPES, META, SHARDS, WORK
 from embedkit.store.postprocess import PostProcess
-from embedkit.store.writer import default_shard_rows, finalize, remove_store_files, shard_marker
+from embedkit.store.writer import default_shard_rows, finalize, items_table, remove_store_files, shard_marker
 
 QUEUE = "queue.parquet"
 JOB = "job.json"
@@ -149,8 +149,7 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
         skips.append(it.skip)
     if not any(s == "" for s in skips):
         raise DataError(f"{str(source)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    queue = pa.table({"path": pa.array(paths, pa.string()), "label": pa.array(labels, pa.string()),
-                      "skip": pa.array(skips, pa.string())})
+    queue = items_table({"path": paths, "label": labels, "skip": skips})  # any file name survives
     del paths, labels, skips
     base, start = [], 0
     if old is not None:

@@ -53,7 +53,9 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
     from embedkit.models.preprocessing import Preprocessing
 
     pre = Preprocessing.from_dict(preprocessing)
-    dataset = ImageDataset([Item(str(p)) for p in batch["path"]], pre.transform_uint8(), want_sha1=True)
+    raw = batch.get("path_bytes")
+    paths = [str(p) if raw is None or raw[i] is None else os.fsdecode(raw[i]) for i, p in enumerate(batch["path"])]
+    dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True)
     n, s = len(dataset), pre.input_size
     image = np.zeros((n, 3, s, s), np.uint8)
     ok = np.zeros(n, bool)
@@ -187,7 +189,8 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, writ
         for i in range(len(batch["path"])):
             if int(batch["shard"][i]) != pending[k]:
                 raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
-            path = str(batch["path"][i])
+            raw = batch["path_bytes"][i] if "path_bytes" in batch else None
+            path = os.fsdecode(raw) if raw is not None else str(batch["path"][i])
             if batch["ok"][i]:
                 codes.append(batch["code"][i])
                 rows.append((path, str(batch["label"][i] or ""), int(batch["width"][i]), int(batch["height"][i]),

@@ -117,9 +117,17 @@ class CodeStore:
         import pyarrow.parquet as pq
 
         if self.version == 1:
+            from embedkit.store.writer import text_array
+
             rows = read_csv_rows(self.path / "items.csv")
             names = list(rows[0]) if rows else list(ITEM_FIELDS)
-            return pa.table({k: pa.array([r[k] for r in rows], type=pa.string()) for k in names})
+            cols = {}
+            for k in names:
+                if k == "path":
+                    cols["path"], cols["path_bytes"] = text_array([r[k] for r in rows], exact_bytes=True)
+                else:
+                    cols[k] = text_array([r[k] for r in rows])
+            return pa.table(cols)
         tables = [pq.read_table(shard_file(self.path, s["id"], "parquet")) for s in self.shards]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({"path": pa.array([], pa.string())})
 
@@ -136,8 +144,10 @@ class CodeStore:
 
     @cached_property
     def paths(self) -> np.ndarray:
-        """Path of every row (object array, computed once)."""
-        return np.asarray(self.column("path"), dtype=object)
+        """Path of every row, exactly as on disk (object array, computed once)."""
+        from embedkit.store.writer import exact_paths
+
+        return np.array(exact_paths(self.items), dtype=object)
 
     @cached_property
     def labels(self) -> np.ndarray:
@@ -153,10 +163,14 @@ class CodeStore:
             return read_csv_rows(self.path / SKIPPED_CSV)
         import pyarrow.parquet as pq
 
+        from embedkit.store.writer import exact_paths
+
         out = []
         for s in self.shards:
             if s["skipped"]:
-                out.extend(pq.read_table(shard_file(self.path, s["id"], "skipped.parquet")).to_pylist())
+                table = pq.read_table(shard_file(self.path, s["id"], "skipped.parquet"))
+                out.extend({"path": p, "reason": r} for p, r in zip(exact_paths(table),
+                                                                     table.column("reason").to_pylist()))
         return out
 
     # ---- identity and post-processing

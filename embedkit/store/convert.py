@@ -31,8 +31,12 @@ def upgrade_store(path, shard_rows: int | None = None):
     raw = np.load(path / "raw.npy", mmap_mode="r") if pp.pca_whiten else None
     items = old.items
     ints = {"width", "height", "bytes"}
+    from embedkit.store.writer import exact_paths
+
     cols = {name: (np.array([int(v) if v not in ("", None) else 0 for v in items.column(name).to_pylist()])
-                   if name in ints else items.column(name).to_pylist()) for name in items.column_names}
+                   if name in ints else items.column(name).to_pylist())
+            for name in items.column_names if name not in ("path", "path_bytes")}
+    cols = {"path": exact_paths(items), **cols}
     skipped = [(s["path"], s["reason"]) for s in old.skipped]
     ids = []
     for k, start in enumerate(range(0, n, rows)):

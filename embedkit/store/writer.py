@@ -57,18 +57,67 @@ def write_parquet_atomic(path: Path, table) -> None:
         pq.write_table(table, tmp)
 
 
-def items_table(columns: dict):
-    """An Arrow table of item columns: path and label as strings, width/height/bytes as int64, sha1 as string."""
+def _utf8(s) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def text_array(values, exact_bytes: bool = False):
+    """Strings as an Arrow array; names that are not valid UTF-8 (surrogate-escaped bytes) are shown with
+    U+FFFD. With ``exact_bytes``, also a binary array holding such names byte for byte (null elsewhere)."""
     import pyarrow as pa
 
-    types = {"path": pa.string(), "label": pa.string(), "width": pa.int64(), "height": pa.int64(),
-             "bytes": pa.int64(), "sha1": pa.string()}
+    values = ["" if v is None else str(v) for v in values]
+    if all(_utf8(v) for v in values):
+        return (pa.array(values, pa.string()), pa.nulls(len(values), pa.binary())) if exact_bytes \
+            else pa.array(values, pa.string())
+    shown = [v if _utf8(v) else v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values]
+    if not exact_bytes:
+        return pa.array(shown, pa.string())
+    raw = [None if _utf8(v) else os.fsencode(v) for v in values]
+    return pa.array(shown, pa.string()), pa.array(raw, pa.binary())
+
+
+def items_table(columns: dict):
+    """An Arrow table of item columns: path and label as strings, width/height/bytes as int64, sha1 as string.
+
+    A ``path_bytes`` column keeps file names that are not valid UTF-8 exactly (null for every other row):
+    Arrow strings must be UTF-8, and a name must never be lost or changed. Read paths back with
+    :func:`exact_paths`.
+    """
+    import pyarrow as pa
+
+    types = {"width": pa.int64(), "height": pa.int64(), "bytes": pa.int64()}
     arrays, names = [], []
     for name, values in columns.items():
-        arrays.append(pa.array(values, type=types.get(name)) if not isinstance(values, (pa.Array, pa.ChunkedArray))
-                      else values)
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            arrays.append(values)
+        elif name == "path":
+            shown, raw = text_array(values, exact_bytes=True)
+            arrays += [shown, raw]
+            names.append("path")
+            name = "path_bytes"
+        elif name in types:
+            arrays.append(pa.array(values, type=types[name]))
+        elif name in ("label", "sha1", "reason", "skip") or (len(values) and isinstance(values[0], str)):
+            arrays.append(text_array(values))
+        else:
+            arrays.append(pa.array(values))
         names.append(name)
     return pa.table(arrays, names=names)
+
+
+def exact_paths(table) -> list:
+    """The ``path`` column of an items table with every name exactly as on disk (see :func:`items_table`)."""
+    paths = table.column("path").to_pylist()
+    if "path_bytes" in table.column_names:
+        raw = table.column("path_bytes")
+        if raw.null_count < len(raw):
+            paths = [p if b is None else os.fsdecode(b) for p, b in zip(paths, raw.to_pylist())]
+    return paths
 
 
 def skipped_table(rows):
@@ -179,7 +228,7 @@ def _write_skipped_csv(folder: Path, shard_ids) -> None:
             w.writerow(SKIPPED_FIELDS)
             for sid in shard_ids:
                 t = pq.read_table(shard_file(folder, sid, "skipped.parquet"))
-                for p, r in zip(t.column("path").to_pylist(), t.column("reason").to_pylist()):
+                for p, r in zip(exact_paths(t), t.column("reason").to_pylist()):
                     w.writerow([spreadsheet_safe(p), spreadsheet_safe(r)])
 
 
