@@ -52,10 +52,13 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
-def write_csv_atomic(path: str | os.PathLike, header, rows) -> Path:
+def write_csv_atomic(path: str | os.PathLike, header, rows, spreadsheet: bool = False) -> Path:
+    """A CSV file, atomically. ``spreadsheet=True`` for files meant for people: no cell starts a formula."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
+    if spreadsheet:
+        rows = ([spreadsheet_safe(c) for c in r] for r in rows)
     w.writerows(rows)
     return write_text_atomic(path, buf.getvalue())
 

@@ -173,3 +173,16 @@ def test_crafted_items_table_is_not_inlined_and_dedupe_csv_is_safe(tmp_path):
         assert not r["path"].startswith(FORMULA_START) and not r["label"].startswith(FORMULA_START), r
     assert {r["path"] for r in rows} >= {"'=HYPERLINK(\"http://e.x\")", "'@cmd.png"}
     assert {r["label"] for r in rows} == {"'-2+3", "'+1", "'@SUM(A1)", "plain", "'\tTab"}
+
+
+def test_csv_files_for_people_never_start_a_formula(tmp_path):
+    import csv
+
+    from embedkit.atomic import write_csv_atomic
+
+    rows = [["=HYPERLINK(\"x\")", "+1", "-cmd", "@SUM(A1)", 0.5, "plain"]]
+    write_csv_atomic(tmp_path / "p.csv", list("abcdef"), rows, spreadsheet=True)
+    got = list(csv.reader(open(tmp_path / "p.csv")))[1]
+    assert got == ["'=HYPERLINK(\"x\")", "'+1", "'-cmd", "'@SUM(A1)", "0.5", "plain"]
+    write_csv_atomic(tmp_path / "m.csv", list("abcdef"), rows)  # machine-read files (split.csv) stay exact
+    assert list(csv.reader(open(tmp_path / "m.csv")))[1][0] == "=HYPERLINK(\"x\")"

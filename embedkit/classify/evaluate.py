@@ -52,7 +52,7 @@ def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", 
     rows = [[f["path"], f["true"], f["pred"], f["true_rank"] or ""]
             + [v for j in range(k) for v in (f["top"][j] if j < len(f["top"]) else ("", ""))] for f in failures]
     write_csv_atomic(paths["failures_csv"], ["path", "true", "pred", "true_rank"]
-                     + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows)
+                     + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows, spreadsheet=True)
     items = [{"path": f["path"], "ok": False,
               "caption": f"true: {f['true']}\n" + "\n".join(f"{j + 1}. {c} ({s:.3f})" for j, (c, s) in enumerate(f["top"]))}
              for f in failures[:gallery_limit]]

@@ -142,7 +142,8 @@ def predict_cmd(model, source, out, top_k, device, batch_size, workers, quiet=Fa
     rows, skipped = predict_paths(model, source, k=top_k, device=device, batch_size=batch_size, workers=workers,
                                   progress=not quiet)
     k = (len(rows[0]) - 2) // 2
-    write_csv_atomic(out, ["path", "pred"] + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows)
+    write_csv_atomic(out, ["path", "pred"] + [c for j in range(1, k + 1) for c in (f"top{j}", f"score{j}")], rows,
+                     spreadsheet=True)
     dt = time.perf_counter() - t0
     click.echo(f"predicted {len(rows)} images ({len(skipped)} skipped) in {dt:.1f}s -> {out}")
     for path, reason in skipped[:10]:

@@ -10,7 +10,7 @@ from embedkit.cli.options import (
 from embedkit.store.layout import DTYPES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # embedkit.models.backbone.PRECISIONS (kept import-light here)
-SPATIAL = ("avg", "max", "flatten")
+SPATIAL = ("avg", "max", "cls", "flatten")
 DECODES = ("cpu", "device")
 ENGINES = ("local", "ray")
 
@@ -29,7 +29,7 @@ ENGINES = ("local", "ray")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="Compute precision; auto = bf16/fp16 autocast on CUDA, fp32 on CPU.")
 @click.option("--spatial", type=click.Choice(SPATIAL), default="avg", show_default=True,
-              help="How a spatial (conv) layer becomes a vector.")
+              help="How a spatial (conv) or token (ViT) layer becomes a vector: avg/max pool (patch tokens only), cls = the class token, flatten.")
 @click.option("--l2", "l2_normalize", is_flag=True, help="L2-normalise the stored codes.")
 @click.option("--pca-whiten", type=click.IntRange(min=1), default=None,
               help="PCA-whiten the codes to this many dims (raw codes are kept).")

@@ -75,7 +75,7 @@ class TrainingData:
             "classes": self.class_names,
             **{part: [{"index": int(i), "path": self.items[i].path, "label": self.items[i].label}
                       for i in self.part(part)] for part in ("train", "val", "test")}})
-        write_csv_atomic(out / "skipped.csv", ["path", "reason"], self.skipped)
+        write_csv_atomic(out / "skipped.csv", ["path", "reason"], self.skipped, spreadsheet=True)
 
 
 def _probe(_img):
