@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -277,7 +279,7 @@ def test_cli_finetune_prints_table_and_summary(data_dir, tmp_path):
 
 
 def test_split_by_design_holds_out_whole_designs(tmp_path):
-    from embedkit.classify.train import pick_groups
+    from embedkit.splits import pick_groups
     from embedkit.finetune.data import prepare_data
 
     root = tmp_path / "designs"
@@ -293,6 +295,15 @@ def test_split_by_design_holds_out_whole_designs(tmp_path):
     assert sorted(design["test"]) == sorted(pick_groups(groups, 0.2, 0))  # the groups classify --split-by design holds out
     with pytest.raises(ConfigError, match="design"):
         prepare_data(root, split_by="label", progress=False)
+    # named test/validation designs, from the command line as in classify train
+    r = CliRunner().invoke(embedkit_cli_app(), [
+        "finetune", str(root), "-o", str(tmp_path / "run"), "--weights", "none", "--backbone", "timm:resnet18",
+        "--epochs", "1", "--batch-size", "8", "--workers", "0", "--quiet", "--strategy", "head",
+        "--split-by", "design", "--test-groups", "design4", "--val-groups", "design3"])
+    assert r.exit_code == 0, r.output
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    parts = {k: {embedkit.splits.design_of(r["path"]) for r in split[k]} for k in ("train", "val", "test")}
+    assert parts["test"] == {"design4"} and parts["val"] == {"design3"}, parts
 
 
 def test_freeze_bn_stats_keeps_running_statistics_while_weights_train(data_dir, tmp_path):

@@ -62,10 +62,10 @@ def command(source, out, resume, overwrite, quiet, **options):
         raise ConfigError("learning rates must be > 0")
     # the shared split options (embedkit.cli.options.split_options), mapped onto FinetuneConfig's fields
     options["split"] = options.pop("fractions")
-    named = {k: words(options.pop(k)) for k in ("test_groups", "val_groups")}
-    if any(named.values()):
-        raise ConfigError("finetune does not take --test-groups/--val-groups yet; use --split-by design (a seeded "
-                          "pick of whole designs, the same as classify's) or --split-file")
+    for k in ("test_groups", "val_groups"):
+        options[k] = words(options[k])
+    if (options["test_groups"] or options["val_groups"]) and not options["split_by"]:
+        raise ConfigError("--test-groups/--val-groups name groups of --split-by; add --split-by design")
     res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet,
                    log=(lambda _msg: None) if quiet else click.echo, **options)
     click.echo(res.summary())

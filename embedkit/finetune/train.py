@@ -35,6 +35,7 @@ from torch import nn
 
 from embedkit.atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
 from embedkit.device import autocast_dtype, resolve_device
+from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, MismatchError
 from embedkit.finetune.data import make_loader, prepare_data, resized, train_transform
 from embedkit.finetune.layers import (
@@ -84,9 +85,11 @@ class FinetuneConfig:
     gamma: float = 0.1
     monitor: str = "val_acc"
     patience: int | None = None  # early stopping after this many epochs without improvement
-    split: tuple = (0.64, 0.16, 0.20)
+    split: tuple = SPLIT_FRACTIONS
     split_file: str | None = None
     split_by: str | None = None  # "design": hold out whole file-name groups, as classify --split-by design
+    test_groups: tuple = ()  # with split_by: the groups to test on (default: a seeded pick, as classify's)
+    val_groups: tuple = ()  # with split_by: the validation groups (model selection sees only these designs)
     seed: int = 0
     input_size: int | None = None
     device: str = "auto"
@@ -385,7 +388,8 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     device = resolve_device(cfg.device)
     if cfg.workers is None:
         cfg.workers = default_workers()
-    data = prepare_data(source, cfg.split, cfg.seed, cfg.split_file, cfg.workers, progress, cfg.split_by)
+    data = prepare_data(source, cfg.split, cfg.seed, cfg.split_file, cfg.workers, progress, cfg.split_by,
+                        tuple(cfg.test_groups), tuple(cfg.val_groups))
     if state is not None and state["split_paths"] != [data.items[i].path for i in data.part("train")]:
         raise MismatchError(f"the images of {str(source)!r} are not those of the interrupted run (the training "
                             "split differs); resume with the same images or start over with --overwrite")

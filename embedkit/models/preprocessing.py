@@ -22,6 +22,9 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     interpolation: str = "bilinear"
+    # EXIF orientation is applied when decoding (embedkit.io.decode): codes are of the image as displayed.
+    # Recorded so that codes made before (of the raw pixels) do not pass for comparable ones.
+    exif_transpose: bool = True
 
     def transform(self) -> Callable:
         """Evaluation transform: resize, centre crop, to tensor, normalise."""
@@ -59,7 +62,8 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
         return cls(input_size=int(d["input_size"]), resize=int(d["resize"]), mean=tuple(d["mean"]),
-                   std=tuple(d["std"]), interpolation=str(d.get("interpolation", "bilinear")))
+                   std=tuple(d["std"]), interpolation=str(d.get("interpolation", "bilinear")),
+                   exif_transpose=bool(d.get("exif_transpose", True)))
 
 
 IMAGENET = Preprocessing()
