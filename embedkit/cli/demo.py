@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from embedkit.cli.options import device_option
+from embedkit.cli.options import device_option, verbosity_options
 from embedkit.errors import ConfigError
 
 DEMO_PACKAGE, DEMO_IMAGES = "embedkit", ("data", "demo", "images")
@@ -36,9 +36,9 @@ def demo_images():
               help="Folder for the store, model, maps and gallery.")
 @click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Backbone to embed with.")
 @device_option
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@verbosity_options
 @click.pass_context
-def command(ctx, source, out, backbone, device, quiet):
+def command(ctx, source, out, backbone, device, quiet, verbose):
     """Run the whole pipeline on the demo images shipped with embedkit, or on SOURCE.
 
     With no SOURCE, uses the 84 emoji illustrations (12 classes) installed with the package, from any

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli.options import device_option, split_options, words
+from embedkit.cli.options import device_option, split_options, verbosity_options, words
 from embedkit.errors import ConfigError
 
 
@@ -17,8 +17,8 @@ from embedkit.errors import ConfigError
               help="Starting weights: 'default' (ImageNet), 'none' (random) or a .pt/.pth file / finetune checkpoint.")
 @click.option("--strategy", type=click.Choice(["adaptive", "head", "head-then-top", "full"]), default="adaptive",
               show_default=True, help="adaptive = the paper's layer-based optimisation.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Training epochs (all phases together).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Training images per batch (also the evaluation batch).")
 @click.option("--reinit", default=None, help="adaptive: layers re-initialised and trained at --lr-high, by index range "
               "or module name (e.g. 1-10,17-19 or features.0,classifier); default: the paper's for vgg19/vgg16, else the head.")
 @click.option("--lr-high", type=float, default=1e-2, show_default=True, help="Rate of re-initialised layers (and of the head).")
@@ -26,13 +26,13 @@ from embedkit.errors import ConfigError
 @click.option("--lr", type=float, default=None, help="Single rate for head (default --lr-high) and full (default 1e-3).")
 @click.option("--top", default="4", show_default=True, help="head-then-top: top N layers (or a layer spec) unfrozen in phase 2.")
 @click.option("--head-epochs", type=click.IntRange(min=0), default=None, help="head-then-top: epochs of phase 1 (default half).")
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (the paper: 0.9).")
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="SGD weight decay (the paper: 5e-4).")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Cross-entropy label smoothing (0 = plain cross-entropy, as in the paper).")
 @click.option("--augment/--no-augment", default=True, show_default=True, help="Random resized crop, flip, colour jitter.")
-@click.option("--augment-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--augment-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Scale of the augmentations (0 = none, 1 = full).")
 @click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
-@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default="cosine", show_default=True)
+@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default="cosine", show_default=True, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none.")
 @click.option("--step-size", type=click.IntRange(min=1), default=None, help="step schedule: epochs between drops (default a third).")
 @click.option("--gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
 @click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
@@ -49,8 +49,8 @@ from embedkit.errors import ConfigError
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT (same epoch, optimizer, schedule, RNG).")
 @click.option("--overwrite", is_flag=True, help="Start over, replacing the run in OUT.")
-@click.option("--quiet", is_flag=True, help="No progress bars or layer table.")
-def command(source, out, resume, overwrite, quiet, **options):
+@verbosity_options
+def command(source, out, resume, overwrite, quiet, verbose, **options):
     """Fine-tune a backbone on the labelled images of SOURCE (one sub-folder per class, or a CSV path,label).
 
     The layer table printed first shows what is re-initialised, trained (and at which rate) and frozen.

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import click
 
+from embedkit.cli.options import verbosity_options
+
 
 @click.command(name="layers")
 @click.argument("backbone")
 @click.option("--nodes-only", is_flag=True, help="Print only the graph nodes, without the friendly names.")
-def command(backbone, nodes_only):
+@verbosity_options
+def command(backbone, nodes_only, quiet, verbose):
     """List the code layers of BACKBONE (a registered name, timm:NAME or torchvision:NAME).
 
     First the backbone's friendly layer names as `NAME -> NODE` (the default one marked), then every node
