@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from embedkit.errors import ConfigError, DataError
+from embedkit.defaults import SPLIT_FRACTIONS
+from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.io.discover import Item, discover
 from embedkit.io.loader import ImageDataset, collate_skipping
 from embedkit.models.preprocessing import Preprocessing
-from embedkit.defaults import SPLIT_FRACTIONS
-from embedkit.errors import invalid
 from embedkit.splits import DESIGN, Split, make_split
 
 

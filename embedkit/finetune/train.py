@@ -22,11 +22,10 @@ the start, at the epoch reached (see :func:`replan_schedule`), so the added epoc
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,141 +34,39 @@ from torch import nn
 
 from embedkit.atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
 from embedkit.device import autocast_dtype, resolve_device
-from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, MismatchError
+from embedkit.finetune.config import (  # noqa: F401 (re-exported: the public names of fine-tuning)
+    MONITORS,
+    PAPER_REINIT,
+    RESUMABLE_CHANGES,
+    SCHEDULES,
+    STRATEGIES,
+    FinetuneConfig,
+    FinetuneResult,
+    _resume_config,
+)
 from embedkit.finetune.data import make_loader, prepare_data, resized, train_transform
 from embedkit.finetune.layers import (
     format_ranges,
     layer_table,
-    parse_layers,
     weight_layers,
 )
+from embedkit.finetune.optim import (  # noqa: F401 (re-exported)
+    _freeze_norms,
+    make_optimizer,
+    phase_of,
+    plan_for,
+    replan_schedule,
+)
 from embedkit.io.loader import default_workers
-from embedkit.models.checkpoint import CHECKPOINT_FORMAT, load_torch_file, read_checkpoint
+from embedkit.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_torch_file,
+    read_checkpoint,
+)
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import get_spec
 from embedkit.models.weights import load_model, resolve_preprocessing
-
-STRATEGIES = ("adaptive", "head", "head-then-top", "full")
-SCHEDULES = ("none", "step", "cosine", "plateau")
-MONITORS = ("val_acc", "val_loss")
-# The paper's re-initialised layers: conv1_1 ... conv4_2, fc6, fc7 and the new head.
-PAPER_REINIT = {"vgg19": "1-10,17-19", "vgg16": "1-9,14-16"}
-# Options a resumed run may change; everything else must match the interrupted run.
-RESUMABLE_CHANGES = ("epochs", "device", "workers", "patience", "eval_test")
-
-
-@dataclass
-class FinetuneConfig:
-    """Every option of a fine-tuning run (saved in ``config.json`` and ``last.pt``)."""
-
-    backbone: str = "efficientnet_lite0"  # vgg19 gives the paper's configuration
-    weights: str = "default"
-    strategy: str = "adaptive"
-    epochs: int = 10
-    batch_size: int = 32
-    reinit: str | None = None  # adaptive: layer spec; default PAPER_REINIT or the head only
-    lr_high: float = 1e-2
-    lr_low: float = 1e-4
-    lr: float | None = None  # head / full: the single rate
-    top: str = "4"  # head-then-top: N top layers, or a layer spec
-    head_epochs: int | None = None  # head-then-top: default half the epochs
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    augment: bool = True
-    augment_strength: float = 1.0
-    balanced: bool = False
-    schedule: str = "cosine"
-    step_size: int | None = None
-    gamma: float = 0.1
-    monitor: str = "val_acc"
-    patience: int | None = None  # early stopping after this many epochs without improvement
-    split: tuple = SPLIT_FRACTIONS
-    split_file: str | None = None
-    split_by: str | None = None  # "design": hold out whole file-name groups, as classify --split-by design
-    test_groups: tuple = ()  # with split_by: the groups to test on (default: a seeded pick, as classify's)
-    val_groups: tuple = ()  # with split_by: the validation groups (model selection sees only these designs)
-    seed: int = 0
-    input_size: int | None = None
-    device: str = "auto"
-    workers: int | None = None  # decoding processes; None = half the cores (seeded either way)
-    eval_test: bool = False
-    new_head: bool = False
-    # Keep every BatchNorm's running statistics at their pretrained values (the affine
-    # parameters still train): small, augmented batches of a new domain can drag them far.
-    freeze_bn_stats: bool = False
-
-    def validate(self) -> "FinetuneConfig":
-        for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
-                                   ("monitor", self.monitor, MONITORS)):
-            if value not in valid:
-                raise ConfigError(f"{name} {value!r} is not valid; use one of {', '.join(valid)}")
-        if int(self.epochs) < 1 or int(self.batch_size) < 1:
-            raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
-        for name in ("lr_high", "lr_low"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}={getattr(self, name)} is not valid; learning rates must be > 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing={self.label_smoothing} is not valid; use a number in [0, 1)")
-        self.split = tuple(float(f) for f in self.split)
-        return self
-
-
-@dataclass
-class FinetuneResult:
-    """What a run produced; ``best_path`` is the exported backbone (``--weights`` for embed/classify)."""
-
-    out: Path
-    best_path: Path
-    last_path: Path
-    history: list
-    best_epoch: int
-    best_metric: float
-    monitor: str
-    seconds: float
-    images: int
-    stopped_early: bool = False
-    test: dict | None = None
-    skipped: list = field(default_factory=list)
-    epochs_run: int = 0  # epochs trained by this call (fewer than len(history) after a resume)
-
-    def summary(self) -> str:
-        train_s = sum(float(r["seconds"]) for r in self.history[-self.epochs_run:]) if self.epochs_run else 0.0
-        ips = self.images / train_s if train_s > 0 else 0.0
-        last = self.history[-1] if self.history else {}
-        s = (f"fine-tuned {self.epochs_run} epochs (to epoch {last.get('epoch', 0)}) in {self.seconds:.1f} s, "
-             f"training at {ips:.1f} images/s{' (stopped early)' if self.stopped_early else ''}; best {self.monitor} "
-             f"{self.best_metric:.4f} at epoch {self.best_epoch}; {len(self.skipped)} images skipped")
-        if self.test:
-            s += f"; test acc {self.test['test_acc']:.4f} ({self.test['test_images']} images)"
-        return s + f"\nbest backbone: {self.best_path} (use --weights {self.best_path}); history, curves, split in {self.out}"
-
-
-def plan_for(cfg: FinetuneConfig, layers, phase: int = 0, fresh_head: bool = True) -> dict:
-    """``{layer index: (action, lr)}`` for a phase; action is reinit / train (absent = frozen)."""
-    n = len(layers)
-    head_action = "reinit" if fresh_head else "train"
-    if cfg.strategy == "adaptive":
-        spec = cfg.reinit if cfg.reinit is not None else PAPER_REINIT.get(cfg.backbone, "")
-        high = set(parse_layers(spec, layers)) | ({n} if fresh_head else set())
-        return {l.index: ("reinit", cfg.lr_high) if l.index in high else ("train", cfg.lr_low) for l in layers}
-    if cfg.strategy == "full":
-        lr = cfg.lr or 1e-3
-        return {l.index: (head_action if l.index == n else "train", lr) for l in layers}
-    if cfg.strategy == "head-then-top" and phase == 1:
-        top = str(cfg.top).strip()
-        idx = list(range(max(1, n - int(top)), n)) if top.isdigit() else parse_layers(top, layers)
-        return {i: ("train", cfg.lr_low) for i in set(idx) | {n}}
-    return {n: (head_action, cfg.lr or cfg.lr_high)}
-
-
-def phase_of(cfg: FinetuneConfig, epoch: int) -> int:
-    """Phase (0 or 1) of a 0-based epoch; only head-then-top has a second phase."""
-    if cfg.strategy != "head-then-top":
-        return 0
-    head_epochs = cfg.head_epochs if cfg.head_epochs is not None else max(1, cfg.epochs // 2)
-    return int(epoch >= head_epochs)
 
 
 def build_model(cfg: FinetuneConfig, class_names: list):
@@ -210,65 +107,6 @@ def build_model(cfg: FinetuneConfig, class_names: list):
         if plan.get(l.index, ("frozen",))[0] == "reinit":
             l.reset()
     return model, layers, plan, resized(pre, cfg.input_size), not same
-
-
-def make_optimizer(cfg, model, layers, plan, phase_epochs: int):
-    """SGD with one parameter group per learning rate, and the schedule; frozen layers get no gradient."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    by_lr: dict[float, list] = {}
-    for l in layers:
-        if l.index in plan:
-            for p in l.params:
-                p.requires_grad_(True)
-            by_lr.setdefault(plan[l.index][1], []).extend(l.params)
-    groups = [{"params": ps, "lr": lr, "name": f"lr={lr:g}"} for lr, ps in sorted(by_lr.items(), reverse=True)]
-    opt = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    S = torch.optim.lr_scheduler
-    if cfg.schedule == "step":
-        sched = S.StepLR(opt, step_size=cfg.step_size or max(1, phase_epochs // 3), gamma=cfg.gamma)
-    elif cfg.schedule == "cosine":
-        sched = S.CosineAnnealingLR(opt, T_max=max(1, phase_epochs))
-    elif cfg.schedule == "plateau":
-        sched = S.ReduceLROnPlateau(opt, mode="max" if cfg.monitor == "val_acc" else "min", factor=cfg.gamma,
-                                    patience=2)
-    else:
-        sched = None
-    return opt, sched
-
-
-def replan_schedule(cfg: FinetuneConfig, opt, sched, phase_epochs: int) -> bool:
-    """Re-plan a resumed run's cosine/step schedule for a new number of epochs; True when it changed.
-
-    The schedule becomes the one the run would have had with the new ``--epochs`` from the start, at the
-    epoch reached: the same position in the phase, the curve stretched (or shrunk) to the new length.
-    A finished cosine run (rate 0) resumed with more epochs so continues at the rate that curve has there,
-    decaying to 0 at the new last epoch. Plateau keeps its state (it does not depend on the length).
-    """
-    S = torch.optim.lr_scheduler
-    done = int(sched.last_epoch)  # epochs already stepped in this phase
-    if isinstance(sched, S.CosineAnnealingLR):
-        sched.T_max = max(1, phase_epochs)
-        eta = sched.eta_min
-        lrs = [eta + (base - eta) * (1 + math.cos(math.pi * min(done, sched.T_max) / sched.T_max)) / 2
-               for base in sched.base_lrs]
-    elif isinstance(sched, S.StepLR):
-        sched.step_size = cfg.step_size or max(1, phase_epochs // 3)
-        lrs = [base * sched.gamma ** (done // sched.step_size) for base in sched.base_lrs]
-    else:
-        return False
-    for group, lr in zip(opt.param_groups, lrs):
-        group["lr"] = lr
-    sched._last_lr = list(lrs)
-    return True
-
-
-def _freeze_norms(model: nn.Module, all_stats: bool = False) -> None:
-    """Frozen BatchNorms (all of them with ``all_stats``) stay in eval mode: their running statistics do not move."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (
-                all_stats or not any(p.requires_grad for p in m.parameters())):
-            m.eval()
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -341,21 +179,6 @@ def _write_history(history: list, out: Path, best_epoch: int | None = None) -> N
     write_csv_atomic(out / "history.csv", keys, [[row.get(k, "") for k in keys] for row in history])
     if history:
         learning_curves_png(history, out / "curves.png", title="Fine-tuning", best_epoch=best_epoch or None)
-
-
-def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
-    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"])})
-    diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
-             if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
-             and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary
-    if diffs:
-        raise ConfigError(f"resume must use the options of the interrupted run; changed: {'; '.join(diffs)}. "
-                          "Run again with the same options, or start over with --overwrite")
-    if old.strategy == "head-then-top" and old.head_epochs is None and cfg.epochs != old.epochs:
-        old.head_epochs = max(1, old.epochs // 2)  # the phase boundary of the interrupted run stays where it was
-    for name in RESUMABLE_CHANGES:
-        setattr(old, name, getattr(cfg, name))
-    return old
 
 
 def finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -507,3 +330,4 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
     return FinetuneResult(out, best_path, last_path, history, best_epoch, float(best if best is not None else 0.0),
                           cfg.monitor, time.perf_counter() - t_start, images, stopped, test, data.skipped,
                           len(history) - start)
+

@@ -43,6 +43,14 @@ def _open(path: str):
     return open(path.removeprefix("file://"), "rb")
 
 
+def _exact(path, raw) -> str:
+    """The file name exactly: the bytes kept for a name that is not UTF-8, else the path text.
+
+    (Ray Data turns an all-null binary column into NaN floats, hence the type test.)
+    """
+    return os.fsdecode(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else str(path)
+
+
 def decode_batch(batch: dict, preprocessing: dict) -> dict:
     """CPU task: decode and preprocess a batch of files exactly as the local loader does.
 
@@ -54,7 +62,7 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
 
     pre = Preprocessing.from_dict(preprocessing)
     raw = batch.get("path_bytes")
-    paths = [str(p) if raw is None or raw[i] is None else os.fsdecode(raw[i]) for i, p in enumerate(batch["path"])]
+    paths = [_exact(p, raw[i] if raw is not None else None) for i, p in enumerate(batch["path"])]
     dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True)
     n, s = len(dataset), pre.input_size
     image = np.zeros((n, 3, s, s), np.uint8)
@@ -146,6 +154,8 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
     sizes = [t.num_rows for t in tables]
     queue = pa.concat_tables([t.append_column("shard", pa.array([s] * t.num_rows, pa.int64()))
                               for s, t in zip(pending, tables)])
+    if "path_bytes" in queue.column_names and queue.column("path_bytes").null_count == queue.num_rows:
+        queue = queue.drop_columns(["path_bytes"])  # every name is UTF-8: nothing exact to carry
     if not log.isEnabledFor(logging.DEBUG):  # Ray Data's INFO lines would bury the one progress bar
         for name in ("ray", "ray.data"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -189,8 +199,7 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, writ
         for i in range(len(batch["path"])):
             if int(batch["shard"][i]) != pending[k]:
                 raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
-            raw = batch["path_bytes"][i] if "path_bytes" in batch else None
-            path = os.fsdecode(raw) if raw is not None else str(batch["path"][i])
+            path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
             if batch["ok"][i]:
                 codes.append(batch["code"][i])
                 rows.append((path, str(batch["label"][i] or ""), int(batch["width"][i]), int(batch["height"][i]),

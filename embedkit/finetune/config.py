@@ -1,0 +1,122 @@
+"""What a fine-tuning run is asked to do (:class:`FinetuneConfig`) and what it did (:class:`FinetuneResult`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from embedkit.defaults import SPLIT_FRACTIONS
+from embedkit.errors import ConfigError
+
+STRATEGIES = ("adaptive", "head", "head-then-top", "full")
+SCHEDULES = ("none", "step", "cosine", "plateau")
+MONITORS = ("val_acc", "val_loss")
+
+# The paper's re-initialised layers: conv1_1 ... conv4_2, fc6, fc7 and the new head.
+PAPER_REINIT = {"vgg19": "1-10,17-19", "vgg16": "1-9,14-16"}
+
+# Options a resumed run may change; everything else must match the interrupted run.
+RESUMABLE_CHANGES = ("epochs", "device", "workers", "patience", "eval_test")
+
+
+@dataclass
+class FinetuneConfig:
+    """Every option of a fine-tuning run (saved in ``config.json`` and ``last.pt``)."""
+
+    backbone: str = "efficientnet_lite0"  # vgg19 gives the paper's configuration
+    weights: str = "default"
+    strategy: str = "adaptive"
+    epochs: int = 10
+    batch_size: int = 32
+    reinit: str | None = None  # adaptive: layer spec; default PAPER_REINIT or the head only
+    lr_high: float = 1e-2
+    lr_low: float = 1e-4
+    lr: float | None = None  # head / full: the single rate
+    top: str = "4"  # head-then-top: N top layers, or a layer spec
+    head_epochs: int | None = None  # head-then-top: default half the epochs
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = True
+    augment_strength: float = 1.0
+    balanced: bool = False
+    schedule: str = "cosine"
+    step_size: int | None = None
+    gamma: float = 0.1
+    monitor: str = "val_acc"
+    patience: int | None = None  # early stopping after this many epochs without improvement
+    split: tuple = SPLIT_FRACTIONS
+    split_file: str | None = None
+    split_by: str | None = None  # "design": hold out whole file-name groups, as classify --split-by design
+    test_groups: tuple = ()  # with split_by: the groups to test on (default: a seeded pick, as classify's)
+    val_groups: tuple = ()  # with split_by: the validation groups (model selection sees only these designs)
+    seed: int = 0
+    input_size: int | None = None
+    device: str = "auto"
+    workers: int | None = None  # decoding processes; None = half the cores (seeded either way)
+    eval_test: bool = False
+    new_head: bool = False
+    # Keep every BatchNorm's running statistics at their pretrained values (the affine
+    # parameters still train): small, augmented batches of a new domain can drag them far.
+    freeze_bn_stats: bool = False
+
+    def validate(self) -> "FinetuneConfig":
+        for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
+                                   ("monitor", self.monitor, MONITORS)):
+            if value not in valid:
+                raise ConfigError(f"{name} {value!r} is not valid; use one of {', '.join(valid)}")
+        if int(self.epochs) < 1 or int(self.batch_size) < 1:
+            raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
+        for name in ("lr_high", "lr_low"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)} is not valid; learning rates must be > 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing={self.label_smoothing} is not valid; use a number in [0, 1)")
+        self.split = tuple(float(f) for f in self.split)
+        return self
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced; ``best_path`` is the exported backbone (``--weights`` for embed/classify)."""
+
+    out: Path
+    best_path: Path
+    last_path: Path
+    history: list
+    best_epoch: int
+    best_metric: float
+    monitor: str
+    seconds: float
+    images: int
+    stopped_early: bool = False
+    test: dict | None = None
+    skipped: list = field(default_factory=list)
+    epochs_run: int = 0  # epochs trained by this call (fewer than len(history) after a resume)
+
+    def summary(self) -> str:
+        train_s = sum(float(r["seconds"]) for r in self.history[-self.epochs_run:]) if self.epochs_run else 0.0
+        ips = self.images / train_s if train_s > 0 else 0.0
+        last = self.history[-1] if self.history else {}
+        s = (f"fine-tuned {self.epochs_run} epochs (to epoch {last.get('epoch', 0)}) in {self.seconds:.1f} s, "
+             f"training at {ips:.1f} images/s{' (stopped early)' if self.stopped_early else ''}; best {self.monitor} "
+             f"{self.best_metric:.4f} at epoch {self.best_epoch}; {len(self.skipped)} images skipped")
+        if self.test:
+            s += f"; test acc {self.test['test_acc']:.4f} ({self.test['test_images']} images)"
+        return s + f"\nbest backbone: {self.best_path} (use --weights {self.best_path}); history, curves, split in {self.out}"
+
+
+def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
+    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"])})
+    diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
+             if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
+             and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary
+    if diffs:
+        raise ConfigError(f"resume must use the options of the interrupted run; changed: {'; '.join(diffs)}. "
+                          "Run again with the same options, or start over with --overwrite")
+    if old.strategy == "head-then-top" and old.head_epochs is None and cfg.epochs != old.epochs:
+        old.head_epochs = max(1, old.epochs // 2)  # the phase boundary of the interrupted run stays where it was
+    for name in RESUMABLE_CHANGES:
+        setattr(old, name, getattr(cfg, name))
+    return old
+
