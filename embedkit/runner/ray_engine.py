@@ -8,9 +8,8 @@ store writer as soon as its last row arrives. So the output is exactly the local
 store, shard by shard, with the same commit markers: a job killed and re-run with
 ``--resume`` (by either engine) redoes only the shards without a marker.
 
-Where the actors are CPU actors with the same resources as the decode tasks, Ray Data fuses the two
-stages into one (decode and forward in the same worker, no image copies between processes); with
-GPU actors (``num_cpus=0, num_gpus=1``) decoding stays in separate CPU tasks.
+Decode tasks ask for half a CPU and the model actors for one CPU (and their GPU), so Ray Data keeps
+the two stages apart (different resources are never fused) and decoding overlaps the forward passes.
 
 Fault tolerance comes from Ray: a killed actor is restarted and its batch retried
 (Ray Data's actor pools default to ``max_restarts=-1``, ``max_task_retries=-1``), and a
@@ -174,14 +173,16 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
         actors = int(num_workers or (max(1, int(gpus // per_actor)) if per_actor else 1))
         bs = int(batch_size or (128 if per_actor else 32))
         cpus = float(ray.cluster_resources().get("CPU", 1))
-        threads = 1 if per_actor else max(1, int(cpus // (2 * actors)))
+        # CPU actors: torch uses the cores left to each actor (the decode tasks are light, 0.5 CPU each, and
+        # run beside it); GPU actors need one thread to feed the GPU
+        threads = 1 if per_actor else max(1, int(cpus // actors))
         ds = ray.data.from_arrow(queue)
         ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": pre}, batch_size=bs, batch_format="numpy",
-                            num_cpus=1)  # plain tasks: Ray retries a failed one
+                            num_cpus=0.5)  # plain tasks (Ray retries a failed one), not fused into the actors
         ds = ds.map_batches(EmbedActor, fn_constructor_args=(backbone, layer, weights, precision, spatial,
                                                              job.identity, threads),
                             batch_size=bs, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-                            num_gpus=per_actor, num_cpus=0 if per_actor else threads)
+                            num_gpus=per_actor, num_cpus=0 if per_actor else 1)
         return _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard)
     finally:
         if started:
