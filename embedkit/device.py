@@ -13,7 +13,7 @@ import os
 from functools import lru_cache
 from types import ModuleType
 
-from embedkit.errors import ConfigError, MissingDependencyError
+from embedkit.errors import ConfigError, MissingDependencyError, invalid
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -51,7 +51,7 @@ def resolve_device(device: str | None = "auto"):
     name = "auto" if device is None else str(device)
     base = name.split(":")[0]
     if base not in DEVICE_CHOICES:
-        raise ConfigError(f"device {name!r} is not valid; use one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+        raise invalid("device", name, (*DEVICE_CHOICES, "cuda:N"))
     if base == "auto":
         return torch.device("cuda" if cuda_available() else "cpu")
     if base == "cuda" and not cuda_available():
@@ -110,7 +110,7 @@ def resolve_backend(requested: str | None, *, gpu: str, cpu: str, purpose: str,
     valid = (gpu, cpu, *extra_cpu)
     req = "auto" if requested in (None, "auto") else str(requested)
     if req != "auto" and req not in valid:
-        raise ConfigError(f"backend {req!r} for {purpose} is not valid; use auto or one of {', '.join(valid)}")
+        raise invalid(f"backend for {purpose}", req, ("auto", *valid))
     module = gpu_module or gpu
     if req == "auto":
         return gpu if (cuda_available() and has_module(module)) else cpu

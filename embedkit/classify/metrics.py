@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from embedkit.atomic import write_text_atomic
-from embedkit.errors import ConfigError, DataError
+from embedkit.errors import DataError, invalid
 
 
 def rank_classes(scores: np.ndarray, k: int | None = None) -> np.ndarray:
@@ -39,7 +39,7 @@ def _true_index(y_true, classes) -> np.ndarray:
 def top_k_hits(y_true, scores: np.ndarray, classes: Sequence, k: int) -> np.ndarray:
     """Boolean per item: is its true class among the ``k`` best-scored classes?"""
     if k < 1:
-        raise ConfigError(f"k={k} is not valid; use k >= 1")
+        raise invalid("k", k, "an integer >= 1")
     scores = np.asarray(scores)
     if scores.shape[0] != len(y_true) or scores.shape[1] != len(classes):
         raise DataError(f"scores of shape {scores.shape} do not match {len(y_true)} items x {len(classes)} classes")

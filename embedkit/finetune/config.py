@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from embedkit.defaults import SPLIT_FRACTIONS
-from embedkit.errors import ConfigError
+from embedkit.errors import ConfigError, invalid
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
 SCHEDULES = ("none", "step", "cosine", "plateau")
@@ -64,14 +64,14 @@ class FinetuneConfig:
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
                                    ("monitor", self.monitor, MONITORS)):
             if value not in valid:
-                raise ConfigError(f"{name} {value!r} is not valid; use one of {', '.join(valid)}")
+                raise invalid(name, value, valid)
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise ConfigError(f"epochs={self.epochs}, batch_size={self.batch_size}: both must be >= 1")
         for name in ("lr_high", "lr_low"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name}={getattr(self, name)} is not valid; learning rates must be > 0")
         if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing={self.label_smoothing} is not valid; use a number in [0, 1)")
+            raise invalid("label_smoothing", self.label_smoothing, "a number in [0, 1)")
         self.split = tuple(float(f) for f in self.split)
         return self
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from embedkit.defaults import SPLIT_FRACTIONS
-from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.errors import DataError, invalid
 from embedkit.io.discover import Item, discover
 from embedkit.io.loader import ImageDataset, collate_skipping
 from embedkit.models.preprocessing import Preprocessing
@@ -39,7 +39,7 @@ def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 
     if not augment or strength <= 0:
         return pre.transform()
     if strength > 1:
-        raise ConfigError(f"augmentation strength {strength} is not valid; use a number in [0, 1]")
+        raise invalid("augmentation strength", strength, "a number in [0, 1]")
     interp = T.InterpolationMode(pre.interpolation)
     jitter = 0.4 * strength
     return T.Compose([
