@@ -14,6 +14,7 @@ fine-tuning never sees the images classification tests on.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ import numpy as np
 from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, DataError, invalid
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
 #: the group key "file name without extension" (e.g. the emoji design across classes)
 DESIGN = "design"
@@ -30,7 +33,7 @@ DESIGN = "design"
 
 @dataclass
 class Split:
-    """Row indices of each part; disjoint and covering every row given."""
+    """Row indices of each part; disjoint and covering every labelled row given (unlabelled rows are left out)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -166,6 +169,20 @@ def make_split(paths, labels, groups=None, fractions=SPLIT_FRACTIONS, seed: int 
     fr = check_fractions(fractions)
     if split_file:
         return split_from_file(paths, split_file)
+    labels = np.asarray(labels, dtype=object)
+    unlabelled = (labels == "") | np.equal(labels, None)
+    if unlabelled.any():
+        # The label rule: an image's label is its first-level sub-folder; files directly in the top folder
+        # are unlabelled. They are left out of training and evaluation (never an empty-string class).
+        keep = np.flatnonzero(~unlabelled)
+        first = str(np.asarray(paths, dtype=object)[np.flatnonzero(unlabelled)[0]])
+        log.warning("%d of %d items have no label (e.g. %s: a file directly in the top folder, not in a class "
+                    "sub-folder); they are left out of training and evaluation", int(unlabelled.sum()),
+                    len(labels), first)
+        sub_groups = groups if groups is None or isinstance(groups, str) else np.asarray(groups, dtype=object)[keep]
+        sub = make_split(np.asarray(paths, dtype=object)[keep], labels[keep], sub_groups, fractions, seed,
+                         test_groups, val_groups)
+        return Split(keep[sub.train], keep[sub.val], keep[sub.test])
     if groups is None:
         if test_groups or val_groups:
             raise ConfigError("test/val groups were given without groups to split by; add --split-by design "

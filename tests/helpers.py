@@ -17,3 +17,30 @@ def make_shape_image(kind: int, rng: np.random.Generator, size: int = 64) -> Ima
     [d.ellipse, d.rectangle, lambda b, fill: d.polygon([(b[0], b[3]), ((b[0] + b[2]) // 2, b[1]), (b[2], b[3])], fill=fill),
      lambda b, fill: d.line([b[:2], b[2:]], fill=fill, width=6), d.rectangle][kind % 5](box, fill=c)
     return img
+
+
+class captured_logs:
+    """Collect embedkit's log messages (``with captured_logs() as logs: ...; "text" in logs.text``).
+
+    A handler on the ``embedkit`` logger itself, so it works whether or not the CLI has configured logging
+    (which stops propagation to the root logger that pytest's caplog listens to).
+    """
+
+    def __enter__(self):
+        import logging
+
+        self.records, self.logger = [], logging.getLogger("embedkit")
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append
+        self.level = self.logger.level
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(logging.DEBUG)
+        return self
+
+    @property
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.level)

@@ -9,6 +9,7 @@ folder, so fine-tuning never sees the images classify will test on.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from embedkit.io.loader import ImageDataset, collate_skipping
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.splits import DESIGN, Split, make_split
 
+log = logging.getLogger(__name__)
 
 def resized(pre: Preprocessing, input_size: int | None) -> Preprocessing:
     """``pre`` at another input size, keeping its resize/crop ratio (e.g. 64 px for quick runs)."""
@@ -111,9 +113,13 @@ def prepare_data(source, fractions=SPLIT_FRACTIONS, seed: int = 0, split_file=No
     """Find, check and split the labelled images of ``source`` (folder of class sub-folders or labelled CSV)."""
     items = discover(source)
     unlabelled = [it.path for it in items if not it.label]
-    if unlabelled:
-        raise DataError(f"{len(unlabelled)} images have no class label (first: {unlabelled[0]}); fine-tuning needs "
-                        "one sub-folder per class, or a CSV manifest with path,label columns")
+    if unlabelled:  # the label rule of embedkit.splits: files directly in the top folder are left out
+        log.warning("%d of %d images have no class label (e.g. %s: not in a class sub-folder); they are left out "
+                    "of fine-tuning", len(unlabelled), len(items), unlabelled[0])
+        items = [it for it in items if it.label]
+        if not items:
+            raise DataError(f"none of the {len(unlabelled)} images of {str(source)!r} has a class label; fine-tuning "
+                            "needs one sub-folder per class, or a CSV manifest with path,label columns")
     items, skipped = readable(items, workers, progress)
     if not items:
         raise DataError(f"none of the images of {str(source)!r} could be read ({len(skipped)} skipped)")

@@ -1,0 +1,51 @@
+"""The label rule: an image's label is its first-level sub-folder; files directly in the top folder are
+unlabelled, and training leaves them out with a warning (never an empty-string class, never a refusal)."""
+
+from __future__ import annotations
+
+import numpy as np
+from helpers import captured_logs, make_shape_image
+
+import embedkit
+from embedkit.splits import make_split
+
+
+def test_unlabelled_rows_are_left_out_of_every_part():
+    labels = np.array(["a", "b"] * 20 + ["", ""], dtype=object)
+    paths = [f"/x/{i}.png" for i in range(42)]
+    with captured_logs() as logs:
+        split = make_split(paths, labels, fractions=(0.6, 0.2, 0.2), seed=0)
+    used = np.concatenate([split.train, split.val, split.test])
+    assert sorted(used.tolist()) == list(range(40))  # every labelled row once, no unlabelled row
+    assert "2 of 42 items have no label" in logs.text and "/x/40.png" in logs.text
+
+
+def test_classify_trains_without_the_loose_files(tmp_path):
+    from embedkit.classify.train import train
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(c * 3, 1, (30, 8)) for c in range(3)]).astype(np.float32)
+    labels = [str(i // 30) for i in range(90)]
+    labels[0] = labels[45] = ""
+    store = embedkit.CodeStore.from_arrays(tmp_path / "s", X, [f"p{i}.png" for i in range(90)], labels)
+    res = train(store, tmp_path / "m", progress=False, baseline=False, Cs=(1.0,), kernels=("rbf",))
+    assert res.out.exists()
+    import json
+
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["classes"] == ["0", "1", "2"]  # no "" class
+
+
+def test_finetune_data_leaves_loose_files_out(tmp_path):
+    from embedkit.finetune.data import prepare_data
+
+    rng = np.random.default_rng(1)
+    for k, cls in enumerate(["red", "green"]):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            make_shape_image(k, rng).save(tmp_path / cls / f"{cls}{i}.png")
+    make_shape_image(2, rng).save(tmp_path / "loose.png")
+    with captured_logs() as logs:
+        data = prepare_data(tmp_path, (0.6, 0.2, 0.2), seed=0, progress=False)
+    assert sorted(data.class_names) == ["green", "red"] and len(data.items) == 10
+    assert "loose.png" in logs.text
