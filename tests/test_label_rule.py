@@ -49,3 +49,26 @@ def test_finetune_data_leaves_loose_files_out(tmp_path):
         data = prepare_data(tmp_path, (0.6, 0.2, 0.2), seed=0, progress=False)
     assert sorted(data.class_names) == ["green", "red"] and len(data.items) == 10
     assert "loose.png" in logs.text
+
+
+def test_a_second_finetune_into_the_same_run_folder_is_refused(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    import pytest
+
+    from embedkit.finetune.train import finetune
+
+    out = tmp_path / "run"
+    out.mkdir()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "what": "finetune"}))
+        with pytest.raises(embedkit.StoreError, match="being written by another run"):
+            finetune(tmp_path, out, progress=False, log=lambda _m: None, weights="none", epochs=1)
+    finally:
+        live.kill()
+        live.wait()
+    assert (out / ".lock").exists()  # the refused run did not remove the holder's lock

@@ -185,6 +185,22 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
              log=print, on_epoch_end=None, **options) -> FinetuneResult:
     """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
 
+    See :func:`_finetune`. One run writes a run folder at a time: a second one is refused (a lock file
+    names the holder's pid; a stale lock left by a killed run is taken over).
+    """
+    from embedkit.store.lock import FolderLock
+
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the run")
+    with FolderLock(out, "finetune"):
+        return _finetune(source, out, resume=resume, overwrite=overwrite, progress=progress, log=log,
+                         on_epoch_end=on_epoch_end, **options)
+
+
+def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+              log=print, on_epoch_end=None, **options) -> FinetuneResult:
+    """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
+
     ``options`` are the fields of :class:`FinetuneConfig` (backbone, weights, strategy, epochs, reinit,
     lr_high, lr_low, ...). ``log`` receives the layer table and notes; ``on_epoch_end(row)`` is called
     after each epoch's checkpoint is written. Returns a :class:`FinetuneResult` whose ``best_path``
