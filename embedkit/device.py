@@ -22,8 +22,8 @@ _OPTIONAL = {
     "cuml": ("cuml-cu13", "gpu"),
     "cupy": ("cupy-cuda13x", "gpu"),
     "faiss": ("faiss-cpu (or faiss-gpu)", None),
-    "umap": ("umap-learn", None),
-    "openTSNE": ("openTSNE", None),
+    "umap": ("umap-learn", "view"),
+    "openTSNE": ("openTSNE", "view"),
 }
 
 

@@ -29,6 +29,7 @@ bounded seeded sample of labelled rows.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -205,6 +206,7 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     if dev not in _device.DEVICE_CHOICES:
         raise invalid("device", name, _device.DEVICE_CHOICES, "or cuda:N")
     req = "auto" if backend in (None, "auto") else str(backend)
+    asked_auto = req == "auto"
     if dev == "cpu":
         if req == gpu:
             raise ConfigError(f"backend {gpu!r} runs on the GPU but device 'cpu' was asked; use backend auto or {cpu}")
@@ -213,7 +215,13 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
         if req not in ("auto", gpu):
             raise ConfigError(f"device {name!r} was asked but backend {req!r} runs on the CPU; use backend auto or {gpu}")
         req = gpu
-    return _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
+    chosen = _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
+    if asked_auto and chosen == "opentsne" and not _device.has_module("openTSNE"):
+        # openTSNE comes with the `view` extra; scikit-learn's TSNE (always installed) does the same, slower
+        logging.getLogger(__name__).info("openTSNE is not installed (pip install 'embedkit[view]'): t-SNE by "
+                                         "scikit-learn, which is slower")
+        chosen = "sklearn"
+    return chosen
 
 
 def _fmt(n: int) -> str:

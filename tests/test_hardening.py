@@ -1,5 +1,5 @@
-"""The label rule: an image's label is its first-level sub-folder; files directly in the top folder are
-unlabelled, and training leaves them out with a warning (never an empty-string class, never a refusal)."""
+"""Rules users rely on: the label rule (files directly in the top folder are unlabelled and left out of
+training with a warning, never an empty-string class), one writer per run folder, optional view extras."""
 
 from __future__ import annotations
 
@@ -72,3 +72,20 @@ def test_a_second_finetune_into_the_same_run_folder_is_refused(tmp_path):
         live.kill()
         live.wait()
     assert (out / ".lock").exists()  # the refused run did not remove the holder's lock
+
+
+def test_view_without_the_view_extra_falls_back_or_names_it(monkeypatch):
+    """umap-learn/openTSNE are the `view` extra: t-SNE falls back to scikit-learn, UMAP names the extra."""
+    import sys
+
+    import pytest
+
+    import embedkit.device as device
+    from embedkit.view.project import resolve_view_backend
+
+    real = device.has_module
+    monkeypatch.setattr(device, "has_module", lambda m: False if m in ("openTSNE", "umap") else real(m))
+    assert resolve_view_backend("tsne", "auto", "cpu") == "sklearn"
+    monkeypatch.setitem(sys.modules, "umap", None)
+    with pytest.raises(embedkit.MissingDependencyError, match=r"embedkit\[view\]"):
+        device.optional_import("umap", "UMAP projection")
