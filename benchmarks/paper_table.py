@@ -3,8 +3,10 @@
 For each backbone (the default efficientnet_lite0, and VGG19 where its ImageNet weights are available)
 and each split, four methods are measured on the same test images, top-1 and top-5:
 
-- baseline softmax: the ImageNet classifier as it is, 1000-way; the dataset's labels are ImageNet class
-  names, mapped to ImageNet indices by name (torchvision's names, then WordNet synonyms);
+- baseline softmax: the ImageNet classifier as it is, 1000-way (and restricted to the mapped classes); the
+  dataset's labels are mapped to ImageNet classes by exact name or WordNet synonym with an override table
+  (``embedkit.classify.baseline``, also ``embedkit classify baseline``); images of labels that map to no
+  ImageNet class are left out of this row (a printed note names them);
 - baseline codes + SVM: default-layer codes, 3-fold CV grid search (rbf + sigmoid, default C/gamma grids)
   on train+val, best SVM refitted and tested (``embedkit.classify_run.train``);
 - fine-tuned softmax: the fine-tuned network's own head (``embedkit.finetune``, same split);
@@ -49,59 +51,33 @@ PAPER = [  # Lagunas & Garces, Table 3 (VGG19, their illustration dataset)
 ]
 
 
-def norm(s: str) -> str:
-    return s.strip().lower().replace("_", " ").replace("-", " ")
+def imagenet_mapping(labels, overrides=None):
+    """Labels -> ImageNet classes by exact name or WordNet synonym (``embedkit.classify.baseline.map_labels``).
+
+    Labels that map to no ImageNet class (or to several, or only through a homonym such as the toy "kite")
+    are left out of the softmax baseline, each with a printed note; every other row uses all the classes.
+    """
+    from embedkit.classify.baseline import map_labels, read_overrides
+
+    m = map_labels(labels, read_overrides(overrides) if overrides else None)
+    print(f"ImageNet mapping ({len(m.mapped)} of {len(m.mapped) + len(m.unmapped)} labels; label -> index: name):")
+    for line in m.describe()[:len(m.mapped)]:
+        print(f"  {line}")
+    for lab, why in m.unmapped.items():
+        print(f"note: label {lab!r} is not in the softmax baseline: {why}")
+    return m
 
 
-def imagenet_mapping(labels) -> dict:
-    """``{label: ImageNet index}`` by normalised name: torchvision's class names first, then WordNet synonyms."""
-    import torchvision
+def imagenet_report(logits: np.ndarray, y, label_map) -> dict:
+    """The 1000-way ImageNet classifier (as the paper) and restricted to the mapped classes; unmapped excluded."""
+    from embedkit.classify.baseline import baseline_report
 
-    cats = torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]
-    by_name: dict[str, set] = {}
-    for i, c in enumerate(cats):
-        for key in (norm(c), norm(c).replace(" ", "")):
-            by_name.setdefault(key, set()).add(i)
-    by_syn: dict[str, set] = {}
-    try:
-        from timm.data import (
-            ImageNetInfo,  # WordNet lemmas of each synset, e.g. "ladybug, ..., lady beetle"
-        )
-
-        info = ImageNetInfo()
-        for i in range(1000):
-            for lemma in info.index_to_description(i).split(","):
-                for key in (norm(lemma), norm(lemma).replace(" ", "")):
-                    by_syn.setdefault(key, set()).add(i)
-    except Exception as exc:  # noqa: BLE001 - synonyms are a fallback; a missing label fails loudly below
-        print(f"note: no WordNet synonyms from timm ({exc}); mapping by torchvision names only")
-    mapping, bad = {}, []
-    for lab in labels:
-        keys = (norm(lab), norm(lab).replace(" ", ""))
-        hit = next((by_name[k] for k in keys if k in by_name), None) or next((by_syn[k] for k in keys if k in by_syn), None)
-        if not hit or len(hit) != 1:
-            bad.append(f"{lab} -> {sorted(hit) if hit else 'no match'}")
-            continue
-        mapping[lab] = next(iter(hit))
-    print("ImageNet mapping (label -> index: torchvision name):")
-    for lab, i in mapping.items():
-        print(f"  {lab:<14} -> {i:>3}: {cats[i]}")
-    if bad:
-        raise SystemExit(f"error: {len(bad)} labels do not map to exactly one ImageNet class: {'; '.join(bad)}")
-    return mapping
-
-
-def imagenet_report(logits: np.ndarray, y, mapping: dict) -> dict:
-    """Top-1/top-5 of the 1000-way ImageNet classifier (as the paper), and restricted to the dataset's classes."""
-    from embedkit.classify.metrics import classification_report
-
-    t = np.array([mapping[str(v)] for v in y])
-    order = np.argsort(-logits, axis=1, kind="stable")[:, :5]
-    labs = sorted(mapping)
-    cols = [mapping[c] for c in labs]
-    sub = classification_report(y, logits[:, cols], labs)
-    return {"top1": float((order[:, 0] == t).mean()), "top5": float((order == t[:, None]).any(1).mean()),
-            "n": len(t), "restricted": {"top1": sub["top1"], "top5": sub["top5"]}}
+    rep, _ = baseline_report(logits, y, label_map)
+    b = rep["baseline"]
+    return {"top1": b["imagenet_1000way"]["top1"], "top5": b["imagenet_1000way"]["top5"], "n": rep["n"],
+            "excluded": b["images_excluded"], "classes_mapped": b["classes_mapped"],
+            "restricted": {"top1": rep["top1"], "top5": rep["top5"]},
+            "per_class": {c: {k: v[k] for k in ("n", "top1", "top5")} for c, v in rep["per_class"].items()}}
 
 
 def embed_store(data, out, backbone, layer=None, weights="default"):
@@ -171,7 +147,8 @@ def run_backbone(name, args, data, mapping, splits, results):
         logits = np.asarray(logits_store.codes, dtype=np.float64)
         rows["baseline softmax"] = imagenet_report(logits[s.test], y[s.test], mapping)
         print(f"  baseline softmax: top-1 {rows['baseline softmax']['top1']:.3f} top-5 "
-              f"{rows['baseline softmax']['top5']:.3f} (restricted to the {len(mapping)} labels: "
+              f"{rows['baseline softmax']['top5']:.3f} on {rows['baseline softmax']['n']} images (restricted to "
+              f"the {len(mapping.mapped)} mapped labels: "
               f"{rows['baseline softmax']['restricted']['top1']:.3f} / {rows['baseline softmax']['restricted']['top5']:.3f})")
         rows["baseline codes + SVM"] = svm_row(base_store, work / f"svm-base-{split_name}", split_kw)
         if not args.skip_finetune:
@@ -216,11 +193,13 @@ def markdown(results) -> str:
          f"Command: `{r['command']}`  ",
          f"Date: {r['date']}  ",
          f"Machine: {r['machine']}  ",
-         (f"Data: emoji-dev, {r['data']['images']} images, {r['data']['classes']} classes (ImageNet class names), "
+         (f"Data: emoji-dev, {r['data']['images']} images, {r['data']['classes']} classes "
+         f"({r['data'].get('classes_mapped', '?')} mapped to ImageNet classes), "
          f"{r['data']['designs']} designs (file names); total run time {r['seconds'] / 60:.1f} min."), "",
          ("Top-1 / top-5 precision on the test split (the same images for every method of a split; asserted). "
          "Baseline softmax is the ImageNet classifier, 1000-way, with the labels mapped to ImageNet classes "
-         "(in brackets: restricted to the 30 mapped classes). Codes + SVM: 3-fold CV grid search over "
+         f"(notes: restricted to the {r['data'].get('classes_mapped', r['data']['classes'])} mapped classes; "
+         "test images of unmapped classes are left out of the softmax rows). Codes + SVM: 3-fold CV grid search over "
          "rbf + sigmoid x C {0.1, 1, 10, 100} x gamma {0.1*scale, scale, 10*scale, 1e-4} on train+val, "
          "best SVM refitted on train+val."), "",
          "| split | backbone | method | top-1 | top-5 | test images | notes |",
@@ -229,7 +208,9 @@ def markdown(results) -> str:
         for method, row in run["rows"].items():
             note = ""
             if "restricted" in row:
-                note = f"restricted to 30: {pct(row['restricted']['top1'])} / {pct(row['restricted']['top5'])}"
+                note = (f"restricted to {row.get('classes_mapped', '?')}: {pct(row['restricted']['top1'])} / "
+                        f"{pct(row['restricted']['top5'])}" + (f"; {row['excluded']} test images of unmapped classes "
+                                                               "excluded" if row.get("excluded") else ""))
             if "best_params" in row:
                 bp = row["best_params"]
                 note = f"{bp['kernel']} C={bp['C']:g} gamma={bp['gamma']:.3g}, CV {pct(row['cv_score'])}"
@@ -239,12 +220,13 @@ def markdown(results) -> str:
                      f"| {row['n']} | {note} |")
     for name, reason in r["skipped"].items():
         L.append(f"| all | {name} | all methods | - | - | - | skipped: {reason} |")
-    if r.get("imagenet_mapping"):
-        import torchvision
-
-        cats = torchvision.models.ResNet50_Weights.DEFAULT.meta["categories"]
-        L += ["", "Label -> ImageNet class (by name; WordNet synonyms where torchvision's name differs): "
-              + ", ".join(f"{k} -> {v} {cats[v]}" for k, v in r["imagenet_mapping"].items()) + "."]
+    m = r.get("imagenet_mapping") or {}
+    if m.get("mapped"):
+        L += ["", "Label -> ImageNet class (exact name or WordNet synonym, see embedkit.classify.baseline): "
+              + ", ".join(f"{k} -> {v['index']} {v['imagenet']}" for k, v in m["mapped"].items()) + "."]
+    if m.get("unmapped"):
+        L += ["", "Not in the softmax baseline (no ImageNet class): "
+              + "; ".join(f"{k}: {why}" for k, why in m["unmapped"].items()) + "."]
     L += ["", "Splits:", ""]
     for run in r["runs"]:
         s = run["sizes"]
@@ -269,10 +251,11 @@ def markdown(results) -> str:
         if run["split"] != "stratified":
             continue
         methods = [m for m in run["rows"] if "per_class" in run["rows"][m]]
-        L += ["", f"## Per class, {run['backbone']}, {run['split']} split (top-1 / top-5 over the test images of each class)", "",
+        L += ["", f"## Per class, {run['backbone']}, {run['split']} split (top-1 / top-5 over the test images of each class; "
+              "baseline softmax restricted to the mapped classes, '-' for an unmapped class)", "",
               "| class | n | " + " | ".join(f"{m} top-1 | {m} top-5" for m in methods) + " |",
               "|---|---:|" + "---:|---:|" * len(methods)]
-        classes = sorted(run["rows"][methods[0]]["per_class"])
+        classes = sorted({c for m in methods for c in run["rows"][m]["per_class"]})
         for c in classes:
             pcs = [run["rows"][m]["per_class"].get(c) or {} for m in methods]
             n = next((p["n"] for p in pcs if p.get("n") is not None), 0)
@@ -301,6 +284,7 @@ def main(argv=None):
     p.add_argument("--freeze-bn-stats", action="store_true",
                    help="keep BatchNorm running statistics at their ImageNet values while fine-tuning")
     p.add_argument("--skip-finetune", action="store_true")
+    p.add_argument("--map", default=None, help="CSV of label,imagenet[,reason] overrides of the ImageNet mapping")
     p.add_argument("--out", default=str(RESULTS / "paper_table"), help="results path without extension")
     args = p.parse_args(argv)
     args.ft = {"strategy": args.strategy, "lr_high": args.lr_high, "lr_low": args.lr_low,
@@ -315,15 +299,15 @@ def main(argv=None):
     t0 = time.perf_counter()
     items = discover(str(data))
     labels = sorted({it.label for it in items})
-    mapping = imagenet_mapping(labels)
+    mapping = imagenet_mapping(labels, args.map)
     argv_shown = [a if not os.path.isabs(a) else os.path.relpath(a, ROOT) for a in (argv or sys.argv[1:])]
     results = {"command": "python benchmarks/paper_table.py" + "".join(" " + shlex.quote(a) for a in argv_shown),
                "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
                "machine": f"{os.cpu_count()} CPU cores, {'GPU' if cuda_available() else 'no GPU'} "
                           f"({platform.machine()}, Python {platform.python_version()})",
-               "data": {"images": len(items), "classes": len(labels),
+               "data": {"images": len(items), "classes": len(labels), "classes_mapped": len(mapping.mapped),
                         "designs": len({design_of(it.path) for it in items})},
-               "imagenet_mapping": mapping, "runs": [], "skipped": {}, "paper": PAPER}
+               "imagenet_mapping": mapping.to_json(), "runs": [], "skipped": {}, "paper": PAPER}
     if args.skip_finetune:
         results["note"] = "fine-tuned rows skipped (--skip-finetune)"
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]

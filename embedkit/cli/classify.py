@@ -1,4 +1,4 @@
-"""`embedkit classify train|eval|predict`: SVM classification of neural codes, as in the paper."""
+"""`embedkit classify train|eval|predict|baseline`: SVM classification of neural codes, as in the paper."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 from embedkit import defaults
 from embedkit.classify.constants import DECISIONS, KERNELS, METHODS
 from embedkit.cli.options import (
+    backbone_option,
     batch_size_option,
     device_option,
     floats,
@@ -16,6 +17,7 @@ from embedkit.cli.options import (
     seed_option,
     split_options,
     verbosity_options,
+    weights_option,
     words,
     workers_option,
 )
@@ -148,3 +150,37 @@ def predict_cmd(model, source, out, top_k, device, batch_size, workers, quiet=Fa
     click.echo(f"predicted {len(rows)} images ({len(skipped)} skipped) in {dt:.1f}s -> {out}")
     for path, reason in skipped[:10]:
         click.echo(f"  skipped {path}: {reason}")
+
+
+@command.command(name="baseline")
+@click.argument("images", type=click.Path(exists=True))
+@backbone_option
+@weights_option
+@click.option("--map", "map_csv", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV of label,imagenet[,reason] overrides (an exact ImageNet class name, wnid or index; empty = "
+                   "unmapped), applied before the exact name/synonym matching.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for report.json/.txt, plots and failure cases.")
+@device_option
+@batch_size_option
+@workers_option
+@verbosity_options
+def baseline_cmd(images, backbone, weights, map_csv, out, device, batch_size, workers, quiet=False, verbose=False):
+    """The paper's softmax baseline: the ImageNet classifier of the backbone restricted to the ImageNet classes that
+    the labels of IMAGES (class folders or a path,label manifest) map to, by exact name or WordNet synonym.
+
+    Images of classes that map to no ImageNet class are excluded from top-1/top-5 and listed as unmapped in
+    the output and in report.json (which also gives the figures with them counted as errors).
+    """
+    from embedkit.classify.baseline import run_baseline
+
+    t0 = time.perf_counter()
+    res = run_baseline(images, out, backbone, weights=weights, overrides=map_csv, device=device,
+                       batch_size=batch_size, workers=workers, progress=not quiet)
+    if not quiet:
+        for line in res.label_map.describe()[:len(res.label_map.mapped)]:
+            click.echo(f"  {line}")
+    click.echo(res.summary())
+    if res.skipped:
+        click.echo(f"{len(res.skipped)} images skipped (unreadable), e.g. {res.skipped[0][0]}: {res.skipped[0][1]}")
+    click.echo(f"{time.perf_counter() - t0:.1f}s -> {res.files['report']}, {res.files['table']}")
