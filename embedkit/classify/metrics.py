@@ -64,9 +64,11 @@ def per_class_top_k(y_true, scores, classes, k: int = 1) -> dict:
 def classification_report(y_true, scores, classes, ks: Sequence[int] = (1, 5)) -> dict:
     """Everything the paper reports, as a JSON-ready dict.
 
-    Keys: ``n``, ``classes``, ``top{k}`` (global), ``per_class`` (``{class: {n, top1, top5,
-    precision, recall}}``; precision/recall are of the top-1 predictions), ``confusion``
-    (rows = true, columns = predicted, in ``classes`` order).
+    Keys: ``n``, ``classes``, ``top{k}`` (global, i.e. micro: over all items), ``per_class``
+    (``{class: {n, top1, top5, precision, recall}}``; precision/recall are of the top-1 predictions),
+    ``macro`` (``{precision, recall, f1, classes}``: unweighted means over the ``classes`` classes that
+    have items, so every class counts the same whatever its size), ``confusion`` (rows = true, columns =
+    predicted, in ``classes`` order).
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -80,18 +82,30 @@ def classification_report(y_true, scores, classes, ks: Sequence[int] = (1, 5)) -
     for k in ks:
         rep[f"top{k}"] = top_k_precision(y_true, scores, classes, k)
     per_k = {k: per_class_top_k(y_true, scores, classes, k) for k in ks}
-    prec, rec, _, support = precision_recall_fscore_support(y_true, pred, labels=classes, zero_division=0)
+    prec, rec, f1, support = precision_recall_fscore_support(y_true, pred, labels=classes, zero_division=0)
     rep["per_class"] = {
         c: {"n": int(support[i]), **{f"top{k}": per_k[k].get(c) for k in ks},
             "precision": float(prec[i]), "recall": float(rec[i])}
         for i, c in enumerate(classes)
     }
+    present = support > 0
+    rep["macro"] = {"precision": float(prec[present].mean()), "recall": float(rec[present].mean()),
+                    "f1": float(f1[present].mean()), "classes": int(present.sum())}
     rep["confusion"] = confusion_matrix(y_true, pred, labels=classes).tolist()
     return rep
 
 
+def _fmt_param(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def report_table(rep: dict, title: str = "") -> str:
-    """A readable fixed-width table of a :func:`classification_report`."""
+    """A readable fixed-width table of a :func:`classification_report`.
+
+    Below the per-class rows: ``ALL`` (global, micro: over all items) and, when present, ``MACRO``
+    (unweighted mean over classes), then the ``classifier`` parameters and the ``baseline`` figures
+    a report may carry (see :func:`embedkit.classify.evaluate.write_evaluation`).
+    """
     ks = [int(k[3:]) for k in rep if k.startswith("top") and k[3:].isdigit()]
     width = max([len("class")] + [len(c) for c in rep["classes"]])
     head = f"{'class':<{width}}  {'n':>5}  " + "  ".join(f"{'top' + str(k):>6}" for k in ks) + f"  {'prec':>6}  {'recall':>6}"
@@ -103,7 +117,22 @@ def report_table(rep: dict, title: str = "") -> str:
         lines.append(f"{c:<{width}}  {r['n']:>5}  " + "  ".join(fmt(r[f'top{k}']) for k in ks)
                      + f"  {fmt(r['precision'])}  {fmt(r['recall'])}")
     lines.append("-" * len(head))
-    lines.append(f"{'ALL':<{width}}  {rep['n']:>5}  " + "  ".join(fmt(rep[f'top{k}']) for k in ks))
+    lines.append(f"{'ALL':<{width}}  {rep['n']:>5}  " + "  ".join(fmt(rep[f'top{k}']) for k in ks)
+                 + "  (global, micro: over all items)")
+    macro = rep.get("macro")
+    if macro:
+        lines.append(f"{'MACRO':<{width}}  {'':>5}  " + "  ".join(f"{'':>6}" for _ in ks)
+                     + f"  {fmt(macro['precision'])}  {fmt(macro['recall'])}  f1 {macro['f1']:.3f}"
+                     + f"  (unweighted mean over {macro.get('classes', len(rep['classes']))} classes)")
+    clf = rep.get("classifier")
+    if clf:
+        lines += ["", "classifier: " + ", ".join(f"{k} {_fmt_param(v)}" for k, v in clf.items() if v is not None)]
+    if "baseline" in rep:
+        b = rep.get("baseline")
+        where = f" ({b['where']})" if b and b.get("where") else ""
+        lines.append(f"logistic-regression baseline{where}: " + (
+            "  ".join(f"top-{k[3:]} {b[k]:.4f}" for k in b if k.startswith("top") and k[3:].isdigit())
+            if b else "not computed"))
     return "\n".join(lines) + "\n"
 
 

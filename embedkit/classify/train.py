@@ -95,7 +95,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     ``overwrite``. ``device="cpu"`` keeps every step (Gram matrix, final SVM) on the CPU.
     """
     from embedkit.classify.apply import read_rows, score_rows
-    from embedkit.classify.evaluate import evaluate_scores, write_evaluation
+    from embedkit.classify.evaluate import evaluate_scores, model_extra, recorded_sha1, write_evaluation
     from embedkit.classify.gridsearch import effective_folds, grid_search_svm
     from embedkit.classify.large import ApproxKernelSVM, plan_training, stratified_sample
     from embedkit.classify.metrics import classification_report
@@ -160,7 +160,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     test = base = rep = None
     if len(split.test):
         rep, failures = evaluate_scores(score_rows(clf, store, split.test), clf.classes_, labels[split.test],
-                                        store.paths[split.test])
+                                        store.paths[split.test], sha1=recorded_sha1(store, split.test))
         test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures)}
         if baseline:
             lr = LogisticBaseline().fit(X_search, y_search)
@@ -176,7 +176,10 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
 
         write_text_atomic(out / "grid_search.txt", gs.table())
     if rep is not None:
+        chosen = {**best, "decision": decision, "class_weight": class_weight} if method == "svm" else best
         files = write_evaluation(out, rep, failures, title=f"{method.upper()} on test",
-                                 extra={"training": plan, "method": method})
+                                 extra={"training": plan, "method": method, **model_extra(
+                                     {"method": method, "params": chosen, "gamma": getattr(clf, "gamma_", None),
+                                      "estimator": type(clf).__name__, "baseline": base})})
     return TrainResult(out, best, cv_score, test, base, sizes, time.perf_counter() - t0,
                        gs.seconds if gs else 0.0, files, method, plan, notes)

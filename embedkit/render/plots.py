@@ -1,5 +1,8 @@
 """PNG figures people would rather look at than read: confusion matrix, per-class bars, learning curves.
 
+Every figure says what it plots: the confusion matrix's colour bar is labelled, per-class bars
+name their measure, and a mean line says whether it is the global (micro) or the macro figure.
+
 All functions write atomically (temporary file, then rename) and return the path.
 matplotlib runs headless (Agg).
 """
@@ -46,7 +49,10 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 
 def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path, title: str = "Confusion matrix") -> Path:
-    """Row-normalised confusion matrix (rows = true class) with counts in the cells when small enough."""
+    """Row-normalised confusion matrix (rows = true class) with counts in the cells when small enough.
+
+    The colours are the fraction of each true class (the colour bar says so); the numbers are counts.
+    """
     plt = _plt()
     cm = np.asarray(cm, dtype=float)
     k = len(class_names)
@@ -65,12 +71,46 @@ def confusion_matrix_png(cm: np.ndarray, class_names: Sequence[str], path, title
                 if cm[i, j]:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
                             color="white" if norm[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("fraction of the true class (row-normalised)" + ("; cell numbers are counts" if k <= 40 else ""))
     return save_figure(fig, path)
 
 
-def per_class_bar_png(values: dict, path, title: str = "Per-class top-1 precision", xlabel: str = "precision") -> Path:
-    """Horizontal bars of a per-class score (sorted), with the mean as a dashed line."""
+def per_class_precision_recall_png(per_class: dict, path, title: str = "Per-class precision and recall",
+                                   micro: float | None = None, macro: dict | None = None) -> Path:
+    """Two bars per class, precision and recall of the top-1 predictions, sorted by recall.
+
+    ``per_class``: ``{class: {"precision": p, "recall": r}}``. ``micro``: the global figure (top-1 over
+    all items, which is micro precision = micro recall here), drawn as a dotted line; ``macro``:
+    ``{"precision", "recall"}`` unweighted means over classes, drawn as dashed lines. Every line's
+    legend entry says which mean it is.
+    """
+    plt = _plt()
+    names = sorted(per_class, key=lambda c: (per_class[c]["recall"], per_class[c]["precision"], c))
+    rec = np.array([float(per_class[c]["recall"]) for c in names])
+    prec = np.array([float(per_class[c]["precision"]) for c in names])
+    pos = np.arange(len(names))
+    h = 0.4
+    fig, ax = plt.subplots(figsize=(7.5, max(3.0, 0.4 * len(names) + 1.5)))
+    ax.barh(pos - h / 2, prec, height=h, color="#4477aa", label="precision (of items predicted as the class)")
+    ax.barh(pos + h / 2, rec, height=h, color="#ee7733", label="recall = top-1 (of items of the class)")
+    ax.set_yticks(pos, names, fontsize=8)
+    ax.set_xlim(0, 1)
+    if macro:
+        ax.axvline(float(macro["precision"]), color="#224466", ls="--",
+                   label=f"macro precision {float(macro['precision']):.3f} (mean over classes)")
+        ax.axvline(float(macro["recall"]), color="#aa4400", ls="--",
+                   label=f"macro recall {float(macro['recall']):.3f} (mean over classes)")
+    if micro is not None:
+        ax.axvline(float(micro), color="black", ls=":", label=f"global (micro) top-1 {float(micro):.3f} (over items)")
+    ax.set_xlabel("top-1 precision / recall per class")
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    return save_figure(fig, path)
+
+
+def per_class_bar_png(values: dict, path, title: str = "Per-class score", xlabel: str = "score") -> Path:
+    """Horizontal bars of one per-class score (sorted), with its unweighted mean over classes (macro) dashed."""
     plt = _plt()
     names = sorted(values, key=lambda c: values[c])
     vals = [float(values[c]) for c in names]
@@ -79,7 +119,7 @@ def per_class_bar_png(values: dict, path, title: str = "Per-class top-1 precisio
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.set_xlim(0, 1)
     if vals:
-        ax.axvline(float(np.mean(vals)), color="#cc3311", ls="--", label=f"mean {np.mean(vals):.3f}")
+        ax.axvline(float(np.mean(vals)), color="#cc3311", ls="--", label=f"macro mean {np.mean(vals):.3f} (over classes)")
         ax.legend(loc="lower right")
     ax.set_xlabel(xlabel)
     ax.set_title(title)

@@ -10,7 +10,9 @@ contains the text. A short hint on the page says so.
 
 Size: every distinct image path is stored once (panels of a comparison refer to
 it by number) and every thumbnail is embedded once, shared by all panels that
-show that image. The JSON block is escaped for ``<``, ``>`` and ``&`` (as
+show that image. A point of a code store gets its thumbnail only when the file still has the
+sha1 recorded for its row at embed time (``ViewPanel.sha1``); otherwise its tooltip says why no
+image is shown instead of inlining whatever file the path names now. The JSON block is escaped for ``<``, ``>`` and ``&`` (as
 ``\\u003c``...), so no file name or label can end the script or open a comment.
 """
 
@@ -33,7 +35,7 @@ _CSS = """body{font-family:sans-serif;margin:1em;color:#222}h1{font-size:1.2em}
 canvas{border:1px solid #ccc;cursor:crosshair;width:560px;height:560px;touch-action:none}
 canvas.drag{cursor:grabbing}#tip{position:fixed;display:none;background:#fff;border:1px solid #888;
 padding:4px;font-size:11px;max-width:260px;word-wrap:break-word;pointer-events:none;box-shadow:2px 2px 6px #0003}
-#tip img{display:block;max-width:128px;max-height:128px}.legend{columns:4 12em;font-size:12px;margin-top:1em}
+#tip img{display:block;max-width:128px;max-height:128px}#tip .ph{color:#777;font-style:italic}.legend{columns:4 12em;font-size:12px;margin-top:1em}
 .legend span{cursor:pointer;display:block;user-select:none}.legend span.off{opacity:.3}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}"""
 
@@ -67,7 +69,9 @@ p.cv.addEventListener('dblclick',()=>{p.z=1;p.tx=0;p.ty=0;draw(p);});
 p.cv.addEventListener('mousemove',e=>{const [mx,my]=at(e);
 if(drag){p.tx+=mx-drag[0];p.ty+=my-drag[1];drag=[mx,my];draw(p);tip.style.display='none';return;}
 const best=nearest(p,mx,my);if(best<0){tip.style.display='none';return;}const q=p.pts[best];tip.textContent='';
-const t=D.tp[q[3]];if(t>=0){const im=document.createElement('img');im.src=D.thumbs[t];tip.appendChild(im);}
+const t=D.tp[q[3]];if(t>=0){const s=D.thumbs[t];if(s.startsWith('data:image/png;base64,')){
+const im=document.createElement('img');im.src=s;tip.appendChild(im);}else{const ph=document.createElement('div');
+ph.className='ph';ph.textContent=s;tip.appendChild(ph);}}
 const d=document.createElement('div');d.textContent=(q[2]>=0?D.names[q[2]]+' \\u2014 ':'')+D.paths[q[3]];tip.appendChild(d);
 tip.style.left=(e.clientX+14)+'px';tip.style.top=(e.clientY+14)+'px';tip.style.display='block';});
 p.cv.addEventListener('mouseleave',()=>{tip.style.display='none';});});
@@ -98,9 +102,17 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
     """Write the page for ``panels`` atomically; about ``thumbnails`` points per panel (spread over the map) get an image.
 
     Each distinct path is stored once and each distinct image embedded once: a point
-    of another panel showing an image that already has a thumbnail reuses it.
+    of another panel showing an image that already has a thumbnail reuses it. Points of a panel
+    with ``sha1`` get an image only if the file still has that sha1, else a line saying why not.
     """
-    from embedkit.render.gallery import thumbnail_data_uri
+    from embedkit.render.gallery import NO_CHECKSUM, NOT_THIS_STORES, checked_thumbnail_data_uri, thumbnail_data_uri
+
+    def thumb(k: int, i: int, paths) -> str:
+        sha1 = panels[k].sha1
+        if sha1 is None:  # files the caller named directly
+            return thumbnail_data_uri(paths[i], thumb_px)
+        uri = checked_thumbnail_data_uri(paths[i], sha1[i], thumb_px)
+        return uri if uri is not None else (NOT_THIS_STORES if sha1[i] else NO_CHECKSUM)
 
     labelled = [np.asarray(p.labels, dtype=object).astype(str) for p in panels if p.labels is not None]
     names = sorted(set(np.concatenate(labelled).tolist())) if labelled else []
@@ -110,7 +122,7 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
     thumb_of: dict[int, int] = {}  # path id -> thumbnail number
     thumbs: list[str] = []
     data_panels = []
-    for p in panels:
+    for k_panel, p in enumerate(panels):
         xy = np.asarray(p.xy, np.float64)
         n = len(xy)
         paths = [str(s) for s in p.paths] if p.paths is not None else [""] * n
@@ -125,8 +137,12 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
                         break
                     if int(pid[i]) not in thumb_of:
                         thumb_of[int(pid[i])] = len(thumbs)
-                        thumbs.append(thumbnail_data_uri(paths[i], thumb_px))
+                        thumbs.append(thumb(k_panel, int(i), paths))
                         need -= 1
+                    elif not thumbs[thumb_of[int(pid[i])]].startswith("data:"):  # another store's row may check
+                        uri = thumb(k_panel, int(i), paths)
+                        if uri.startswith("data:"):
+                            thumbs[thumb_of[int(pid[i])]] = uri
         pts = [[round(float(a), 4), round(float(b), 4), c, int(t)] for (a, b), c, t in zip(xy, cls, pid)]
         data_panels.append({"xy": pts})
     tp = [-1] * len(path_id)

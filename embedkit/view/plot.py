@@ -35,7 +35,13 @@ def palette(names: Sequence[str]) -> dict:
 
 @dataclass
 class ViewPanel:
-    """One map to draw: points ``xy`` with their ``labels`` and image ``paths`` (in step), a title and metrics."""
+    """One map to draw: points ``xy`` with their ``labels`` and image ``paths`` (in step), a title and metrics.
+
+    ``sha1``: for points that are rows of a code store, the sha1 recorded for each row at embed time
+    ("" where none was), in step with ``paths``: a thumbnail is drawn only from a file that still has
+    it, else a placeholder (see :func:`embedkit.render.gallery.checked_thumbnail_data_uri`). Leave it
+    None only for files the user named directly; their thumbnails are drawn unchecked.
+    """
 
     title: str
     xy: np.ndarray
@@ -43,6 +49,7 @@ class ViewPanel:
     paths: Sequence[str] | None = None
     metrics: dict | None = None
     metrics_test: dict | None = None  # the same figures on a fine-tuning run's test split only
+    sha1: Sequence[str] | None = None
 
 
 def spread_sample(xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -59,11 +66,32 @@ def spread_sample(xy: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return np.asarray(chosen, np.int64)
 
 
-def _thumb_array(path: str, size: int) -> np.ndarray:
-    """RGB array of a small thumbnail; a grey square when the file cannot be read (the map still shows where it was)."""
+#: colour of the square drawn instead of a thumbnail that may not be inlined (file changed or not the store's)
+PLACEHOLDER_FILL = (235, 235, 235)
+
+
+def _thumb_array(path: str, size: int, sha1=None, checked: bool = False) -> np.ndarray:
+    """RGB array of a small thumbnail; a grey square when the file cannot be read (the map still shows where it was).
+
+    ``checked``: the file is a store row's, drawn only if its bytes have ``sha1`` (the one recorded at embed
+    time); otherwise a light :data:`PLACEHOLDER_FILL` square is drawn instead of whatever the path names now.
+    """
     from embedkit.render.gallery import thumbnail
 
-    return np.asarray(thumbnail(path, size, fill=(190, 190, 190)))
+    if not checked:
+        return np.asarray(thumbnail(path, size, fill=(190, 190, 190)))
+    import base64
+    import io
+
+    from PIL import Image
+
+    from embedkit.render.gallery import checked_thumbnail_data_uri
+
+    uri = checked_thumbnail_data_uri(path, sha1, size, fill=(190, 190, 190))
+    if uri is None:
+        return np.asarray(Image.new("RGB", (size, size), PLACEHOLDER_FILL))
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as img:
+        return np.asarray(img.convert("RGB"))
 
 
 def metrics_line(m: dict | None) -> str:
@@ -112,7 +140,9 @@ def _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend
         if thumbnails and p.paths is not None:
             for i in spread_sample(xy, thumbnails, seed):
                 edge = colours.get(str(p.labels[i]), "#444444") if p.labels is not None else "#444444"
-                box = AnnotationBbox(OffsetImage(_thumb_array(p.paths[i], thumb_px), zoom=1.0), xy[i], frameon=True,
+                img = _thumb_array(p.paths[i], thumb_px, p.sha1[i] if p.sha1 is not None else None,
+                                   checked=p.sha1 is not None)
+                box = AnnotationBbox(OffsetImage(img, zoom=1.0), xy[i], frameon=True,
                                      pad=0.1, bboxprops={"edgecolor": edge, "linewidth": 1.5})
                 ax.add_artist(box)
         line = metrics_line(p.metrics)
