@@ -66,8 +66,7 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
         options[k] = words(options[k])
     if (options["test_groups"] or options["val_groups"]) and not options["split_by"]:
         raise ConfigError("--test-groups/--val-groups name groups of --split-by; add --split-by design")
-    res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet,
-                   log=(lambda _msg: None) if quiet else click.echo, **options)
+    res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet, **options)
     click.echo(res.summary())
     for path, reason in res.skipped[:10]:
         click.echo(f"  skipped {path}: {reason}")

@@ -101,12 +101,13 @@ class _EchoHandler(logging.Handler):
     """Writes through click at emit time, so the message lands on the current stderr (and off the progress bar)."""
 
     _embedkit = True
-    NAMES = {"WARNING": "warning", "ERROR": "error", "INFO": "note", "DEBUG": "debug", "CRITICAL": "error"}
+    NAMES = {"WARNING": "warning", "ERROR": "error", "DEBUG": "debug", "CRITICAL": "error"}
 
     def emit(self, record) -> None:
         try:
-            click.echo(f"{self.NAMES.get(record.levelname, record.levelname.lower())}: {record.getMessage()}",
-                       err=True)
+            # INFO is the commands' running commentary (layer tables, epochs, projection steps): plain lines
+            prefix = self.NAMES.get(record.levelname)
+            click.echo(f"{prefix}: {record.getMessage()}" if prefix else record.getMessage(), err=True)
         except Exception:  # logging must never break the command
             self.handleError(record)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import click
 
@@ -60,13 +59,8 @@ def command(codes, out, method, backend, device, thumbnails, seed, max_points, r
     """
     from embedkit.view.pipeline import view
 
-    t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        click.echo(f"[{time.perf_counter() - t0:7.1f}s] {msg}", err=True)
-
     res = view(list(codes), out, method=method, backend=backend, seed=seed, max_points=max_points,
                pca_dims=pca_dims, thumbnails=thumbnails, color_by=color_by, reuse=reuse, proj_dir=proj_dir,
                title=title, progress=not quiet, device=device, overwrite=overwrite, rest=rest, max_draw=max_draw,
-               metrics_points=metrics_points, split_json=split_json, log=None if quiet else log)
+               metrics_points=metrics_points, split_json=split_json)
     click.echo(res.summary())

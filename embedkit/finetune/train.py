@@ -22,6 +22,7 @@ the start, at the epoch reached (see :func:`replan_schedule`), so the added epoc
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from contextlib import nullcontext
@@ -182,7 +183,7 @@ def _write_history(history: list, out: Path, best_epoch: int | None = None) -> N
 
 
 def finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-             log=print, on_epoch_end=None, **options) -> FinetuneResult:
+             log=None, on_epoch_end=None, **options) -> FinetuneResult:
     """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
 
     See :func:`_finetune`. One run writes a run folder at a time: a second one is refused (a lock file
@@ -198,7 +199,7 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
 
 
 def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-              log=print, on_epoch_end=None, **options) -> FinetuneResult:
+              log=None, on_epoch_end=None, **options) -> FinetuneResult:
     """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
 
     ``options`` are the fields of :class:`FinetuneConfig` (backbone, weights, strategy, epochs, reinit,
@@ -208,6 +209,8 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
     """
     from tqdm.auto import tqdm
 
+    # the layer table, epochs and notes go to the module's logger unless a callable is given
+    log = log or logging.getLogger(__name__).info
     cfg = FinetuneConfig(**options).validate()
     out = Path(out)
     last_path, best_path = out / "last.pt", out / "best.pt"

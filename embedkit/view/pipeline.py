@@ -10,6 +10,7 @@ points; the summary says so). Paths and labels are indexed as NumPy arrays
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -153,7 +154,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     limit_draw = DEFAULT_MAX_DRAW[kind] if max_draw is None else int(max_draw)
     if limit_draw < 1:
         raise invalid("max_draw", max_draw, "a positive integer")
-    say = log or (lambda _m: None)
+    say = log or logging.getLogger(__name__).info  # progress lines: the module's logger by default
     base = Path(proj_dir) if proj_dir is not None else out.with_name(out.stem + ".proj")
     names = [Path(s.path).name for s in stores]
     if len(set(names)) < len(names):

@@ -272,7 +272,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
     if rest == "transform" and method == "tsne" and be != "opentsne" and n > limit:
         raise ConfigError(f"t-SNE backend {be!r} cannot place new points; use --rest drop (project the sample "
                           f"only) or backend opentsne")
-    say = log or (lambda _m: None)
+    say = log or logging.getLogger(__name__).info  # progress lines: the module's logger by default
     t0 = time.perf_counter()
     fit_idx = _sample_indices(n, limit, seed)
     policy = "all" if len(fit_idx) == n else ("transform" if rest == "transform" else "sample")
