@@ -2,7 +2,7 @@
 
 Fabricates stores of N x 512 float32 codes (a Gaussian mixture of 100 classes) through
 ``CodeStore.from_arrays``, then runs each command in a fresh child process and records its wall
-time and peak RSS (``ru_maxrss`` of the child, from ``os.wait4``):
+time and peak RSS (the child's own ``VmHWM``):
 
 - ``store info`` (open + count), ``classify train`` (exact kernel grid below the kernel-row limit,
   the scalable fall-back above it), exact ``neighbors`` (k=10, 1,000 queries, streamed over the
@@ -54,7 +54,7 @@ def fabricate(folder: Path, n: int, seed: int = 0, chunk: int = 100_000):
 
 
 def run_child(cmd: list[str], timeout: float) -> tuple[float, float, int, str]:
-    """``(seconds, peak RSS MiB, return code, last output line)`` of a child process."""
+    """``(seconds, peak RSS MiB (the child's own VmHWM), return code, last output line)`` of a child process."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -66,8 +66,7 @@ def run_child(cmd: list[str], timeout: float) -> tuple[float, float, int, str]:
     else:
         rc = proc.returncode
     dt = time.perf_counter() - t0
-    # the child was reaped by communicate(); its rusage is in RUSAGE_CHILDREN's running maximum,
-    # so each command runs through a small wrapper that prints its own ru_maxrss instead
+    # each command runs through a small wrapper that prints its own peak RSS at exit
     rss = float("nan")
     for line in (out or "").splitlines():
         if line.startswith("@@maxrss_kb="):
@@ -78,9 +77,14 @@ def run_child(cmd: list[str], timeout: float) -> tuple[float, float, int, str]:
 
 def wrapped(code: str | None = None, argv: list[str] | None = None) -> list[str]:
     """A python child that runs ``code`` (or ``embedkit ARGV``) and prints its peak RSS at exit."""
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child would report its parent's peak
     body = (
-        "import atexit, resource\n"
-        "atexit.register(lambda: print(f'@@maxrss_kb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', flush=True))\n"
+        "import atexit\n"
+        "def _hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            print(f'@@maxrss_kb={int(line.split()[1])}', flush=True)\n"
+        "atexit.register(_hwm)\n"
     )
     if code is None:
         body += f"import sys\nsys.argv = {['embedkit', *argv]!r}\nfrom embedkit.cli.main import main\nmain()\n"
@@ -89,7 +93,7 @@ def wrapped(code: str | None = None, argv: list[str] | None = None) -> list[str]
     return [sys.executable, "-c", body]
 
 
-def commands(store: Path, tmp: Path, n: int) -> dict:
+def commands(store: Path, tmp: Path, n: int, classify_args=()) -> dict:
     q = (f"import numpy as np, embedkit\nfrom embedkit.retrieve.exhaustive import exhaustive_search\n"
          f"s = embedkit.CodeStore.open({str(store)!r})\n"
          f"Q = s.take(np.random.default_rng(1).choice(len(s), 1000, replace=False))\n"
@@ -97,7 +101,7 @@ def commands(store: Path, tmp: Path, n: int) -> dict:
     return {
         "store info": wrapped(argv=["store", "info", str(store)]),
         "classify train": wrapped(argv=["classify", "train", str(store), "-o", str(tmp / f"model{n}"), "--quiet",
-                                        "--no-baseline", "--overwrite"]),
+                                        "--no-baseline", "--overwrite", *classify_args]),
         "neighbors exact": wrapped(code=q),
         "dedupe": wrapped(argv=["neighbors", "--codes", str(store), "--dedupe", "--metric", "l2", "--threshold",
                                 "0.5", "-q", "--csv", str(tmp / f"dupes{n}.csv")]),
@@ -116,12 +120,16 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per command")
     ap.add_argument("--only", nargs="*", default=None, help="run only these commands")
     ap.add_argument("--workdir", default=None, help="where the stores go (default: a temporary folder)")
+    ap.add_argument("--classify-args", default="",
+                    help="extra options of classify train, quoted, e.g. \"--max-kernel-rows 2000 --components 512\"")
+    ap.add_argument("--skip", nargs="*", default=[], help="N:command pairs to leave out, e.g. 1000000:dedupe")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="bench_scale_"))
     tmp.mkdir(parents=True, exist_ok=True)
     lines = [f"# bench_scale: N x {DIM} float32, {CLASSES}-class Gaussian mixture, {os.cpu_count()} cores, "
-             f"timeout {args.timeout:.0f}s per command",
+             f"timeout {args.timeout:.0f}s per command; classify train {args.classify_args or '(defaults)'}"
+             + (f"; left out: {' '.join(args.skip)}" if args.skip else ""),
              f"{'N':>9s}  {'command':16s} {'seconds':>9s} {'peak MiB':>9s}  result"]
     print("\n".join(lines), flush=True)
     results = {}
@@ -134,8 +142,8 @@ def main(argv=None) -> int:
                     f"{len(store.shards)} shards of {store.shards[0]['rows']} rows ({shard_mib:.0f} MiB each)")
             print(line, flush=True)
             lines.append(line)
-            for name, cmd in commands(tmp / f"s{n}", tmp, n).items():
-                if args.only and name not in args.only:
+            for name, cmd in commands(tmp / f"s{n}", tmp, n, args.classify_args.split()).items():
+                if (args.only and name not in args.only) or f"{n}:{name}" in args.skip:
                     continue
                 dt, rss, rc, last = run_child(cmd, args.timeout)
                 results[(n, name)] = (dt, rss, rc)

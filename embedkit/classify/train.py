@@ -108,7 +108,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     out = check_out_folder(out, overwrite)
     if len(store) == 0:
         raise DataError(f"store {str(store.path)!r} holds no codes; embed some images first")
-    labels = check_labels(store.labels, len(store))
+    labels = np.asarray(store.labels, dtype=object)  # unlabelled rows are left out by the split (splits.py)
     split = split_store(store, fractions, seed, split_by, test_groups, val_groups, split_file)
     fit_rows = np.sort(np.concatenate([split.train, split.val]))
     if len(fit_rows) == 0:

@@ -192,11 +192,26 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
 def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard) -> tuple[int, int]:
     """The writer: cut the ordered stream of rows into shards and commit each with the store writer."""
     pp = job.postprocess()
-    k, seen, n_emb, n_skip = 0, 0, 0, 0
-    codes, rows, skipped = [], [], []
+    counts = {"embedded": 0, "skipped": 0}
     bar = tqdm(total=job.files, initial=job.files - sum(sizes), unit="img", disable=not progress,
                desc="embed (ray)")
-    for batch in ds.iter_batches(batch_size=bs, batch_format="numpy"):
+    stream = iter(ds.iter_batches(batch_size=bs, batch_format="numpy"))
+    try:
+        _consume(stream, job, pending, sizes, pp, bar, items_table, write_shard, counts)
+    finally:
+        # a writer that stops (a kill, a full disk) shuts the pipeline down now, freeing its actors' CPUs
+        # and GPUs for the next job, instead of leaving it to the garbage collector
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        bar.close()
+    return counts["embedded"], counts["skipped"]
+
+
+def _consume(stream, job, pending, sizes, pp, bar, items_table, write_shard, counts) -> None:
+    k, seen = 0, 0
+    codes, rows, skipped = [], [], []
+    for batch in stream:
         for i in range(len(batch["path"])):
             if int(batch["shard"][i]) != pending[k]:
                 raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
@@ -214,8 +229,7 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, writ
                 block = np.stack(codes) if codes else np.zeros((0, job.dim), np.float32)
                 write_shard(job.folder, pending[k], block, items_table(cols), skipped, dtype=job.dtype,
                             postprocess=pp, files=sizes[k])
-                n_emb, n_skip = n_emb + len(rows), n_skip + len(skipped)
+                counts["embedded"] += len(rows)
+                counts["skipped"] += len(skipped)
                 k, seen, codes, rows, skipped = k + 1, 0, [], [], []
         bar.update(len(batch["path"]))
-    bar.close()
-    return n_emb, n_skip
