@@ -225,3 +225,23 @@ def test_file_names_that_are_not_utf8_are_kept_byte_for_byte(tmp_path, lite0):
     assert all(os.path.exists(p) for p in s.paths) and res.skipped == 1
     assert "\ufffd" in " ".join(s.column("path"))  # the readable column shows them, the exact one keeps them
     assert "broken" in (tmp_path / "s" / "skipped.csv").read_bytes().decode("utf-8", "surrogateescape")
+
+
+def test_a_work_folder_without_its_plan_is_not_started(tmp_path, lite0):
+    """Killed between writing the queue and the plan: neither --resume nor a plain run may be stuck."""
+    rng = np.random.default_rng(8)
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        make_shape_image(i, rng).save(tmp_path / "imgs" / f"w{i}.png")
+    work = tmp_path / "s" / ".work"
+    work.mkdir(parents=True)
+    (work / "queue.parquet").write_bytes(b"PAR1 half written")  # no job.json: the plan was never committed
+    res = embedkit.embed(tmp_path / "imgs", tmp_path / "s", lite0, progress=False, workers=0)
+    assert len(res.store) == 3 and not work.exists()
+
+
+def test_small_jobs_commit_in_small_shards():
+    from embedkit.store.writer import default_shard_rows
+
+    assert default_shard_rows(300) == 32 and default_shard_rows(10_000) == 157
+    assert default_shard_rows(1_000_000) == 8192

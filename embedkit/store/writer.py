@@ -233,8 +233,13 @@ def _write_skipped_csv(folder: Path, shard_ids) -> None:
 
 
 def default_shard_rows(n: int) -> int:
-    """Rows per shard for ``n`` items: small jobs commit often (resume pays off), large ones stay few files."""
-    return int(min(8192, max(128, -(-n // 64))))
+    """Rows per shard for ``n`` items: about 64 shards, between 32 and 8192 rows.
+
+    A shard is the unit of commit: small jobs get small shards, so that even on a CPU a commit comes every
+    few seconds and a killed run of a few hundred images loses at most a few seconds of work; a million
+    images stay ~120 files of codes.
+    """
+    return int(min(8192, max(32, -(-n // 64))))
 
 
 def from_arrays(out, codes, paths, labels=None, identity: dict | None = None, *, columns: dict | None = None,
