@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -176,19 +176,6 @@ def _sample_indices(n: int, k: int | None, seed: int) -> np.ndarray:
     if k is None or n <= k:
         return np.arange(n, dtype=np.int64)
     return np.sort(np.random.default_rng(seed).choice(n, size=int(k), replace=False)).astype(np.int64)
-
-
-def _pca_fit(x: np.ndarray, k: int, seed: int, backend: str):
-    """Mean and top-``k`` components (numpy) of ``x``, on the GPU with cuML when asked."""
-    if backend == "cuml":
-        cuml = _device.optional_import("cuml", "PCA with backend='cuml'")
-        p = cuml.PCA(n_components=k, output_type="numpy").fit(x)
-    else:
-        from sklearn.decomposition import PCA
-
-        solver = "randomized" if k < 0.8 * min(x.shape) else "full"
-        p = PCA(n_components=k, svd_solver=solver, random_state=seed).fit(x)
-    return np.asarray(p.mean_, np.float32), np.asarray(p.components_, np.float32)
 
 
 def resolve_view_backend(method: str, backend: str | None = "auto", device: str | None = "auto") -> str:
@@ -356,91 +343,8 @@ def _chunks_bar(src: Rows, progress: bool, desc: str):
             bar.update(len(block))
 
 
-def _transform(model, method: str, x: np.ndarray) -> np.ndarray:
-    """Place new (already reduced) points on a fitted map (UMAP: its ``transform``; openTSNE: new points are
-    optimised against the fixed fitted embedding)."""
-    return np.asarray(model.transform(x), np.float32)
-
-
-def _umap(x, backend, k, min_dist, seed, approx=False):
-    """``(coordinates of x, fitted model)``."""
-    if backend == "cuml":
-        from cuml.manifold import UMAP
-
-        m = UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed, output_type="numpy")
-        return m.fit_transform(x), m
-    umap = _device.optional_import("umap", "UMAP projection")
-    # A fixed random_state makes umap-learn single-threaded, which is what makes it reproducible.
-    import warnings
-
-    init = "spectral" if len(x) > k + 1 else "random"
-    with warnings.catch_warnings():  # the seed is the point; umap-learn warns it costs parallelism
-        warnings.filterwarnings("ignore", message=".*overridden to 1 by setting random_state.*")
-        m = umap.UMAP(n_components=2, n_neighbors=k, min_dist=min_dist, random_state=seed, init=init,
-                      force_approximation_algorithm=bool(approx))
-        return m.fit_transform(x), m
-
-
-def _tsne(x, backend, perplexity, seed):
-    """``(coordinates of x, fitted model or None)``; only openTSNE's model can place new points."""
-    if backend == "cuml":
-        from cuml.manifold import TSNE
-
-        return TSNE(n_components=2, perplexity=perplexity, random_state=seed,
-                    output_type="numpy").fit_transform(x), None
-    if backend == "sklearn":
-        from sklearn.manifold import TSNE
-
-        return TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1.0), init="pca", learning_rate="auto",
-                    random_state=seed).fit_transform(x), None
-    openTSNE = _device.optional_import("openTSNE", "t-SNE projection")
-    # FFT-interpolated gradients pay a fixed grid cost that dominates below ~10k points, and so do threads:
-    # Barnes-Hut on one thread is several times faster there. openTSNE is reproducible either way.
-    small = len(x) < 10_000
-    emb = openTSNE.TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1 if small else -1,
-                        initialization="pca", negative_gradient_method="bh" if small else "fft",
-                        verbose=False).fit(x)
-    return np.asarray(emb), emb
-
-
-def code_metrics(codes, labels: Sequence, k: int = 5, max_points: int = 5000, seed: int = 0,
-                 metric: str = "cosine", rows: np.ndarray | None = None) -> dict:
-    """How well labels group in the codes: silhouette score and leave-one-out ``k``-NN accuracy.
-
-    Both are computed on the codes (not on the 2-D view), on a seeded sample of at
-    most ``max_points`` labelled rows (``n`` of ``n_labelled`` in the result), so
-    memory and time stay bounded (the silhouette's pairwise distances are
-    ``max_points`` squared at most). ``rows`` restricts the candidates (e.g. a test
-    split). Unlabelled rows (empty label) are left out. Needs at least two classes.
-    """
-    from sklearn.metrics import silhouette_score
-    from sklearn.neighbors import NearestNeighbors
-
-    src = codes if isinstance(codes, Rows) else Rows(codes)
-    labels = np.asarray(labels, dtype=object)
-    if len(labels) != src.n:
-        raise DataError(f"{len(labels)} labels for {src.n} codes; they must be in step")
-    cand = np.arange(src.n, dtype=np.int64) if rows is None else np.unique(np.asarray(rows, np.int64))
-    cand = cand[labels[cand] != ""]
-    classes = np.unique(labels[cand].astype(str))
-    if len(classes) < 2 or len(cand) < 3:
-        raise DataError(f"silhouette and kNN accuracy need labelled codes of at least 2 classes; got "
-                        f"{len(cand)} labelled rows in {len(classes)} class(es)")
-    take = cand[_sample_indices(len(cand), max_points, seed)]  # sorted: sequential reads
-    x = src.take(take)
-    y = np.searchsorted(classes, labels[take].astype(str))
-    sil = float(silhouette_score(x, y, metric=metric)) if len(np.unique(y)) < len(y) else float("nan")
-    kk = int(min(k, len(x) - 1))
-    # kneighbors on the fitted set returns each row itself first (barring exact duplicates): ask for k+1, drop self.
-    nbr = NearestNeighbors(n_neighbors=kk + 1, metric=metric).fit(x).kneighbors(x, return_distance=False)
-    pred = np.empty(len(x), np.int64)
-    for i, row in enumerate(nbr):
-        others = row[row != i][:kk]
-        votes = np.bincount(y[others], minlength=len(classes))
-        best = np.flatnonzero(votes == votes.max())
-        pred[i] = next(y[j] for j in others if y[j] in best)  # ties go to the nearer neighbour
-    return {"silhouette": sil, "knn_acc": float((pred == y).mean()), "k": kk, "metric": metric,
-            "n": int(len(x)), "n_labelled": int(len(cand)), "classes": int(len(classes))}
+from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap  # noqa: E402,F401
+from embedkit.view.metrics import code_metrics  # noqa: E402,F401 (public API)
 
 
 def __getattr__(name):  # view() and friends live in embedkit.view.pipeline; importable from here as before
