@@ -113,7 +113,7 @@ def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
              and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary
     if diffs:
         raise ConfigError(f"resume must use the options of the interrupted run; changed: {'; '.join(diffs)}. "
-                          "Run again with the same options, or start over with --overwrite")
+                          "Run again with the same options, or start over with --overwrite (overwrite=True)")
     if old.strategy == "head-then-top" and old.head_epochs is None and cfg.epochs != old.epochs:
         old.head_epochs = max(1, old.epochs // 2)  # the phase boundary of the interrupted run stays where it was
     for name in RESUMABLE_CHANGES:

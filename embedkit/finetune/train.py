@@ -217,15 +217,15 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
     state = None
     if resume:
         if not last_path.is_file():
-            raise ConfigError(f"nothing to resume in {str(out)!r} (no last.pt); run without --resume to start")
+            raise ConfigError(f"nothing to resume in {str(out)!r} (no last.pt); run without --resume (resume=False) to start")
         state = load_torch_file(last_path, "training state")  # weights_only: a crafted last.pt runs no code
         if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
             raise ConfigError(f"{str(last_path)!r} is not the training state of an `embedkit finetune` run; "
-                              "start over with --overwrite")
+                              "start over with --overwrite (overwrite=True)")
         cfg = _resume_config(state["config"], cfg)
     elif last_path.exists() and not overwrite:
-        raise ConfigError(f"{str(out)!r} already holds a fine-tuning run; continue it with --resume "
-                          "or start over with --overwrite")
+        raise ConfigError(f"{str(out)!r} already holds a fine-tuning run; continue it with --resume (resume=True) "
+                          "or start over with --overwrite (overwrite=True)")
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if cfg.workers is None:
@@ -234,7 +234,7 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
                         tuple(cfg.test_groups), tuple(cfg.val_groups))
     if state is not None and state["split_paths"] != [data.items[i].path for i in data.part("train")]:
         raise MismatchError(f"the images of {str(source)!r} are not those of the interrupted run (the training "
-                            "split differs); resume with the same images or start over with --overwrite")
+                            "split differs); resume with the same images or start over with --overwrite (overwrite=True)")
     write_json_atomic(out / "config.json", asdict(cfg))
     data.write(out)
 
@@ -281,7 +281,7 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
 
     stopped = bool(state is not None and state.get("stopped"))
     if stopped:
-        log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite)")
+        log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite (overwrite=True))")
     t_start, images, pin = time.perf_counter(), 0, device.type == "cuda"
     val_loader = make_loader(data, "val", pre.transform(), cfg.batch_size, cfg.workers, pin_memory=pin)
     tf_train = train_transform(pre, cfg.augment, cfg.augment_strength)

@@ -53,7 +53,7 @@ class Job:
             return cls(**json.loads((Path(folder) / WORK / JOB).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError) as exc:
             raise StoreError(f"the interrupted run in {str(folder)!r} cannot be read ({exc}); "
-                             "start over with --overwrite") from exc
+                             "start over with --overwrite (overwrite=True)") from exc
 
     def postprocess(self) -> PostProcess:
         """The store's post-processing; with --append, the existing store's fitted PCA."""
@@ -119,7 +119,7 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
         diffs = identity_mismatch(job.identity, identity)
         if diffs:
             raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer "
-                                f"({'; '.join(diffs)}); resume with the same options or --overwrite")
+                                f"({'; '.join(diffs)}); resume with the same options or --overwrite (overwrite=True)")
         return job, True
     if exists and not (append or resume):
         raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
