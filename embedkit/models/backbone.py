@@ -19,7 +19,6 @@ import torch
 from embedkit.defaults import BACKBONE
 from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import MismatchError, invalid
-from embedkit.io.decode import load_image
 from embedkit.io.loader import default_workers
 from embedkit.models.features import FeatureModel
 from embedkit.models.preprocessing import Preprocessing
@@ -188,17 +187,4 @@ class Backbone:
         return embed_files(self, paths, batch_size=batch_size, workers=workers)
 
 
-def embed_image_file(backbone: Backbone, path: str) -> np.ndarray:
-    """Code of one image file (1 x D); unreadable files raise :class:`~embedkit.errors.DataError`."""
-    from embedkit.errors import DataError
-
-    try:
-        img, _ = load_image(path)
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path!r} does not exist") from exc
-    except ValueError as exc:
-        raise DataError(f"image {path!r} cannot be read: {exc}") from exc
-    return backbone.embed_images([img])
-
-
-__all__ = ["Backbone", "WeightsInfo", "default_workers", "embed_image_file"]
+__all__ = ["Backbone", "WeightsInfo", "default_workers"]
