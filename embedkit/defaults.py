@@ -23,3 +23,14 @@ SVM_GAMMAS = ("0.1*scale", "scale", "10*scale", PAPER_GAMMA)
 TOP_K = 5
 #: rows read at a time when streaming codes from a store (bounded memory)
 CHUNK_ROWS = 65536
+
+
+# Choices of the embed job, owned here so the library's checks and the CLI's options are the same list.
+#: compute precision of the forward pass (auto = bf16/fp16 autocast on CUDA, fp32 on CPU)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: how a spatial (B, C, H, W) or token (B, T, C) layer becomes a vector
+SPATIAL_REDUCTIONS = ("avg", "max", "cls", "flatten")
+#: where JPEGs are decoded: PIL in the loader workers, or torchvision.io on the compute device
+DECODES = ("cpu", "device")
+#: the engines that run an embed job
+ENGINES = ("local", "ray")

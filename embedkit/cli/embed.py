@@ -7,12 +7,9 @@ import click
 from embedkit.cli.options import (
     backbone_options, batch_size_option, device_option, overwrite_option, verbosity_options, workers_option,
 )
+from embedkit.defaults import DECODES, ENGINES, PRECISIONS
+from embedkit.defaults import SPATIAL_REDUCTIONS as SPATIAL
 from embedkit.store.layout import DTYPES
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # embedkit.models.backbone.PRECISIONS (kept import-light here)
-SPATIAL = ("avg", "max", "cls", "flatten")
-DECODES = ("cpu", "device")
-ENGINES = ("local", "ray")
 
 
 @click.command(name="embed")

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from embedkit.defaults import BACKBONE
+from embedkit.defaults import BACKBONE, PRECISIONS
 from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import MismatchError, invalid
 from embedkit.io.loader import default_workers
@@ -25,13 +25,7 @@ from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec, get_spec
 from embedkit.models.weights import WeightsInfo, load_model, resolve_preprocessing
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 CPU_MICRO_BATCH = 8
-
-
-DECODES = ("cpu", "device")
 
 
 class Backbone:

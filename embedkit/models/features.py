@@ -5,15 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from embedkit.defaults import SPATIAL_REDUCTIONS as SPATIAL
 from embedkit.errors import ConfigError, invalid
 from embedkit.models.registry import LOGITS, PENULTIMATE, get_spec
 from embedkit.models.sources import Source, get_source
 
-SPATIAL = ("avg", "max", "cls", "flatten")
-"""Reductions of a spatial (B, C, H, W) or token (B, T, C) code.
-
-``avg`` / ``max``: mean / max over positions (for tokens: over the patch tokens, without the class and
-other prefix tokens); ``cls``: the class token (token outputs of models with one); ``flatten``: everything."""
+# SPATIAL: the reductions of a spatial (B, C, H, W) or token (B, T, C) code. ``avg`` / ``max``: mean / max
+# over positions (for tokens: over the patch tokens, without the class and other prefix tokens); ``cls``:
+# the class token (token outputs of models with one); ``flatten``: everything.
 
 
 class FeatureModel(nn.Module):

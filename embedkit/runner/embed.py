@@ -14,10 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from embedkit.defaults import BACKBONE
+from embedkit.defaults import BACKBONE, ENGINES
 from embedkit.errors import ConfigError, invalid
 
-ENGINES = ("local", "ray")
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from embedkit.defaults import DECODES
 from embedkit.io.discover import Item
 from embedkit.io.loader import ImageDataset, TableItems, batches_within, default_batch_size, make_loader
 
 log = logging.getLogger(__name__)
 
-DECODES = ("cpu", "device")
 
 
 def backbone_batches(bb, loader):
