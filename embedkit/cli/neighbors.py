@@ -12,28 +12,10 @@ from embedkit.cli.options import batch_size_option, device_option, verbosity_opt
 from embedkit.errors import ConfigError, DataError, EmbedkitError
 from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS
 
-__all__ = ["command", "cached_index"]  # collect_queries too, through __getattr__ below
+__all__ = ["command", "cached_index"]
 
-# The library pieces (NumPy, FAISS, scikit-learn) are imported when a command runs, not when the CLI
-# starts: `embedkit --help` and TAB completion stay fast.
-_LAZY = {"np": ("numpy", None), "spreadsheet_safe": ("embedkit.atomic", "spreadsheet_safe"),
-         "write_csv_atomic": ("embedkit.atomic", "write_csv_atomic"),
-         "_cached_index": ("embedkit.retrieve.cache", "cached_index"),
-         "check_embeddable": ("embedkit.retrieve.queries", "check_embeddable"),
-         "collect_queries": ("embedkit.retrieve.queries", "collect_queries"),
-         "embed_queries": ("embedkit.retrieve.queries", "embed_queries")}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = importlib.import_module(module)
-        value = getattr(value, attr) if attr else value
-        globals()[name] = value
-        return value
-    raise AttributeError(name)
+# The library pieces (NumPy, FAISS, scikit-learn) are imported inside the functions that use them, not
+# when the CLI starts: `embedkit --help` and TAB completion stay fast.
 
 DEFAULT_COSINE_THRESHOLD = 0.05
 

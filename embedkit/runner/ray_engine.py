@@ -31,17 +31,6 @@ log = logging.getLogger(__name__)
 FAULT_ENV = "EMBEDKIT_FAULT_KILL_ACTOR_ONCE"
 
 
-def _open(path: str):
-    """Open a local path or a URI (``s3://``, ``gs://``...) through fsspec when it is installed."""
-    if "://" in path and not path.startswith("file://"):
-        try:
-            import fsspec
-        except ImportError as exc:  # pragma: no cover - depends on the user's filesystem package
-            raise ValueError(f"reading {path!r} needs fsspec and the filesystem's package (e.g. s3fs)") from exc
-        return fsspec.open(path, "rb").open()
-    return open(path.removeprefix("file://"), "rb")
-
-
 def _exact(path, raw) -> str:
     """The file name exactly: the bytes kept for a name that is not UTF-8, else the path text.
 
