@@ -14,12 +14,17 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from embedkit.atomic import write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
 from embedkit.store.layout import DTYPES, META, SHARDS, WORK
 from embedkit.store.postprocess import PostProcess
-from embedkit.store.writer import default_shard_rows, finalize, items_table, remove_store_files, shard_marker
+from embedkit.store import writer
+from embedkit.store.writer import (
+    ITEM_FIELDS, default_shard_rows, finalize, items_table, remove_store_files, shard_marker,
+)
 
 QUEUE = "queue.parquet"
 JOB = "job.json"
@@ -84,6 +89,36 @@ class Job:
             raise
         shutil.rmtree(self.work, ignore_errors=True)
         return store
+
+
+class ShardBuffer:
+    """The rows of the shard in progress, as the model stage delivers them; :meth:`commit` writes the shard.
+
+    Both engines fill one: the local loop batch by batch, the Ray driver row by row.
+    """
+
+    def __init__(self, job: Job):
+        self.job, self.postprocess = job, job.postprocess()
+        self.codes, self.rows, self.skipped = [], [], []
+
+    def add(self, codes, rows) -> None:
+        """``codes`` (n x dim) of ``rows`` ``(path, label, width, height, bytes, sha1)``, in row order."""
+        self.codes.append(codes)
+        self.rows.extend(rows)
+
+    def skip(self, path: str, reason: str) -> None:
+        self.skipped.append((path, reason))
+
+    def commit(self, shard_id: int, files: int) -> tuple[int, int]:
+        """Write shard ``shard_id`` (files + marker) and start the next one empty; returns ``(rows, skipped)``."""
+        cols = {name: [r[i] for r in self.rows] for i, name in enumerate(ITEM_FIELDS)}
+        block = np.concatenate(self.codes) if self.codes else np.zeros((0, self.job.dim), np.float32)
+        # through the module, at call time: the one writer function, whoever patched or wrapped it
+        writer.write_shard(self.job.folder, shard_id, block, items_table(cols), self.skipped, dtype=self.job.dtype,
+                           postprocess=self.postprocess, files=files)
+        done = (len(self.rows), len(self.skipped))
+        self.codes, self.rows, self.skipped = [], [], []
+        return done
 
 
 def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2_normalize: bool = False,

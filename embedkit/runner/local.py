@@ -69,7 +69,7 @@ def run_local(job, bb, *, batch_size: int | None = None, workers: int | None = N
     import pyarrow as pa
     from tqdm.auto import tqdm
 
-    from embedkit.store.writer import items_table, write_shard
+    from embedkit.runner.job import ShardBuffer
 
     pending = job.pending()
     if not pending:
@@ -80,33 +80,27 @@ def run_local(job, bb, *, batch_size: int | None = None, workers: int | None = N
     items = TableItems(queue)
     skips = queue.column("skip").to_pylist() if "skip" in queue.column_names else None
     loader = _loader(bb, items, bounds, batch_size, workers, True, decode, skips)
-    pp = job.postprocess()
     done_before = job.files - queue.num_rows
     bar = tqdm(total=job.files, initial=done_before, unit="img", disable=not progress,
                desc=f"embed {bb.name}/{bb.layer}")
     n_emb = n_skip = 0
-    k, codes, rows, skipped, seen = 0, [], [], [], 0
+    k, seen, shard = 0, 0, ShardBuffer(job)
     for idx, c, infos, bad in backbone_batches(bb, loader):
         if len(idx):
-            codes.append(c)
-            for i, info in zip(idx, infos):
-                it = items[i]
-                rows.append((it.path, it.label, info["width"], info["height"], info["bytes"], info.get("sha1", "")))
-        skipped.extend((items[i].path, reason) for i, reason in bad)
+            shard.add(c, [(items[i].path, items[i].label, info["width"], info["height"], info["bytes"],
+                           info.get("sha1", "")) for i, info in zip(idx, infos)])
+        for i, reason in bad:
+            shard.skip(items[i].path, reason)
         seen += len(idx) + len(bad)
         n_emb += len(idx)
         n_skip += len(bad)
         bar.update(len(idx) + len(bad))
-        bar.set_postfix(skipped=n_skip + 0)
+        bar.set_postfix(skipped=n_skip)
         if seen == bounds[k]:  # the shard's last batch: write and commit it
-            cols = dict(zip(("path", "label", "width", "height", "bytes", "sha1"), map(list, zip(*rows)))) if rows \
-                else {"path": [], "label": [], "width": [], "height": [], "bytes": [], "sha1": []}
-            block = np.concatenate(codes) if codes else np.zeros((0, bb.dim), np.float32)
-            write_shard(job.folder, pending[k], block, items_table(cols), skipped, dtype=job.dtype, postprocess=pp,
-                        files=tables[k].num_rows)
+            rows, skipped = shard.commit(pending[k], tables[k].num_rows)
             if on_shard is not None:
-                on_shard(pending[k], len(rows), len(skipped))
-            k, codes, rows, skipped = k + 1, [], [], []
+                on_shard(pending[k], rows, skipped)
+            k += 1
     bar.close()
     return n_emb, n_skip
 

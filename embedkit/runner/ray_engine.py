@@ -126,7 +126,6 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
     from embedkit.device import optional_import
     from embedkit.errors import ConfigError
     from embedkit.models.backbone import Backbone
-    from embedkit.store.writer import items_table, write_shard
 
     ray = optional_import("ray", "--engine ray")
     optional_import("ray.data", "--engine ray")
@@ -172,21 +171,19 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
                                                              job.identity, threads),
                             batch_size=bs, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=per_actor, num_cpus=0 if per_actor else 1)
-        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard)
+        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm)
     finally:
         if started:
             ray.shutdown()
 
 
-def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, write_shard) -> tuple[int, int]:
+def _write_stream(ds, job, pending, sizes, bs, progress, tqdm) -> tuple[int, int]:
     """The writer: cut the ordered stream of rows into shards and commit each with the store writer."""
-    pp = job.postprocess()
-    counts = {"embedded": 0, "skipped": 0}
     bar = tqdm(total=job.files, initial=job.files - sum(sizes), unit="img", disable=not progress,
                desc="embed (ray)")
     stream = iter(ds.iter_batches(batch_size=bs, batch_format="numpy"))
     try:
-        _consume(stream, job, pending, sizes, pp, bar, items_table, write_shard, counts)
+        return _consume(stream, job, pending, sizes, bar)
     finally:
         # a writer that stops (a kill, a full disk) shuts the pipeline down now, freeing its actors' CPUs
         # and GPUs for the next job, instead of leaving it to the garbage collector
@@ -194,31 +191,27 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, items_table, writ
         if close is not None:
             close()
         bar.close()
-    return counts["embedded"], counts["skipped"]
 
 
-def _consume(stream, job, pending, sizes, pp, bar, items_table, write_shard, counts) -> None:
-    k, seen = 0, 0
-    codes, rows, skipped = [], [], []
+def _consume(stream, job, pending, sizes, bar) -> tuple[int, int]:
+    from embedkit.runner.job import ShardBuffer
+
+    k, seen, n_emb, n_skip, shard = 0, 0, 0, 0, ShardBuffer(job)
     for batch in stream:
         for i in range(len(batch["path"])):
             if int(batch["shard"][i]) != pending[k]:
                 raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
             path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
             if batch["ok"][i]:
-                codes.append(batch["code"][i])
-                rows.append((path, str(batch["label"][i] or ""), int(batch["width"][i]), int(batch["height"][i]),
-                             int(batch["bytes"][i]), str(batch["sha1"][i])))
+                shard.add(batch["code"][i:i + 1], [(path, str(batch["label"][i] or ""), int(batch["width"][i]),
+                                                     int(batch["height"][i]), int(batch["bytes"][i]),
+                                                     str(batch["sha1"][i]))])
             else:
-                skipped.append((path, str(batch["reason"][i])))
+                shard.skip(path, str(batch["reason"][i]))
             seen += 1
             if seen == sizes[k]:
-                cols = dict(zip(("path", "label", "width", "height", "bytes", "sha1"), map(list, zip(*rows)))) \
-                    if rows else {"path": [], "label": [], "width": [], "height": [], "bytes": [], "sha1": []}
-                block = np.stack(codes) if codes else np.zeros((0, job.dim), np.float32)
-                write_shard(job.folder, pending[k], block, items_table(cols), skipped, dtype=job.dtype,
-                            postprocess=pp, files=sizes[k])
-                counts["embedded"] += len(rows)
-                counts["skipped"] += len(skipped)
-                k, seen, codes, rows, skipped = k + 1, 0, [], [], []
+                rows, skipped = shard.commit(pending[k], sizes[k])
+                n_emb, n_skip = n_emb + rows, n_skip + skipped
+                k, seen = k + 1, 0
         bar.update(len(batch["path"]))
+    return n_emb, n_skip
