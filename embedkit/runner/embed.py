@@ -107,10 +107,5 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
 
             n_emb, n_skip = run_local(job, bb, batch_size=batch_size, workers=workers, decode=decode,
                                       progress=progress, on_shard=on_shard)
-        kept = 0
-        if job.base_shards:
-            from embedkit.store.codestore import CodeStore
-
-            kept = len(CodeStore.open(out))
         store = job.finish()
-    return EmbedResult(store, n_emb, n_skip, kept, time.perf_counter() - t0, resumed, engine)
+    return EmbedResult(store, n_emb, n_skip, job.base_rows, time.perf_counter() - t0, resumed, engine)

@@ -44,6 +44,7 @@ class Job:
     files: int  # files to embed in this job
     new_shards: list = field(default_factory=list)  # shard ids this job writes, in row order
     base_shards: list = field(default_factory=list)  # shards already in the store (append)
+    base_rows: int = 0  # their rows
 
     @property
     def work(self) -> Path:
@@ -203,6 +204,6 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     pq.write_table(queue, tmp, row_group_size=rows)
     tmp.replace(work / QUEUE)
     job = Job(str(out), identity, int(dim), dtype, bool(l2), int(pca) if pca else None, rows, queue.num_rows,
-              list(range(start, start + n_shards)), base)
+              list(range(start, start + n_shards)), base, len(old) if old is not None else 0)
     job.save()  # the plan is committed last: a .work/ without job.json is "not started"
     return job
