@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import make_shape_image
+from helpers import write_shapes
 
 os.environ.setdefault("EMBEDKIT_FORCE_CPU", "1")  # the suite is CPU-only; GPU paths are measured by benchmarks
 
@@ -35,10 +34,4 @@ def emoji_store(emoji_dir, tmp_path_factory):
 @pytest.fixture
 def shapes_dir(tmp_path) -> Path:
     """A small labelled ImageFolder of synthetic images: 3 classes x 8 images."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "shapes"
-    for k, name in enumerate(["circle", "square", "triangle"]):
-        (root / name).mkdir(parents=True)
-        for i in range(8):
-            make_shape_image(k, rng).save(root / name / f"{name}_{i}.png")
-    return root
+    return write_shapes(tmp_path / "shapes")

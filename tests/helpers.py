@@ -19,6 +19,19 @@ def make_shape_image(kind: int, rng: np.random.Generator, size: int = 64) -> Ima
     return img
 
 
+def write_shapes(root, per_class: int = 8, size: int = 64, seed: int = 0,
+                 classes=("circle", "square", "triangle")):
+    """An ImageFolder of synthetic shapes at ``root``: one sub-folder per class, ``{class}_{i}.png`` files."""
+    from pathlib import Path
+
+    root, rng = Path(root), np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_shape_image(k, rng, size=size).save(root / name / f"{name}_{i}.png")
+    return root
+
+
 class captured_logs:
     """Collect embedkit's log messages (``with captured_logs() as logs: ...; "text" in logs.text``).
 

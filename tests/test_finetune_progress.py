@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from helpers import make_shape_image
+from helpers import write_shapes
 
 import embedkit.render.plots as plots
 from embedkit.finetune.train import finetune
@@ -12,13 +11,7 @@ from embedkit.finetune.train import finetune
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ftp") / "shapes"
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(["circle", "square", "triangle"]):
-        (root / name).mkdir(parents=True)
-        for i in range(5):
-            make_shape_image(k, rng, size=32).save(root / name / f"{name}_{i}.png")
-    return root
+    return write_shapes(tmp_path_factory.mktemp("ftp") / "shapes", per_class=5, size=32)
 
 
 def _record_bars(monkeypatch):

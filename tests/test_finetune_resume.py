@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
-from helpers import make_shape_image
+from helpers import write_shapes
 
 from embedkit.errors import WeightsError
 from embedkit.finetune.train import finetune
@@ -17,13 +16,7 @@ FAST = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8, workers=
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ftr") / "shapes"
-    rng = np.random.default_rng(0)
-    for k, name in enumerate(["circle", "square", "triangle"]):
-        (root / name).mkdir(parents=True)
-        for i in range(5):
-            make_shape_image(k, rng, size=32).save(root / name / f"{name}_{i}.png")
-    return root
+    return write_shapes(tmp_path_factory.mktemp("ftr") / "shapes", per_class=5, size=32)
 
 
 def _lrs(row):

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import make_shape_image
+from helpers import write_shapes
 
 import embedkit
 
@@ -34,12 +34,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
-    rng = np.random.default_rng(5)
-    root = tmp_path_factory.mktemp("ray_imgs")
-    for k, cls in enumerate(["circle", "square", "triangle"]):
-        (root / cls).mkdir()
-        for i in range(7):
-            make_shape_image(k, rng).save(root / cls / f"{cls}_{i}.png")
+    root = write_shapes(tmp_path_factory.mktemp("ray_imgs"), per_class=7, seed=5)
     (root / "square" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     return root
 
