@@ -57,17 +57,8 @@ def command(source, out, backbone, layer, weights, device, batch_size, workers, 
     """
     from embedkit.runner.embed import embed
 
-    bb = backbone
-    if micro_batch is not None:
-        if engine == "ray":
-            raise click.BadParameter("is not used by --engine ray", param_hint="--micro-batch")
-        from embedkit.models.backbone import Backbone
-
-        bb = Backbone(backbone, layer, weights, device=device, precision=precision, spatial=spatial,
-                      micro_batch=micro_batch)
-        layer = weights = device = precision = spatial = None
-    res = embed(source, out, bb, layer=layer, weights=weights, device=device, precision=precision, spatial=spatial,
-                batch_size=batch_size, workers=workers, dtype=dtype, l2_normalize=l2_normalize, pca_whiten=pca_whiten,
+    res = embed(source, out, backbone, layer=layer, weights=weights, device=device, precision=precision,
+                spatial=spatial, micro_batch=micro_batch, batch_size=batch_size, workers=workers, dtype=dtype, l2_normalize=l2_normalize, pca_whiten=pca_whiten,
                 decode=decode, shard_rows=shard_rows, resume=resume, append=append, overwrite=overwrite,
                 engine=engine, ray_address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
                 progress=not quiet)

@@ -46,7 +46,7 @@ class EmbedResult:
 
 def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, backbone=BACKBONE, *,
           layer: str | None = None, weights: str | None = None, device: str | None = None,
-          precision: str | None = None, spatial: str | None = None,
+          precision: str | None = None, spatial: str | None = None, micro_batch: int | None = None,
           batch_size: int | None = None, workers: int | None = None, decode: str = "cpu",
           dtype: str = "float32", l2_normalize: bool = False, pca_whiten: int | None = None,
           shard_rows: int | None = None, resume: bool = False, append: bool = False, overwrite: bool = False,
@@ -55,8 +55,8 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     """Embed the images of ``source`` (folder, list file, CSV manifest or list of paths) into a store at ``out``.
 
     ``backbone`` is a registered name or an already built :class:`~embedkit.models.backbone.Backbone`
-    (then ``layer``/``weights``/``device``/``precision``/``spatial`` must not be given: they are the
-    backbone's). ``resume`` continues an interrupted run, ``append`` adds only images not yet in an
+    (then ``layer``/``weights``/``device``/``precision``/``spatial``/``micro_batch`` must not be given: they
+    are the backbone's). ``resume`` continues an interrupted run, ``append`` adds only images not yet in an
     existing store (same backbone/layer), ``overwrite`` starts over. ``engine="ray"`` runs the shards
     on a Ray cluster (``ray_address``: None starts a local one, ``"auto"`` joins a running one).
     ``on_shard(shard_id, rows, skipped)`` is called after each committed shard (local engine).
@@ -69,7 +69,9 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     if engine not in ENGINES:
         raise invalid("engine", engine, ENGINES)
     given = {k: v for k, v in dict(layer=layer, weights=weights, device=device, precision=precision,
-                                     spatial=spatial).items() if v is not None}
+                                     spatial=spatial, micro_batch=micro_batch).items() if v is not None}
+    if engine == "ray" and micro_batch is not None:
+        raise ConfigError("micro_batch (--micro-batch) is not used by engine='ray' (--engine ray); leave it out")
     if isinstance(backbone, Backbone):
         if given:
             raise ConfigError(f"{', '.join(given)} given with an already built Backbone, which has its own; "
@@ -80,7 +82,7 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
         bb = backbone
     else:
         bb = Backbone(backbone, layer, weights or "default", device=device or "auto", precision=precision or "auto",
-                      spatial=spatial or "avg")
+                      spatial=spatial or "avg", micro_batch=micro_batch)
     from pathlib import Path
 
     from embedkit.store.lock import FolderLock
