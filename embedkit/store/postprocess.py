@@ -50,8 +50,6 @@ def fit_whitening(x, k: int, chunk: int = CHUNK_ROWS):
     return mean.astype(np.float32), vecs[:, order].T.astype(np.float32), scale.astype(np.float32)
 
 
-_fit_whitening = fit_whitening  # the name used by the v1 writer
-
 
 @dataclass
 class PostProcess:

@@ -71,13 +71,14 @@ def text_array(values, exact_bytes: bool = False):
     import pyarrow as pa
 
     values = ["" if v is None else str(v) for v in values]
-    if all(_utf8(v) for v in values):
+    utf8 = [_utf8(v) for v in values]
+    if all(utf8):
         return (pa.array(values, pa.string()), pa.nulls(len(values), pa.binary())) if exact_bytes \
             else pa.array(values, pa.string())
-    shown = [v if _utf8(v) else v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v in values]
+    shown = [v if ok else v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v, ok in zip(values, utf8)]
     if not exact_bytes:
         return pa.array(shown, pa.string())
-    raw = [None if _utf8(v) else os.fsencode(v) for v in values]
+    raw = [None if ok else os.fsencode(v) for v, ok in zip(values, utf8)]
     return pa.array(shown, pa.string()), pa.array(raw, pa.binary())
 
 
