@@ -245,3 +245,31 @@ def test_small_jobs_commit_in_small_shards():
 
     assert default_shard_rows(300) == 32 and default_shard_rows(10_000) == 157
     assert default_shard_rows(1_000_000) == 8192
+
+
+def _mapped(folder) -> int:
+    """How many of this process' memory mappings are files under ``folder`` (Linux /proc)."""
+    with open("/proc/self/maps") as f:
+        return sum(str(folder) in line for line in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux /proc/self/maps")
+def test_reads_leave_no_shard_pages_mapped(tmp_path, codes):
+    # a full pass over a million-row store must not keep every page it read mapped (RSS would hold the store)
+    s = CodeStore.from_arrays(tmp_path / "s", codes, [f"p{i}" for i in range(1000)], shard_rows=300)
+    for _, block in s.iter_chunks(rows=256):
+        assert block.flags.owndata and _mapped(tmp_path / "s") == 0  # an ordinary buffer, not a memmap view
+    rows = s.codes[100:900]
+    picked = s.take([999, 5, 5, 640])
+    assert _mapped(tmp_path / "s") == 0 and np.array_equal(picked, codes[[999, 5, 5, 640]])
+    assert np.array_equal(rows, codes[100:900]) and np.array_equal(np.asarray(s.codes, dtype=np.float64), codes)
+
+
+def test_a_short_shard_is_reported_not_read_as_garbage(tmp_path, codes):
+    s = CodeStore.from_arrays(tmp_path / "s", codes, [f"p{i}" for i in range(1000)], shard_rows=300)
+    f = s.codes.files[1]
+    np.save(f, codes[:5])  # the manifest says 300 rows
+    with pytest.raises(StoreError, match="damaged"):
+        list(CodeStore.open(tmp_path / "s").iter_chunks(rows=256))
+    with pytest.raises(StoreError, match="damaged"):
+        CodeStore.open(tmp_path / "s").take([400])

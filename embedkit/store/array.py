@@ -1,9 +1,15 @@
 """One logical N x D array over the code shards of a store, read without loading it all.
 
-Each shard is a ``.npy`` file opened as a read-only memmap on first use, so
-``store.codes[i:j]``, ``store.codes[indices]`` and ``iter_chunks`` touch only the
-shards that hold the rows asked for. ``np.asarray(store.codes)`` still works (it
-copies every row into memory: the caller asked for it).
+Rows are read two ways, and neither keeps pages of the store mapped afterwards:
+
+- contiguous rows (``store.codes[i:j]``, ``iter_chunks``, ``np.asarray``) are read with
+  plain file reads into an ordinary buffer. A memmap would do the same work, but every
+  page it touched would stay mapped (and counted in the process' RSS) for as long as the
+  memmap lives, so one pass over a million rows would end up "holding" the whole store;
+- scattered rows (``take``, fancy indexing) go through a memmap of each shard that is
+  opened for that call and dropped at its end (only the pages of the rows asked for are read).
+
+The page cache still keeps recently read shards, so a second pass is as fast as before.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ class ShardedArray:
         self.offsets = np.concatenate([[0], np.cumsum(np.asarray(rows, dtype=np.int64))]).astype(np.int64)
         self.dtype = np.dtype(dtype)
         self.shape = (int(self.offsets[-1]), int(dim))
-        self._maps: dict[int, np.ndarray] = {}
+        self._headers: dict[int, tuple[int, np.dtype, bool]] = {}  # shard -> (data offset, dtype, fortran order)
 
     def __repr__(self) -> str:
         return f"ShardedArray(shape={self.shape}, dtype={self.dtype}, shards={len(self.files)})"
@@ -35,33 +41,69 @@ class ShardedArray:
     def size(self) -> int:
         return self.shape[0] * self.shape[1]
 
-    def shard(self, k: int) -> np.ndarray:
-        """The memmap of shard ``k`` (opened once)."""
-        m = self._maps.get(k)
-        if m is None:
-            m = np.load(self.files[k], mmap_mode="r")
-            expected = (int(self.offsets[k + 1] - self.offsets[k]), self.shape[1])
-            if m.shape != expected:
-                from embedkit.errors import StoreError
+    def _expected(self, k: int) -> tuple[int, int]:
+        return int(self.offsets[k + 1] - self.offsets[k]), self.shape[1]
 
-                raise StoreError(f"shard {self.files[k]} holds {m.shape} codes, the manifest says {expected}; "
-                                 "the store is damaged: re-embed or restore the shard")
-            self._maps[k] = m
+    def _damaged(self, k: int, shape) -> Exception:
+        from embedkit.errors import StoreError
+
+        return StoreError(f"shard {self.files[k]} holds {tuple(shape)} codes, the manifest says {self._expected(k)}; "
+                          "the store is damaged: re-embed or restore the shard")
+
+    def _header(self, k: int) -> tuple[int, np.dtype, bool]:
+        """Where shard ``k``'s data starts, its dtype and order (read once; a few hundred bytes)."""
+        h = self._headers.get(k)
+        if h is None:
+            fmt = np.lib.format
+            with open(self.files[k], "rb") as f:
+                version = fmt.read_magic(f)
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                h = (f.tell(), np.dtype(dtype), bool(fortran))
+            if tuple(shape) != self._expected(k):
+                raise self._damaged(k, shape)
+            self._headers[k] = h
+        return h
+
+    def shard(self, k: int) -> np.ndarray:
+        """A read-only memmap of shard ``k``, opened for the caller (drop it to unmap its pages)."""
+        m = np.load(self.files[k], mmap_mode="r")
+        if m.shape != self._expected(k):
+            raise self._damaged(k, m.shape)
         return m
 
-    def _rows(self, start: int, stop: int) -> np.ndarray:
+    def _read_into(self, k: int, lo: int, hi: int, out: np.ndarray) -> None:
+        """Rows ``lo:hi`` of shard ``k`` into ``out`` (C-contiguous, ``hi - lo`` rows) by plain reads."""
+        offset, dtype, fortran = self._header(k)
+        if fortran:  # never written by embedkit; read through a short-lived memmap rather than by offset
+            out[:] = self.shard(k)[lo:hi]
+            return
+        buf = out if dtype == out.dtype else np.empty(out.shape, dtype)
+        view = memoryview(buf.reshape(-1).view(np.uint8))
+        with open(self.files[k], "rb", buffering=0) as f:
+            f.seek(offset + lo * self.shape[1] * dtype.itemsize)
+            got = 0
+            while got < len(view):
+                n = f.readinto(view[got:])
+                if not n:
+                    raise self._damaged(k, ("truncated at row", lo + got // (self.shape[1] * dtype.itemsize)))
+                got += n
+        if buf is not out:
+            out[:] = buf
+
+    def _rows(self, start: int, stop: int, dtype=None) -> np.ndarray:
         out = np.empty((max(0, stop - start), self.shape[1]), self.dtype)
         if stop <= start:
-            return out
+            return out if dtype is None else out.astype(dtype)
         k = int(np.searchsorted(self.offsets, start, side="right") - 1)
         pos = start
         while pos < stop:
             lo, hi = int(self.offsets[k]), int(self.offsets[k + 1])
             take = min(stop, hi)
-            out[pos - start:take - start] = self.shard(k)[pos - lo:take - lo]
+            self._read_into(k, pos - lo, take - lo, out[pos - start:take - start])
             pos = take
             k += 1
-        return out
+        return out if dtype is None or out.dtype == np.dtype(dtype) else out.astype(dtype)
 
     def take(self, indices) -> np.ndarray:
         """Rows at ``indices`` (any order, repeats allowed), read shard by shard."""
@@ -77,7 +119,9 @@ class ShardedArray:
         for group in np.split(order, bounds):
             if len(group):
                 k = int(shard_of[group[0]])
-                out[group] = self.shard(k)[idx[group] - self.offsets[k]]
+                m = self.shard(k)  # this call's memmap: unmapped when it goes out of scope
+                out[group] = m[idx[group] - self.offsets[k]]
+                del m
         return out
 
     def __getitem__(self, key):
@@ -100,15 +144,14 @@ class ShardedArray:
         return self.take(key)
 
     def __array__(self, dtype=None, copy=None):
-        out = self._rows(0, self.shape[0])
-        return out.astype(dtype) if dtype is not None else out
+        return self._rows(0, self.shape[0], dtype)
 
     def astype(self, dtype) -> np.ndarray:
         """Every row in memory as ``dtype`` (a copy, like NumPy's)."""
         return self._rows(0, self.shape[0]).astype(dtype)
 
     def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None, dtype=np.float32):
-        """Yield ``(first_row, block)`` of at most ``rows`` rows each, in order (bounded memory)."""
+        """Yield ``(first_row, block)`` of at most ``rows`` rows each, in order (bounded memory, nothing left mapped)."""
         stop = self.shape[0] if stop is None else min(stop, self.shape[0])
         for i in range(start, stop, rows):
-            yield i, np.asarray(self._rows(i, min(i + rows, stop)), dtype=dtype)
+            yield i, self._rows(i, min(i + rows, stop), dtype)
