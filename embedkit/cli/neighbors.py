@@ -88,7 +88,7 @@ def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = Fa
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
               help="cosine: 1 - cos; l2: squared Euclidean; ip: -inner product (smaller is closer for all).")
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,
-              help="flat = exact; ivf / hnsw = approximate; auto = flat up to 200k codes, IVF beyond.")
+              help="flat = exact; ivf / hnsw = approximate; auto = flat up to 200k codes, IVF beyond (--dedupe: IVF with 8-bit codes, pairs re-checked exactly).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
               help="Search library; auto = GPU FAISS when present, torch on CUDA without it, else CPU FAISS.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, help="Write a thumbnail gallery here.")
@@ -196,16 +196,14 @@ def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
 
 def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device):
     from embedkit.atomic import spreadsheet_safe
-    from embedkit.retrieve.dedupe import near_duplicate_groups
 
     if threshold is None:
         if metric != "cosine":
             raise ConfigError(f"--dedupe with --metric {metric} needs --threshold (a {metric} distance); "
                               f"or use --metric cosine (default threshold {DEFAULT_COSINE_THRESHOLD})")
         threshold = DEFAULT_COSINE_THRESHOLD
-    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
-    groups = near_duplicate_groups(index, store, threshold, progress=not quiet)  # streamed: never N x N
-    labels = store.labels
+    groups, described = _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, device)
+    labels, paths = store.labels, store.paths
     sha1 = recorded_sha1(store) if html_out else None
     rows, sections = [], []
     for gi, g in enumerate(groups, 1):
@@ -213,7 +211,7 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
         click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {dmax}")
         items = []
         for r in g.rows:
-            p = index.paths_[r]
+            p = paths[r]
             click.echo(f"  {p}" + (f"  [{labels[r]}]" if labels[r] else ""))
             rows.append([gi, spreadsheet_safe(p), spreadsheet_safe(labels[r])])
             items.append({"path": p, "caption": f"{labels[r]}\n{Path(p).name}",
@@ -222,4 +220,27 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
     where = _outputs(html_out, csv_out, f"near-duplicates in {store.path}", sections, ("group", "path", "label"), rows)
     n_in = sum(len(g.rows) for g in groups)
     click.echo(f"{len(groups)} near-duplicate groups ({n_in} images) under {metric} distance {threshold:g} among "
-               f"{len(store)} codes, {index.describe()} [{how}], in {time.perf_counter() - t0:.1f}s{where}")
+               f"{len(store)} codes, {described}, in {time.perf_counter() - t0:.1f}s{where}")
+
+
+def _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, device):
+    """``(groups, description of the index used)``: exact/HNSW through the cached index, IVF quantised.
+
+    IVF (``--kind ivf``, and ``auto`` above 200k codes) is the one-pass IVF + 8-bit index of
+    :mod:`embedkit.retrieve.dedupe_quantized`, with exact re-checks: an IVF-Flat index would hold every
+    code in RAM. It is built for this search only (not cached) and runs on CPU FAISS.
+    """
+    from embedkit.retrieve.common import FLAT_MAX, resolve_knn_backend
+    from embedkit.retrieve.dedupe import near_duplicate_groups
+    from embedkit.retrieve.dedupe_quantized import describe, quantized_duplicate_groups
+
+    kind_ = kind if kind != "auto" else ("flat" if len(store) <= FLAT_MAX else "ivf")
+    if kind_ != "ivf":
+        index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
+        return near_duplicate_groups(index, store, threshold, progress=not quiet), f"{index.describe()} [{how}]"
+    if resolve_knn_backend(backend, "ivf", device) == "faiss-gpu":
+        _note("the quantised near-duplicate search runs on CPU FAISS")
+    stats = {}
+    groups = quantized_duplicate_groups(store, threshold, metric, progress=not quiet, stats=stats)
+    return groups, (f"{describe(len(store), store.dim, metric, stats['nlist'], stats['nprobe'])}: "
+                    f"{stats['candidates']} candidate pairs, {stats['pairs']} under the threshold [built]")
