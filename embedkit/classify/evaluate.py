@@ -30,12 +30,17 @@ def recorded_sha1(store, rows=None) -> np.ndarray:
     recorded (a store of imported codes may have no sha1 column)."""
     from embedkit.errors import EmbedkitError
 
-    try:
-        col = np.asarray(store.column("sha1"), dtype=object)
-    except (EmbedkitError, KeyError, ValueError, AttributeError):
-        col = np.full(len(store), "", dtype=object)
-    if rows is not None:
-        col = col[rows]
+    items = getattr(store, "items", None)
+    if rows is not None and items is not None and "sha1" in items.column_names:
+        # only the rows asked for become Python strings (a million sha1s as objects are ~100 MB)
+        col = items.column("sha1").take(np.asarray(rows, dtype=np.int64)).to_numpy(zero_copy_only=False)
+    else:
+        try:
+            col = np.asarray(store.column("sha1"), dtype=object)
+        except (EmbedkitError, KeyError, ValueError, AttributeError):
+            col = np.full(len(store), "", dtype=object)
+        if rows is not None:
+            col = col[rows]
     return np.array(["" if v is None else str(v) for v in col], dtype=object)
 
 

@@ -120,8 +120,13 @@ def kernel_features(X, components, normalization, kernel, gamma, coef0=0.0, degr
     X = np.asarray(X, dtype=np.float32)
     G = X @ components.T
     if kernel == "rbf":
-        d2 = (X * X).sum(1)[:, None] + (components * components).sum(1)[None, :] - 2 * G
-        K = np.exp(-gamma * np.maximum(d2, 0))
+        # in place: one (rows x components) buffer, not four (the batch's peak memory is this array)
+        G *= -2
+        G += np.einsum("ij,ij->i", X, X)[:, None]
+        G += np.einsum("ij,ij->i", components, components)[None, :]
+        np.maximum(G, 0, out=G)
+        G *= -gamma
+        K = np.exp(G, out=G)
     elif kernel == "sigmoid":
         K = np.tanh(gamma * G + coef0)
     elif kernel == "poly":
@@ -213,7 +218,11 @@ class ApproxKernelSVM(_TopKMixin, ClassifierMixin, BaseEstimator):
     def class_scores(self, X) -> np.ndarray:
         """Per-class decision values, N x n_classes (``classes_`` order), larger = more likely."""
         X = validated(self, X)[0]
-        d = self._features(X).astype(np.float64) @ self.coef_.T.astype(np.float64) + self.intercept_
+        coef = self.coef_.T.astype(np.float64)
+        d = np.empty((X.shape[0], coef.shape[1]), np.float64)
+        step = max(1, int(self.batch_rows))
+        for i in range(0, X.shape[0], step):  # features of a 65k-row chunk x 2048 components would be ~1.5 GB
+            d[i:i + step] = self._features(X[i:i + step]).astype(np.float64) @ coef + self.intercept_
         return _as_2col(d[:, 0]) if len(self.classes_) == 2 else d
 
     def decision_function(self, X) -> np.ndarray:

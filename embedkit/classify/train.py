@@ -169,7 +169,8 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     del X_search
     extra.update(test=test, baseline=base)
     # the model first: drawing plots can fail (odd labels, fonts) and must never lose a trained model
-    save_classifier(out, clf, store, extra, split_rows=np.column_stack([store.paths, split.part_of(len(store))]).tolist())
+    # rows as a generator of (path, part): a million two-item lists would cost ~100 MB for one CSV
+    save_classifier(out, clf, store, extra, split_rows=zip(store.paths, split.part_of(len(store))))
     files = {}
     if gs is not None:
         from embedkit.atomic import write_text_atomic
