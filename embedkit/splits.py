@@ -198,3 +198,37 @@ def make_split(paths, labels, groups=None, fractions=SPLIT_FRACTIONS, seed: int 
     test = list(test_groups) or pick_groups(groups, fr[2], seed)
     val = list(val_groups) or (pick_groups(groups, fr[1], seed + 1, exclude=test) if fr[1] > 0 else [])
     return group_split(groups, test, val)
+
+
+@dataclass
+class GroupFold:
+    """One fold of :func:`group_folds`: the held-out ``test`` groups and the ``val`` groups used for model selection."""
+
+    index: int
+    test: list
+    val: list
+
+    def to_dict(self) -> dict:
+        return {"fold": self.index, "test": list(self.test), "val": list(self.val)}
+
+
+def group_folds(groups, k: int, seed: int = 0, val_fraction: float = SPLIT_FRACTIONS[1]) -> list[GroupFold]:
+    """Leave-groups-out cross-validation: ``k`` folds whose test groups are disjoint and cover every group.
+
+    The groups (e.g. designs) are shuffled by ``seed`` and dealt into ``k`` folds of near-equal numbers of
+    groups. Each fold also names validation groups, a seeded pick (:func:`pick_groups`) of about
+    ``val_fraction`` of the rows among the groups it does not test on, so model selection (early stopping,
+    the best epoch) never sees the test groups and is itself made on unseen groups.
+    """
+    groups = np.asarray(groups, dtype=object)
+    names = sorted(set(groups.tolist()))
+    if not 2 <= int(k) <= len(names):
+        raise invalid("number of folds", k, f"an integer from 2 to the number of groups ({len(names)})")
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    folds = []
+    for i in range(int(k)):
+        test = sorted(order[i::int(k)])
+        rest = groups[~np.isin(groups, test)]
+        val = sorted(pick_groups(rest, val_fraction, seed + 1 + i)) if val_fraction > 0 else []
+        folds.append(GroupFold(i, test, val))
+    return folds
