@@ -6,6 +6,11 @@ import click
 
 from embedkit.cli.options import device_option, split_options, verbosity_options, words
 from embedkit.errors import ConfigError
+from embedkit.finetune.config import AUGMENT_STYLES
+from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
+
+# the options a recipe may set: left unset on the command line, they come from it
+RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 
 
 @click.command(name="finetune")
@@ -15,24 +20,29 @@ from embedkit.errors import ConfigError
               help="Registered name (vgg19 = the paper's, resnet50, efficientnet_lite0...) or any timm/torchvision model.")
 @click.option("--weights", default="default", show_default=True,
               help="Starting weights: 'default' (ImageNet), 'none' (random) or a .pt/.pth file / finetune checkpoint.")
-@click.option("--strategy", type=click.Choice(["adaptive", "head", "head-then-top", "full"]), default="adaptive",
-              show_default=True, help="adaptive = the paper's layer-based optimisation.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Training epochs (all phases together).")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=DEFAULT_RECIPE, show_default=True,
+              help="Named set of the options below (any option given here overrides it): "
+              + "; ".join(f"{r.name} = {r.summary}" for r in RECIPES.values()) + ".")
+@click.option("--strategy", type=click.Choice(["adaptive", "head", "head-then-top", "full"]), default=None,
+              help="adaptive = the paper's layer-based optimisation. [default: the recipe's]")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (all phases together). [default: the recipe's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Training images per batch (also the evaluation batch).")
 @click.option("--reinit", default=None, help="adaptive: layers re-initialised and trained at --lr-high, by index range "
               "or module name (e.g. 1-10,17-19 or features.0,classifier); default: the paper's for vgg19/vgg16, else the head.")
-@click.option("--lr-high", type=float, default=1e-2, show_default=True, help="Rate of re-initialised layers (and of the head).")
-@click.option("--lr-low", type=float, default=1e-4, show_default=True, help="Rate of kept layers (adaptive) and of phase 2 (head-then-top).")
+@click.option("--lr-high", type=float, default=None, help="Rate of re-initialised layers (and of the head). [default: the recipe's]")
+@click.option("--lr-low", type=float, default=None, help="Rate of kept layers (adaptive) and of phase 2 (head-then-top). [default: the recipe's]")
 @click.option("--lr", type=float, default=None, help="Single rate for head (default --lr-high) and full (default 1e-3).")
-@click.option("--top", default="4", show_default=True, help="head-then-top: top N layers (or a layer spec) unfrozen in phase 2.")
-@click.option("--head-epochs", type=click.IntRange(min=0), default=None, help="head-then-top: epochs of phase 1 (default half).")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="SGD momentum (the paper: 0.9).")
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True, help="SGD weight decay (the paper: 5e-4).")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="Cross-entropy label smoothing (0 = plain cross-entropy, as in the paper).")
-@click.option("--augment/--no-augment", default=True, show_default=True, help="Random resized crop, flip, colour jitter.")
-@click.option("--augment-strength", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Scale of the augmentations (0 = none, 1 = full).")
+@click.option("--top", default=None, help="head-then-top: top N layers, 'all', or a layer spec, unfrozen in phase 2. [default: the recipe's]")
+@click.option("--head-epochs", type=click.IntRange(min=0), default=None, help="head-then-top: epochs of phase 1. [default: the recipe's, else half]")
+@click.option("--momentum", type=float, default=None, help="SGD momentum (the paper: 0.9). [default: the recipe's]")
+@click.option("--weight-decay", type=float, default=None, help="SGD weight decay (the paper: 5e-4). [default: the recipe's]")
+@click.option("--label-smoothing", type=float, default=None, help="Cross-entropy label smoothing (0 = plain cross-entropy, as in the paper). [default: the recipe's]")
+@click.option("--augment/--no-augment", default=None, help="Random resized crop, flip, colour jitter. [default: the recipe's]")
+@click.option("--augment-strength", type=click.FloatRange(0, 1), default=None, help="Scale of the augmentations (0 = none, 1 = full). [default: the recipe's]")
+@click.option("--augment-style", type=click.Choice(list(AUGMENT_STYLES)), default=None,
+              help="photo, or illustration (adds grey-scale, line weight, flat fills). [default: the recipe's]")
 @click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
-@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default="cosine", show_default=True, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none.")
+@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default=None, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none. [default: the recipe's]")
 @click.option("--step-size", type=click.IntRange(min=1), default=None, help="step schedule: epochs between drops (default a third).")
 @click.option("--gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
 @click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
@@ -44,8 +54,8 @@ from embedkit.errors import ConfigError
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")
 @click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
-@click.option("--freeze-bn-stats", is_flag=True,
-              help="Keep every BatchNorm's running statistics at their pretrained values (small datasets).")
+@click.option("--freeze-bn-stats/--no-freeze-bn-stats", default=None,
+              help="Keep every BatchNorm's running statistics at their pretrained values (small datasets). [default: the recipe's]")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")
 @click.option("--resume", is_flag=True, help="Continue a killed run in OUT (same epoch, optimizer, schedule, RNG).")
 @click.option("--overwrite", is_flag=True, help="Start over, replacing the run in OUT.")
@@ -58,8 +68,11 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
     """
     from embedkit.finetune.train import finetune
 
-    if options["lr_high"] <= 0 or options["lr_low"] <= 0:
-        raise ConfigError("learning rates must be > 0")
+    for k in ("lr_high", "lr_low", "lr"):
+        if options[k] is not None and options[k] <= 0:
+            raise ConfigError(f"--{k.replace('_', '-')} {options[k]} is not valid; learning rates must be > 0")
+    # options left unset come from the recipe (FinetuneConfig.from_recipe); the ones given override it
+    options = {k: v for k, v in options.items() if v is not None or k not in RECIPE_KEYS}
     # the shared split options (embedkit.cli.options.split_options), mapped onto FinetuneConfig's fields
     options["split"] = options.pop("fractions")
     for k in ("test_groups", "val_groups"):

@@ -9,6 +9,7 @@ from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, invalid
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
+AUGMENT_STYLES = ("photo", "illustration")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 MONITORS = ("val_acc", "val_loss")
 
@@ -24,6 +25,7 @@ class FinetuneConfig:
     """Every option of a fine-tuning run (saved in ``config.json`` and ``last.pt``)."""
 
     backbone: str = "efficientnet_lite0"  # vgg19 gives the paper's configuration
+    recipe: str | None = None  # the named recipe the options started from (embedkit.finetune.recipes)
     weights: str = "default"
     strategy: str = "adaptive"
     epochs: int = 10
@@ -39,6 +41,7 @@ class FinetuneConfig:
     label_smoothing: float = 0.0
     augment: bool = True
     augment_strength: float = 1.0
+    augment_style: str = "photo"  # "illustration" adds grey-scale renderings, line weight and flat fills
     balanced: bool = False
     schedule: str = "cosine"
     step_size: int | None = None
@@ -62,7 +65,8 @@ class FinetuneConfig:
 
     def validate(self) -> "FinetuneConfig":
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
-                                   ("monitor", self.monitor, MONITORS)):
+                                   ("monitor", self.monitor, MONITORS),
+                                   ("augment_style", self.augment_style, AUGMENT_STYLES)):
             if value not in valid:
                 raise invalid(name, value, valid)
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
@@ -74,6 +78,15 @@ class FinetuneConfig:
             raise invalid("label_smoothing", self.label_smoothing, "a number in [0, 1)")
         self.split = tuple(float(f) for f in self.split)
         return self
+
+
+    @classmethod
+    def from_recipe(cls, recipe: str | None = None, **options) -> "FinetuneConfig":
+        """The options of ``recipe`` (default :data:`~embedkit.finetune.recipes.DEFAULT_RECIPE`), then ``options``."""
+        from embedkit.finetune.recipes import DEFAULT_RECIPE, recipe_options
+
+        name = DEFAULT_RECIPE if recipe is None else recipe
+        return cls(**{**recipe_options(name), **options, "recipe": name})
 
 
 @dataclass

@@ -34,24 +34,58 @@ def resized(pre: Preprocessing, input_size: int | None) -> Preprocessing:
                          std=pre.std, interpolation=pre.interpolation)
 
 
-def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 1.0):
-    """Random resized crop, horizontal flip and colour jitter scaled by ``strength`` (0..1); eval transform if off."""
+class LineWeight:
+    """Thicken or thin the strokes of a drawing: a 3x3 min filter (dark lines grow on a light ground) or max filter.
+
+    Illustrations of one class differ in line weight from one design to another (outline, flat, high
+    contrast), which no photo augmentation imitates.
+    """
+
+    def __init__(self, p: float = 0.3):
+        self.p = p
+
+    def __call__(self, img):
+        import random
+
+        from PIL import ImageFilter
+
+        if random.random() >= self.p:
+            return img
+        return img.filter(ImageFilter.MinFilter(3) if random.random() < 0.5 else ImageFilter.MaxFilter(3))
+
+    def __repr__(self) -> str:
+        return f"LineWeight(p={self.p})"
+
+
+def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 1.0, style: str = "photo"):
+    """Random resized crop, horizontal flip and colour jitter scaled by ``strength`` (0..1); eval transform if off.
+
+    ``style="illustration"`` adds what varies between designs of a drawing: grey-scale renderings (as the
+    monochrome emoji sets), line weight (:class:`LineWeight`), flat fills (posterised colours) and a wider hue
+    jitter; each at a probability scaled by ``strength``.
+    """
     from torchvision import transforms as T
 
     if not augment or strength <= 0:
         return pre.transform()
     if strength > 1:
         raise invalid("augmentation strength", strength, "a number in [0, 1]")
+    if style not in ("photo", "illustration"):
+        raise invalid("augmentation style", style, ["photo", "illustration"])
     interp = T.InterpolationMode(pre.interpolation)
     jitter = 0.4 * strength
-    return T.Compose([
+    steps = [
         # strength 1 is the usual ImageNet recipe (crops down to 8% of the area); 0.5 keeps >= 54%.
         T.RandomResizedCrop(pre.input_size, scale=(1.0 - 0.92 * strength, 1.0), interpolation=interp),
         T.RandomHorizontalFlip(),
-        T.ColorJitter(jitter, jitter, jitter, 0.1 * strength),
-        T.ToTensor(),
-        T.Normalize(pre.mean, pre.std),
-    ])
+    ]
+    if style == "illustration":
+        p = min(1.0, 0.6 * strength)
+        steps += [LineWeight(p), T.RandomPosterize(bits=3, p=p / 2),
+                  T.ColorJitter(jitter, jitter, jitter, 0.5 * strength), T.RandomGrayscale(p)]
+    else:
+        steps.append(T.ColorJitter(jitter, jitter, jitter, 0.1 * strength))
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(pre.mean, pre.std)])
 
 
 @dataclass

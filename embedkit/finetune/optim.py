@@ -26,7 +26,10 @@ def plan_for(cfg: FinetuneConfig, layers, phase: int = 0, fresh_head: bool = Tru
         return {l.index: (head_action if l.index == n else "train", lr) for l in layers}
     if cfg.strategy == "head-then-top" and phase == 1:
         top = str(cfg.top).strip()
-        idx = list(range(max(1, n - int(top)), n)) if top.isdigit() else parse_layers(top, layers)
+        if top == "all":
+            idx = list(range(1, n))
+        else:
+            idx = list(range(max(1, n - int(top)), n)) if top.isdigit() else parse_layers(top, layers)
         return {i: ("train", cfg.lr_low) for i in set(idx) | {n}}
     return {n: (head_action, cfg.lr or cfg.lr_high)}
 

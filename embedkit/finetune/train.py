@@ -6,9 +6,12 @@ Strategies (layers are numbered as in :mod:`embedkit.layers`; the new classifier
   ``lr_high``; every other layer keeps its pretrained weights and trains at ``lr_low``. For VGG19 the
   default is the paper's: layers 1-10 and 17-19 re-initialised at 1e-2, 11-16 kept at 1e-4.
 - ``head``: freeze the base, train a new head at ``lr`` (default ``lr_high``).
-- ``head-then-top``: ``head`` for ``head_epochs``, then unfreeze the ``top`` layers and train them with
-  the head at ``lr_low``.
+- ``head-then-top``: ``head`` for ``head_epochs``, then unfreeze the ``top`` layers (``"all"``: every one)
+  and train them with the head at ``lr_low``.
 - ``full``: everything at one rate ``lr`` (default 1e-3).
+
+Options start from a named recipe (:mod:`embedkit.finetune.recipes`): ``small``, the default, measured on
+leave-designs-out folds, or ``paper``; any option given overrides the recipe's.
 
 SGD with momentum and weight decay, cross-entropy (optional label smoothing). A run folder holds
 ``last.pt`` (full training state, rewritten atomically every epoch: ``resume=True`` continues a killed run
@@ -211,7 +214,7 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
 
     # the layer table, epochs and notes go to the module's logger unless a callable is given
     log = log or logging.getLogger(__name__).info
-    cfg = FinetuneConfig(**options).validate()
+    cfg = FinetuneConfig.from_recipe(**options).validate()
     out = Path(out)
     last_path, best_path = out / "last.pt", out / "best.pt"
     state = None
@@ -284,7 +287,7 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
         log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite (overwrite=True))")
     t_start, images, pin = time.perf_counter(), 0, device.type == "cuda"
     val_loader = make_loader(data, "val", pre.transform(), cfg.batch_size, cfg.workers, pin_memory=pin)
-    tf_train = train_transform(pre, cfg.augment, cfg.augment_strength)
+    tf_train = train_transform(pre, cfg.augment, cfg.augment_strength, cfg.augment_style)
     for epoch in range(start, start if stopped else cfg.epochs):
         model.train()
         _freeze_norms(model, cfg.freeze_bn_stats)

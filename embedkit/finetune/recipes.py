@@ -1,0 +1,52 @@
+"""Named fine-tuning recipes: a recipe is a set of :class:`FinetuneConfig` options, overridable one by one.
+
+- ``paper``: the adaptive layer-based optimisation of Lagunas & Garces as published (for VGG19: layers
+  1-10 and the classifier re-initialised at 1e-2, the rest kept at 1e-4; SGD momentum 0.9, weight decay
+  5e-4, cross-entropy, 10 epochs here), photo-style augmentation.
+- ``small``: the default, chosen for small illustration sets (a few hundred images) by leave-designs-out
+  cross-validation on emoji-dev (``benchmarks/paper_table.py``; the table and the reasons are in
+  ``benchmarks/results/paper_table.md``). It keeps every pretrained layer (re-initialising low layers
+  destroys more than a few hundred images can re-learn), trains a new head first on frozen features, then
+  the whole network at a low rate (LP-FT, Kumar et al. 2022: fitting the head first keeps fine-tuning from
+  distorting the pretrained features, which is what carries over to unseen styles), keeps BatchNorm
+  statistics at their pretrained values (batches of 32 augmented drawings are a poor estimate), and
+  augments the way illustrations vary: colour and grey-scale renderings, line weight, flat fills.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from embedkit.errors import invalid
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named set of fine-tuning options and the one-line reason for it."""
+
+    name: str
+    summary: str
+    options: dict = field(default_factory=dict)
+
+
+RECIPES = {r.name: r for r in (
+    Recipe("paper", "the paper's adaptive layer-based optimisation (re-initialise low layers, two rates)",
+           {"strategy": "adaptive", "epochs": 10, "lr_high": 1e-2, "lr_low": 1e-4, "momentum": 0.9,
+            "weight_decay": 5e-4, "label_smoothing": 0.0, "augment": True, "augment_strength": 1.0,
+            "augment_style": "photo", "schedule": "cosine", "freeze_bn_stats": False}),
+    Recipe("small", "small illustration sets: new head first, then every layer at a low rate, frozen BatchNorm "
+                    "statistics, illustration augmentation",
+           {"strategy": "head-then-top", "top": "all", "epochs": 8, "head_epochs": 2, "lr_high": 1e-2,
+            "lr_low": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "augment": True,
+            "augment_strength": 0.5, "augment_style": "illustration", "schedule": "cosine",
+            "freeze_bn_stats": True}),
+)}
+DEFAULT_RECIPE = "small"
+
+
+def recipe_options(name: str | None) -> dict:
+    """The options of recipe ``name`` (a copy; ``None`` = the default recipe)."""
+    name = DEFAULT_RECIPE if name is None else name
+    if name not in RECIPES:
+        raise invalid("recipe", name, list(RECIPES), "see `embedkit finetune --help`")
+    return dict(RECIPES[name].options)
