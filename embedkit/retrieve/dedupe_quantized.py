@@ -43,6 +43,16 @@ SEARCH_BLOCK = 8192
 CHECK_BLOCK = 65536
 
 
+def default_dedupe_nlist(n: int) -> int:
+    """IVF cells of the dedupe index: ``2 * sqrt(N)`` (each with at least TRAIN_POINTS_PER_CELL training points).
+
+    Half the search index's ``4 * sqrt(N)``: here every row is a query, and the cost of k-means and of
+    assigning N rows (both grow with the cells) balances the cost of scanning N rows' cells (which falls
+    with them) near ``2 * sqrt(N)`` at a million rows.
+    """
+    return max(1, min(int(2 * np.sqrt(n)), n // TRAIN_POINTS_PER_CELL))
+
+
 def describe(n: int, d: int, metric: str, nlist: int, nprobe: int) -> str:
     """One line naming the index the quantised dedupe builds (what the CLI prints)."""
     return (f"ivf-sq8 {metric} index on faiss ({n} x {d}, nlist={nlist}, nprobe={nprobe}, 8-bit codes; "
@@ -57,7 +67,7 @@ def _exact(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
 
 
 def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", *, nlist: int | None = None,
-                               nprobe: int = 8, chunk_rows: int = CHUNK_ROWS, seed: int = 0,
+                               nprobe: int = 8, chunk_rows: int = CHUNK_ROWS // 4, seed: int = 0,
                                progress: bool = False, stats: dict | None = None) -> list[DuplicateGroup]:
     """Groups of rows of ``codes`` (array, memmap or code store) linked by distances ``<= threshold``.
 
@@ -69,8 +79,6 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
     """
     from tqdm.auto import tqdm
 
-    from embedkit.retrieve.faiss_backend import default_nlist
-
     faiss = optional_import("faiss", "near-duplicate search")
     from faiss.contrib import ivf_tools
     if metric not in ("l2", "cosine"):
@@ -81,7 +89,7 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
     check_positive_int("chunk_rows", chunk_rows)
     source = CodeSource.of(codes)
     n, d = source.shape
-    nlist = int(nlist) if nlist else default_nlist(n)
+    nlist = int(nlist) if nlist else default_dedupe_nlist(n)
     if not 1 <= nlist <= n:
         raise ConfigError(f"nlist={nlist} is not valid for {n} rows; use 1 <= nlist <= {n}")
     nprobe = min(int(nprobe), nlist)
@@ -105,14 +113,15 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
                          desc="near-duplicates (ivf-sq8)", unit="chunk"):
         x = prep(x, metric)
         _, assign = quantizer.search(x, nprobe)
-        # what the index will hold of each row: its largest error bounds how far the radius must widen
-        resid = x - centroids[assign[:, 0]]
-        err = resid - index.sq.decode(index.sq.compute_codes(resid))
-        max_err = max(max_err, float(np.einsum("ij,ij->i", err, err).max()))
-        del resid, err
-        # named arrays, not temporaries: add_preassigned keeps only a raw pointer to the ids while it adds
-        lists, ids = np.ascontiguousarray(assign[:, 0]), np.arange(start, start + len(x), dtype=np.int64)
-        ivf_tools.add_preassigned(index, x, lists, ids)
+        for b0 in range(0, len(x), SEARCH_BLOCK):  # blocks: the residual temporaries stay a few MB
+            xb, lists = x[b0:b0 + SEARCH_BLOCK], np.ascontiguousarray(assign[b0:b0 + SEARCH_BLOCK, 0])
+            # what the index will hold of each row: its largest error bounds how far the radius must widen
+            resid = xb - centroids[lists]
+            resid -= index.sq.decode(index.sq.compute_codes(resid))
+            max_err = max(max_err, float(np.einsum("ij,ij->i", resid, resid).max()))
+            # named arrays, not temporaries: add_preassigned keeps only a raw pointer to the ids while it adds
+            ids = np.arange(start + b0, start + b0 + len(xb), dtype=np.int64)
+            ivf_tools.add_preassigned(index, xb, lists, ids)
         wide = (np.sqrt(radius) + np.sqrt(max_err)) ** 2 * (1 + 1e-5) + 1e-6  # float rounding of both sides
         for b0 in range(0, len(x), SEARCH_BLOCK):
             xb = x[b0:b0 + SEARCH_BLOCK]
