@@ -93,3 +93,53 @@ def test_cli_recipe_and_overrides_reach_the_run(tmp_path):
     cfg = json.loads((tmp_path / "small" / "config.json").read_text())
     assert (cfg["recipe"], cfg["strategy"], cfg["freeze_bn_stats"], cfg["lr_low"], cfg["top"]) == \
         ("small", "head-then-top", False, 3e-3, "all")
+
+
+def test_interpolate_and_choose_alpha_by_validation():
+    import torch
+    from torch import nn
+
+    from embedkit.finetune.average import choose_alpha, interpolate
+
+    a = {"w": torch.zeros(3), "n": torch.tensor(1)}
+    b = {"w": torch.full((3,), 4.0), "n": torch.tensor(7)}
+    mid = interpolate(a, b, 0.25)
+    assert torch.equal(mid["w"], torch.full((3,), 1.0)) and int(mid["n"]) == 7  # counters are not averaged
+    with pytest.raises(ConfigError, match="different parameters"):
+        interpolate(a, {"w": b["w"]}, 0.5)
+
+    model = nn.Linear(1, 1, bias=False)
+    probe, tuned = {"weight": torch.zeros(1, 1)}, {"weight": torch.ones(1, 1)}
+    peak = lambda m: 1 - abs(m.weight.item() - 0.5)  # noqa: E731  (validation accuracy peaks at the middle)
+    alpha, scores = choose_alpha(model, probe, tuned, peak)
+    assert alpha == 0.5 and model.weight.item() == 0.5 and set(scores) == {0.25, 0.5, 0.75, 1.0}
+    alpha, _ = choose_alpha(model, probe, tuned, lambda m: 0.9)  # a tie: the mix nearest the pretrained features
+    assert alpha == 0.25 and model.weight.item() == 0.25
+    with pytest.raises(ConfigError, match="mixes.*\\[0, 1\\]"):
+        choose_alpha(model, probe, tuned, peak, alphas=(0.5, 2.0))
+
+
+def test_wise_run_exports_the_validated_mix_of_probe_and_best_epoch(tmp_path):
+    import torch
+    from helpers import write_shapes
+
+    from embedkit.finetune.average import interpolate
+    from embedkit.finetune.train import finetune
+    from embedkit.models.checkpoint import read_checkpoint
+
+    data = write_shapes(tmp_path / "shapes", per_class=8)
+    opts = dict(input_size=32, batch_size=8, workers=0, epochs=3, head_epochs=1, lr_low=1e-2)
+    with pytest.raises(ConfigError, match="average='wise'.*head-then-top"):
+        finetune(data, tmp_path / "bad", progress=False, log=lambda m: None, strategy="full", average="wise", **opts)
+    logs = []
+    res = finetune(data, tmp_path / "run", progress=False, log=logs.append, average_alphas=(0.5,), **opts)
+    info = json.loads((res.out / "average.json").read_text())
+    assert info["alpha"] == 0.5 and any("best.pt holds mix 0.5" in m for m in logs)
+    probe = torch.load(res.last_path, weights_only=True)["probe"]
+    tuned = read_checkpoint(res.out / "best-finetuned.pt")
+    best = read_checkpoint(res.best_path)
+    want = interpolate(probe, tuned["state_dict"], 0.5)
+    assert all(torch.allclose(best["state_dict"][k].float(), want[k].float()) for k in want)
+    moved = [k for k in want if want[k].is_floating_point() and not torch.equal(probe[k], tuned["state_dict"][k])]
+    assert moved  # phase 2 trained: the mix is neither end
+    assert best["finetune"]["alpha"] == 0.5 and best["finetune"]["epoch"] == tuned["finetune"]["epoch"]

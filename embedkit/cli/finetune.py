@@ -6,7 +6,7 @@ import click
 
 from embedkit.cli.options import device_option, split_options, verbosity_options, words
 from embedkit.errors import ConfigError
-from embedkit.finetune.config import AUGMENT_STYLES
+from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
 
 # the options a recipe may set: left unset on the command line, they come from it
@@ -54,6 +54,9 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @device_option
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decoding processes (default: half the cores).")
 @click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
+@click.option("--average", type=click.Choice(list(AVERAGES)), default=None,
+              help="head-then-top: wise = export the mix of the phase-1 linear probe and the fine-tuned network "
+              "with the best validation accuracy (WiSE-FT). [default: the recipe's]")
 @click.option("--freeze-bn-stats/--no-freeze-bn-stats", default=None,
               help="Keep every BatchNorm's running statistics at their pretrained values (small datasets). [default: the recipe's]")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")

@@ -10,6 +10,7 @@ from embedkit.errors import ConfigError, invalid
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
 AUGMENT_STYLES = ("photo", "illustration")
+AVERAGES = ("none", "wise")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 MONITORS = ("val_acc", "val_loss")
 
@@ -62,11 +63,16 @@ class FinetuneConfig:
     # Keep every BatchNorm's running statistics at their pretrained values (the affine
     # parameters still train): small, augmented batches of a new domain can drag them far.
     freeze_bn_stats: bool = False
+    # head-then-top: export a weight-space mix of the phase-1 linear probe and the best fine-tuned epoch,
+    # the mix chosen on the validation split (embedkit.finetune.average)
+    average: str = "none"
+    average_alphas: tuple = (0.25, 0.5, 0.75, 1.0)
 
     def validate(self) -> "FinetuneConfig":
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
                                    ("monitor", self.monitor, MONITORS),
-                                   ("augment_style", self.augment_style, AUGMENT_STYLES)):
+                                   ("augment_style", self.augment_style, AUGMENT_STYLES),
+                                   ("average", self.average, AVERAGES)):
             if value not in valid:
                 raise invalid(name, value, valid)
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
@@ -76,7 +82,12 @@ class FinetuneConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} is not valid; learning rates must be > 0")
         if not 0 <= self.label_smoothing < 1:
             raise invalid("label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        if self.average == "wise" and self.strategy != "head-then-top":
+            raise ConfigError(f"average='wise' mixes the linear probe of head-then-top's first phase with the "
+                              f"fine-tuned network; strategy {self.strategy!r} has no such phase. Use "
+                              "--strategy head-then-top, or --average none")
         self.split = tuple(float(f) for f in self.split)
+        self.average_alphas = tuple(float(a) for a in self.average_alphas)
         return self
 
 
@@ -120,7 +131,8 @@ class FinetuneResult:
 
 
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
-    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"])})
+    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"]),
+                            "average_alphas": tuple(saved.get("average_alphas", FinetuneConfig.average_alphas))})
     diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
              if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
              and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary

@@ -176,6 +176,32 @@ def _run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, s
     return loss_sum / max(n, 1), correct / max(n, 1), n, time.perf_counter() - t0
 
 
+def _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, amp_dtype, criterion,
+                    out: Path, log) -> None:
+    """best.pt = the mix of linear probe and best fine-tuned epoch with the best validation accuracy (average.json)."""
+    import shutil
+
+    from embedkit.finetune.average import choose_alpha
+
+    tuned = read_checkpoint(tuned_path)
+    if probe is None:  # the run never left phase 1: nothing to mix
+        shutil.copyfile(tuned_path, best_path)
+        log("averaging: the run ended in phase 1 (no fine-tuned network to mix); best.pt is the best epoch")
+        return
+
+    def val_acc(m):
+        m.eval()
+        return _run_epoch(m, val_loader, data.targets, device, amp_dtype, criterion)[1]
+
+    alpha, scores = choose_alpha(model, probe, tuned["state_dict"], val_acc, cfg.average_alphas)
+    info = {"average": "wise", "alpha": alpha, "val_acc_by_alpha": {str(a): v for a, v in scores.items()},
+            "epoch": tuned["finetune"].get("epoch")}
+    export_backbone(model, best_path, cfg, data.class_names, pre, {**tuned["finetune"], **info})
+    write_json_atomic(out / "average.json", info)
+    log("averaging: validation accuracy by mix (0 = linear probe, 1 = fine-tuned) "
+        + ", ".join(f"{a:g}: {v:.3f}" for a, v in scores.items()) + f"; best.pt holds mix {alpha:g}")
+
+
 def _write_history(history: list, out: Path, best_epoch: int | None = None) -> None:
     from embedkit.render.plots import learning_curves_png
 
@@ -261,9 +287,11 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
             + "; trained: " + format_ranges(p) + "; frozen: " + format_ranges(set(range(1, len(layers) + 1)) - set(p)))
         return make_optimizer(cfg, model, layers, p, n_ep)
 
-    start, history, best, best_epoch, since_best = 0, [], None, 0, 0
+    start, history, best, best_epoch, since_best, probe = 0, [], None, 0, 0, None
+    # with averaging, each best epoch is exported raw; best.pt becomes the validated mix at the end
+    tuned_path = out / "best-finetuned.pt" if cfg.average == "wise" else best_path
     if state is not None:
-        start = int(state["epoch"])
+        start, probe = int(state["epoch"]), state.get("probe")
         model.load_state_dict(state["model"])
         history, best, best_epoch, since_best = state["history"], state["best"], state["best_epoch"], state["since_best"]
     opt, sched = phase_setup(phase_of(cfg, start))
@@ -316,18 +344,20 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
         improved = best is None or (metric > best if cfg.monitor == "val_acc" else metric < best)
         if improved:
             best, best_epoch, since_best = float(metric), epoch + 1, 0
-            export_backbone(model, best_path, cfg, data.class_names, pre,
+            export_backbone(model, tuned_path, cfg, data.class_names, pre,
                             {"strategy": cfg.strategy, "epoch": epoch + 1, "val_acc": va_acc, "val_loss": va_loss})
         else:
             since_best += 1
         stopped = cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs
         if epoch + 1 < cfg.epochs and phase_of(cfg, epoch + 1) != phase_of(cfg, epoch):
+            if cfg.average == "wise":
+                probe = _cpu_state(model)  # the linear probe: pretrained features, a head fitted on them
             opt, sched = phase_setup(phase_of(cfg, epoch + 1))  # the checkpoint holds the next phase's optimizer
         torch_save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
                       "epoch": epoch + 1, "rng": _rng_state(device), "history": history, "best": best,
                       "best_epoch": best_epoch, "since_best": since_best, "stopped": stopped, "config": asdict(cfg),
-                      "class_names": data.class_names,
+                      "class_names": data.class_names, "probe": probe,
                       "split_paths": [data.items[i].path for i in data.part("train")]}, last_path)
         _write_history(history, out, best_epoch)
         log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss {va_loss:.4f} "
@@ -338,6 +368,9 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
             log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
             break
 
+    if cfg.average == "wise":
+        _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, amp_dtype,
+                        criterion, out, log)
     test = None
     if cfg.eval_test and len(data.part("test")):
         model.load_state_dict(read_checkpoint(best_path)["state_dict"])
