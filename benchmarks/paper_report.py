@@ -98,11 +98,15 @@ def write_report(cache: Path, folds, seeds, out: Path, meta: dict) -> None:
         n = base.get(f"design-{f.index}", {}).get("n", "-")
         L.append(f"| {f.index} | {', '.join(f.test)} | {', '.join(f.val)} | {n} |")
     L += ["", "## Fine-tuning runs", "", "| recipe | options changed | units | best epoch (per unit) | "
-          "minutes per run (mean) | training images/s |", "|---|---|---:|---|---:|---:|"]
+          "mix chosen on validation (per unit; 1 = fine-tuned) | minutes per run (mean) | training images/s |",
+          "|---|---|---:|---|---|---:|---:|"]
     for name in recipes:
         rows = list(res[name].values())
+        mixes = [json.loads(p.read_text())["alpha"] if p.is_file() else "-"
+                 for p in (cache.parent / "runs" / name / u / "average.json" for u in res[name])]
         L.append(f"| {name} | {rows[0].get('overrides') or ''} | {len(rows)} | "
                  f"{' '.join(str(r['best_epoch']) + '/' + str(r['epochs']) for r in rows)} | "
+                 f"{' '.join(str(m) for m in mixes)} | "
                  f"{np.mean([r['finetune_seconds'] for r in rows]) / 60:.1f} | "
                  f"{np.mean([r['images_per_s'] for r in rows]):.1f} |")
     numbers["results"] = res
