@@ -112,9 +112,13 @@ def test_interpolate_and_choose_alpha_by_validation():
     probe, tuned = {"weight": torch.zeros(1, 1)}, {"weight": torch.ones(1, 1)}
     peak = lambda m: 1 - abs(m.weight.item() - 0.5)  # noqa: E731  (validation accuracy peaks at the middle)
     alpha, scores = choose_alpha(model, probe, tuned, peak)
-    assert alpha == 0.5 and model.weight.item() == 0.5 and set(scores) == {0.25, 0.5, 0.75, 1.0}
-    alpha, _ = choose_alpha(model, probe, tuned, lambda m: 0.9)  # a tie: the mix nearest the pretrained features
-    assert alpha == 0.25 and model.weight.item() == 0.25
+    assert alpha == 0.5 and model.weight.item() == 0.5 and set(scores) == {0.0, 0.25, 0.5, 0.75, 1.0}
+    right = lambda m: 1 - abs(m.weight.item() - 0.8)  # noqa: E731
+    assert choose_alpha(model, probe, tuned, right)[0] == 0.75 and model.weight.item() == 0.75
+    alpha, _ = choose_alpha(model, probe, tuned, lambda m: 0.9)  # all tied: halfway
+    assert alpha == 0.5
+    alpha, _ = choose_alpha(model, probe, tuned, lambda m: 0.9 if m.weight.item() < 0.3 else 0.8)
+    assert alpha == 0.25  # tied at 0 and 0.25: the one nearer halfway
     with pytest.raises(ConfigError, match="mixes.*\\[0, 1\\]"):
         choose_alpha(model, probe, tuned, peak, alphas=(0.5, 2.0))
 

@@ -56,7 +56,7 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.option("--eval-test", is_flag=True, help="Evaluate the best checkpoint on the test split at the end (never used for selection).")
 @click.option("--average", type=click.Choice(list(AVERAGES)), default=None,
               help="head-then-top: wise = export the mix of the phase-1 linear probe and the fine-tuned network "
-              "with the best validation accuracy (WiSE-FT). [default: the recipe's]")
+              "whose codes classify the validation split best (WiSE-FT). [default: the recipe's]")
 @click.option("--freeze-bn-stats/--no-freeze-bn-stats", default=None,
               help="Keep every BatchNorm's running statistics at their pretrained values (small datasets). [default: the recipe's]")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")

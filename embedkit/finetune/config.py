@@ -64,9 +64,9 @@ class FinetuneConfig:
     # parameters still train): small, augmented batches of a new domain can drag them far.
     freeze_bn_stats: bool = False
     # head-then-top: export a weight-space mix of the phase-1 linear probe and the best fine-tuned epoch,
-    # the mix chosen on the validation split (embedkit.finetune.average)
+    # the mix whose codes classify the validation split best (embedkit.finetune.average)
     average: str = "none"
-    average_alphas: tuple = (0.25, 0.5, 0.75, 1.0)
+    average_alphas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
 
     def validate(self) -> "FinetuneConfig":
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),

@@ -176,12 +176,12 @@ def _run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, s
     return loss_sum / max(n, 1), correct / max(n, 1), n, time.perf_counter() - t0
 
 
-def _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, amp_dtype, criterion,
-                    out: Path, log) -> None:
-    """best.pt = the mix of linear probe and best fine-tuned epoch with the best validation accuracy (average.json)."""
+def _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, out: Path,
+                    head, log) -> None:
+    """best.pt = the mix of linear probe and best fine-tuned epoch whose codes classify the validation split best."""
     import shutil
 
-    from embedkit.finetune.average import choose_alpha
+    from embedkit.finetune.average import choose_alpha, code_accuracy, codes_of
 
     tuned = read_checkpoint(tuned_path)
     if probe is None:  # the run never left phase 1: nothing to mix
@@ -189,16 +189,19 @@ def _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loa
         log("averaging: the run ended in phase 1 (no fine-tuned network to mix); best.pt is the best epoch")
         return
 
-    def val_acc(m):
-        m.eval()
-        return _run_epoch(m, val_loader, data.targets, device, amp_dtype, criterion)[1]
+    train_loader = make_loader(data, "train", pre.transform(), cfg.batch_size, cfg.workers)
 
-    alpha, scores = choose_alpha(model, probe, tuned["state_dict"], val_acc, cfg.average_alphas)
-    info = {"average": "wise", "alpha": alpha, "val_acc_by_alpha": {str(a): v for a, v in scores.items()},
+    def val_code_acc(m):  # codes of the training split (no augmentation) classify the validation designs
+        tc, tr = codes_of(m, head, train_loader, device)
+        vc, vr = codes_of(m, head, val_loader, device)
+        return code_accuracy(tc, data.targets[tr], vc, data.targets[vr])
+
+    alpha, scores = choose_alpha(model, probe, tuned["state_dict"], val_code_acc, cfg.average_alphas)
+    info = {"average": "wise", "alpha": alpha, "val_code_acc_by_alpha": {str(a): v for a, v in scores.items()},
             "epoch": tuned["finetune"].get("epoch")}
     export_backbone(model, best_path, cfg, data.class_names, pre, {**tuned["finetune"], **info})
     write_json_atomic(out / "average.json", info)
-    log("averaging: validation accuracy by mix (0 = linear probe, 1 = fine-tuned) "
+    log("averaging: validation accuracy of the codes (nearest class mean) by mix (0 = linear probe, 1 = fine-tuned) "
         + ", ".join(f"{a:g}: {v:.3f}" for a, v in scores.items()) + f"; best.pt holds mix {alpha:g}")
 
 
@@ -369,8 +372,8 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
             break
 
     if cfg.average == "wise":
-        _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, amp_dtype,
-                        criterion, out, log)
+        _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, out,
+                        layers[-1].module, log)
     test = None
     if cfg.eval_test and len(data.part("test")):
         model.load_state_dict(read_checkpoint(best_path)["state_dict"])
