@@ -79,6 +79,16 @@ def svm_row(store, out, split_kw) -> dict:
             "cv_score": r.cv_score, "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def imagenet_mapping(labels):
+    """Labels -> ImageNet classes (``embedkit.classify.baseline.map_labels``); unmapped labels named in a note."""
+    from embedkit.classify.baseline import map_labels
+
+    m = map_labels(labels)
+    for lab, why in m.unmapped.items():
+        print(f"note: label {lab!r} is not in the softmax baseline: {why}")
+    return m
+
+
 def softmax_row(logits_store, split, mapping) -> dict:
     from embedkit.classify.baseline import baseline_report
 
@@ -148,7 +158,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "paper_table"))
     args = ap.parse_args(argv)
 
-    from embedkit.classify.baseline import map_labels
     from embedkit.classify.train import split_store
     from embedkit.splits import designs, group_folds
 
@@ -169,7 +178,7 @@ def main(argv=None) -> int:
             or int(u.split("-")[1]) in only]
     if not args.report_only:
         logits = embed_store(data, WORK / "imagenet-logits", args.backbone, "logits")
-        mapping = map_labels(sorted(set(base_codes.labels.tolist())))
+        mapping = imagenet_mapping(sorted(set(base_codes.labels.tolist())))
         for unit, kw in todo:
             s = split_store(base_codes, FRACTIONS, kw["seed"], kw.get("split_by"), kw.get("test_groups", ()),
                             kw.get("val_groups", ()))

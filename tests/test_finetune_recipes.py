@@ -26,6 +26,10 @@ def test_recipes_set_options_that_explicit_ones_override():
     paper = FinetuneConfig.from_recipe("paper", epochs=3)
     assert (paper.strategy, paper.lr_high, paper.lr_low, paper.momentum, paper.weight_decay, paper.epochs) == \
         ("adaptive", 1e-2, 1e-4, 0.9, 5e-4, 3)  # the paper's rates; the given epochs win
+    head = FinetuneConfig.from_recipe(strategy="head")
+    assert head.average == "none" and head.freeze_bn_stats  # the mix needs head-then-top; the rest still applies
+    with pytest.raises(ConfigError, match="average='wise'.*head-then-top"):
+        FinetuneConfig.from_recipe(strategy="full", average="wise").validate()
     with pytest.raises(ConfigError, match="recipe.*'fast'.*paper.*small"):
         FinetuneConfig.from_recipe("fast")
     assert set(RECIPES) == {"paper", "small"}
@@ -58,6 +62,9 @@ def test_line_weight_thickens_or_thins_strokes(monkeypatch):
 
 
 def test_illustration_augmentation_renders_grey_and_colour_versions():
+    import random
+
+    import torch
     from torchvision import transforms as T
 
     pre = get_spec("efficientnet_lite0").preprocessing
@@ -67,10 +74,12 @@ def test_illustration_augmentation_renders_grey_and_colour_versions():
     assert not {LineWeight, T.RandomGrayscale} & {type(t) for t in train_transform(pre, True, 1.0).transforms}
     img = _drawing()
     grey = 0
+    random.seed(0)
+    torch.manual_seed(0)
     for _ in range(40):
         x = tf(img).numpy()
         grey += bool(np.allclose(x[0], x[1], atol=1e-5) and np.allclose(x[1], x[2], atol=1e-5))
-    assert 3 <= grey <= 30  # about 60% x strength of the draws are grey-scale renderings
+    assert 12 <= grey <= 36  # about 60% x strength of the draws are grey-scale renderings (seeded)
     with pytest.raises(ConfigError, match="augmentation style.*'sketch'.*photo.*illustration"):
         train_transform(pre, True, 1.0, "sketch")
 
@@ -132,7 +141,8 @@ def test_wise_run_exports_the_validated_mix_of_probe_and_best_epoch(tmp_path):
     from embedkit.models.checkpoint import read_checkpoint
 
     data = write_shapes(tmp_path / "shapes", per_class=8)
-    opts = dict(input_size=32, batch_size=8, workers=0, epochs=3, head_epochs=1, lr_low=1e-2)
+    # a head that barely moves in phase 1 (lr_high 1e-5): the best epoch comes from phase 2, so the ends differ
+    opts = dict(input_size=32, batch_size=8, workers=0, epochs=3, head_epochs=1, lr_high=1e-5, lr_low=1e-2)
     with pytest.raises(ConfigError, match="average='wise'.*head-then-top"):
         finetune(data, tmp_path / "bad", progress=False, log=lambda m: None, strategy="full", average="wise", **opts)
     logs = []
@@ -145,5 +155,5 @@ def test_wise_run_exports_the_validated_mix_of_probe_and_best_epoch(tmp_path):
     want = interpolate(probe, tuned["state_dict"], 0.5)
     assert all(torch.allclose(best["state_dict"][k].float(), want[k].float()) for k in want)
     moved = [k for k in want if want[k].is_floating_point() and not torch.equal(probe[k], tuned["state_dict"][k])]
-    assert moved  # phase 2 trained: the mix is neither end
+    assert tuned["finetune"]["epoch"] >= 2 and moved  # phase 2 trained: the mix is neither end
     assert best["finetune"]["alpha"] == 0.5 and best["finetune"]["epoch"] == tuned["finetune"]["epoch"]

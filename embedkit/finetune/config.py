@@ -97,7 +97,10 @@ class FinetuneConfig:
         from embedkit.finetune.recipes import DEFAULT_RECIPE, recipe_options
 
         name = DEFAULT_RECIPE if recipe is None else recipe
-        return cls(**{**recipe_options(name), **options, "recipe": name})
+        merged = {**recipe_options(name), **options, "recipe": name}
+        if merged.get("strategy") != "head-then-top" and "average" not in options:
+            merged["average"] = "none"  # the recipe's mix needs head-then-top's probe; another strategy given has none
+        return cls(**merged)
 
 
 @dataclass
