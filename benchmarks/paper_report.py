@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.stats import paired_difference, summarize
+from embedkit.stats import paired_difference
 
 BASE = "imagenet"
 
@@ -115,5 +115,3 @@ def write_report(cache: Path, folds, seeds, out: Path, meta: dict) -> None:
     print("\n".join(L))
     print(f"\nwrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
 
-
-__all__ = ["write_report", "summarize"]

@@ -98,7 +98,7 @@ def softmax_row(logits_store, split, mapping) -> dict:
     return {"top1": b["top1"], "top5": b["top5"], "n": rep["n"], "restricted_top1": rep["top1"]}
 
 
-def units(data, folds, seeds):
+def units(folds, seeds):
     """Every evaluation unit: ("design", fold) and ("stratified", seed), with its classify/finetune split options."""
     out = []
     for f in folds:
@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     folds = group_folds(designs(paths), args.folds, seed=0)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     only = {int(s) for s in args.only_folds.split(",") if s.strip()}
-    todo = [(u, kw) for u, kw in units(data, folds, seeds) if not only or not u.startswith("design-")
+    todo = [(u, kw) for u, kw in units(folds, seeds) if not only or not u.startswith("design-")
             or int(u.split("-")[1]) in only]
     if not args.report_only:
         logits = embed_store(data, WORK / "imagenet-logits", args.backbone, "logits")

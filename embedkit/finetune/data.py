@@ -18,6 +18,7 @@ import torch
 
 from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import DataError, invalid
+from embedkit.finetune.config import AUGMENT_STYLES
 from embedkit.io.discover import Item, discover
 from embedkit.io.loader import ImageDataset, collate_skipping
 from embedkit.models.preprocessing import Preprocessing
@@ -70,8 +71,8 @@ def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 
         return pre.transform()
     if strength > 1:
         raise invalid("augmentation strength", strength, "a number in [0, 1]")
-    if style not in ("photo", "illustration"):
-        raise invalid("augmentation style", style, ["photo", "illustration"])
+    if style not in AUGMENT_STYLES:
+        raise invalid("augmentation style", style, list(AUGMENT_STYLES))
     interp = T.InterpolationMode(pre.interpolation)
     jitter = 0.4 * strength
     steps = [
