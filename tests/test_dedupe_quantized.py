@@ -52,10 +52,12 @@ def store(tmp_path):
 
 
 @pytest.mark.parametrize("metric,threshold", [("l2", THRESHOLD), ("cosine", 2e-4)])
-def test_quantized_dedupe_equals_the_exact_path(store, metric, threshold):
+@pytest.mark.parametrize("dim", [64, 6])  # 64 >= D = 32: no projection; 6: a PCA projection that adds candidates
+def test_quantized_dedupe_equals_the_exact_path(store, metric, threshold, dim):
     s, X, want = store
     stats = {}
-    got = quantized_duplicate_groups(s, threshold, metric, nlist=16, nprobe=4, chunk_rows=500, stats=stats)
+    got = quantized_duplicate_groups(s, threshold, metric, nlist=16, nprobe=4, dim=dim, chunk_rows=500, stats=stats)
+    assert stats["dim"] == min(dim, X.shape[1])
     exact = near_duplicate_groups(KNNIndex(metric=metric, kind="flat").fit(X), X, threshold, k=4)
     assert [g.rows for g in got] == [g.rows for g in exact]
     assert [g.max_distance for g in got] == pytest.approx([g.max_distance for g in exact], rel=1e-4, abs=1e-6)
@@ -82,3 +84,35 @@ def test_neighbors_cli_dedupe_names_the_quantised_index(store, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"{len(want)} near-duplicate groups" in res.output and "ivf-sq8 l2 index" in res.output
     assert not (s.path / "index").exists()  # nothing cached: the one-pass index is only the dedupe's
+
+
+def test_projection_only_adds_candidates(store):
+    """Projected on 6 of 32 dimensions, no pair under the threshold is lost, and more pairs are re-checked."""
+    s, _, want = store
+    full, proj = {}, {}
+    quantized_duplicate_groups(s, THRESHOLD, "l2", nlist=16, nprobe=4, dim=64, stats=full)
+    groups = quantized_duplicate_groups(s, THRESHOLD, "l2", nlist=16, nprobe=4, dim=6, stats=proj)
+    assert sorted(g.rows for g in groups) == want
+    assert proj["pairs"] == full["pairs"] and proj["candidates"] > full["candidates"]
+
+
+def test_default_cells_grow_with_the_rows():
+    from embedkit.retrieve.dedupe_quantized import ROWS_PER_CELL, default_dedupe_nlist
+
+    assert default_dedupe_nlist(100) == 1
+    assert default_dedupe_nlist(1_000_000) == 1_000_000 // ROWS_PER_CELL
+    assert default_dedupe_nlist(1_000_000) / default_dedupe_nlist(100_000) == pytest.approx(10, rel=0.01)
+
+
+def test_two_level_centroids_keep_a_tiny_far_cluster():
+    """A coarse cluster of fewer rows than rows-per-centroid still gets a centroid (faiss.contrib's gives none and fails)."""
+    import faiss
+    from embedkit.retrieve.dedupe_quantized import two_level_centroids
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 16)).astype(np.float32)
+    X[:20] += 100  # 20 rows far from the rest: 400 cells of 20000 rows is 50 rows a cell
+    C = two_level_centroids(faiss, X, 400)
+    assert 380 <= len(C) <= 420
+    assert np.linalg.norm(C - X[:20].mean(0), axis=1).min() < 1  # a centroid sits on the far rows
+    assert np.isfinite(C).all()

@@ -242,5 +242,5 @@ def _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, de
         _note("the quantised near-duplicate search runs on CPU FAISS")
     stats = {}
     groups = quantized_duplicate_groups(store, threshold, metric, progress=not quiet, stats=stats)
-    return groups, (f"{describe(len(store), store.dim, metric, stats['nlist'], stats['nprobe'])}: "
+    return groups, (f"{describe(len(store), store.dim, metric, stats['nlist'], stats['nprobe'], stats['dim'])}: "
                     f"{stats['candidates']} candidate pairs, {stats['pairs']} under the threshold [built]")

@@ -1,23 +1,32 @@
-"""Near-duplicates of a large store in bounded memory: a quantised IVF index, then exact re-checks.
+"""Near-duplicates of a large store in bounded memory and linear time: a projected, quantised IVF index, then exact re-checks.
 
-An IVF-Flat index would hold every code in RAM (2 GiB at 1M x 512 float32), so for
-large stores :func:`quantized_duplicate_groups` builds an IVF index with 8-bit
-scalar-quantised residuals (``IndexIVFScalarQuantizer``, QT_8bit: a byte per dimension,
-a quarter of the codes' size), trained on a sample of rows, and runs one pass over the
-store, chunk by chunk:
+An IVF-Flat index over the codes themselves would hold every code in RAM (2 GiB at 1M x 512 float32) and
+compare each row with its cells' rows in all D dimensions, so for large stores
+:func:`quantized_duplicate_groups` indexes a *projection* of the codes:
 
-1. the chunk is assigned to its IVF cells (``nprobe`` nearest) and added to the index;
-2. it is range-searched against the index, which now holds every row up to the chunk's
-   end, so each pair of rows is met once, when its later row's chunk is searched;
-3. the candidate pairs are re-checked with exact distances (the chunk in memory, the
-   other rows read from the store with ``take``) before they are joined by union-find.
+- the codes are projected on their top ``dim`` principal directions (PCA on a sample; 64 by default). An
+  orthonormal projection never lengthens a difference (``|P(x - y)| <= |x - y|``), so every pair under the
+  threshold is still under it after projection: the projection only adds candidates, which the exact
+  re-check removes;
+- the projected rows go into an IVF index with 8-bit scalar-quantised residuals (``IndexIVFScalarQuantizer``,
+  QT_8bit: ``dim`` bytes a row), with a constant number of rows per cell (``ROWS_PER_CELL``), so scanning a
+  row's ``nprobe`` cells costs the same at any N. Its centroids come from a two-level k-means on a sample
+  (``sqrt(nlist)`` coarse clusters, each split in proportion to its rows), whose cost grows with N, not N^2.
 
-Quantisation cannot lose a pair: the search radius is widened by the largest
-reconstruction error of the rows indexed so far (``|q - y'| <= |q - y| + |y - y'|``), and
-the exact re-check removes what the wider radius lets in. The search stays approximate
-in one way only, as IVF is: a pair whose rows fall in cells not among each other's
-``nprobe`` nearest is not seen (rare for near-duplicates, which sit next to each other).
-Memory: the index (N x D bytes plus ids), one chunk of codes and one block's candidates.
+Then one pass over the store, chunk by chunk:
+
+1. the chunk is projected, assigned to its IVF cells (``nprobe`` nearest) and added to the index;
+2. it is range-searched against the index, which now holds every row up to the chunk's end, so each pair of
+   rows is met once, when its later row's chunk is searched;
+3. the candidate pairs are re-checked with exact distances on the full codes (the chunk in memory, the other
+   rows read from the store with ``take``) before they are joined by union-find.
+
+Quantisation cannot lose a pair either: the search radius is widened by the largest reconstruction error of
+the rows indexed so far (``|q - y'| <= |q - y| + |y - y'|``). The search stays approximate in one way only,
+as IVF is: a pair whose rows fall in cells not among each other's ``nprobe`` nearest is not seen (rare for
+near-duplicates, which sit next to each other). Memory: the index (``dim`` bytes plus an 8-byte id a row),
+the PCA sample, one chunk of codes and one block's candidates. The coarse assignment is a flat search over
+the centroids: its cost per row grows with N / ROWS_PER_CELL, a small share of the time at a million rows.
 """
 
 from __future__ import annotations
@@ -35,8 +44,16 @@ from embedkit.retrieve.source import CodeSource
 
 log = logging.getLogger(__name__)
 
-#: FAISS' advice is 39-256 training points per IVF cell; 40 keeps k-means short at a million rows
+#: rows per IVF cell: constant, so the scan of a row's cells does not grow with N
+ROWS_PER_CELL = 256
+#: dimensions of the projection the index holds (a 512-d code costs 8 times less to scan at 64)
+PROJECT_DIM = 64
+#: rows of the sample the PCA is fitted on (a D x D covariance: the sample is read in blocks)
+PCA_ROWS = 65536
+#: FAISS' advice is 39-256 training points per IVF cell
 TRAIN_POINTS_PER_CELL = 40
+#: at most this many (projected) rows train the k-means, whatever N
+TRAIN_ROWS_MAX = 262144
 #: queries per range search: bounds one search's result buffers
 SEARCH_BLOCK = 8192
 #: candidate pairs re-checked at once (their two rows of codes are in memory together)
@@ -44,18 +61,14 @@ CHECK_BLOCK = 65536
 
 
 def default_dedupe_nlist(n: int) -> int:
-    """IVF cells of the dedupe index: ``2 * sqrt(N)`` (each with at least TRAIN_POINTS_PER_CELL training points).
-
-    Half the search index's ``4 * sqrt(N)``: here every row is a query, and the cost of k-means and of
-    assigning N rows (both grow with the cells) balances the cost of scanning N rows' cells (which falls
-    with them) near ``2 * sqrt(N)`` at a million rows.
-    """
-    return max(1, min(int(2 * np.sqrt(n)), n // TRAIN_POINTS_PER_CELL))
+    """IVF cells of the dedupe index: ``N / ROWS_PER_CELL`` (a row's scan then costs the same at any N)."""
+    return max(1, n // ROWS_PER_CELL)
 
 
-def describe(n: int, d: int, metric: str, nlist: int, nprobe: int) -> str:
+def describe(n: int, d: int, metric: str, nlist: int, nprobe: int, dim: int | None = None) -> str:
     """One line naming the index the quantised dedupe builds (what the CLI prints)."""
-    return (f"ivf-sq8 {metric} index on faiss ({n} x {d}, nlist={nlist}, nprobe={nprobe}, 8-bit codes; "
+    proj = f"PCA to {dim} dims, " if dim and dim < d else ""
+    return (f"ivf-sq8 {metric} index on faiss ({n} x {d}, {proj}nlist={nlist}, nprobe={nprobe}, 8-bit codes; "
             "candidates re-checked with exact distances)")
 
 
@@ -66,16 +79,80 @@ def _exact(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     return sq / 2 if metric == "cosine" else sq  # unit vectors: |a - b|^2 = 2 (1 - cos)
 
 
+def _sample(n: int, m: int, rng) -> np.ndarray:
+    """``m`` sorted random rows of ``n`` (all rows when m >= n): the store is read in order."""
+    return np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+
+
+def fit_projection(source: CodeSource, metric: str, dim: int, rng, block: int = 8192):
+    """``(mean, P)``: the top ``dim`` principal directions (``D x dim``, orthonormal columns) of a sample.
+
+    ``None`` for ``P`` when ``dim >= D`` (the codes are indexed as they are). The covariance is summed block by
+    block, so the sample never sits in memory in full.
+    """
+    n, d = source.shape
+    if dim >= d:
+        return np.zeros(d, np.float32), None
+    rows = _sample(n, min(n, PCA_ROWS), rng)
+    s, ss = np.zeros(d), np.zeros((d, d))
+    for b0 in range(0, len(rows), block):
+        x = prep(source.take(rows[b0:b0 + block]), metric).astype(np.float64)
+        s += x.sum(0)
+        ss += x.T @ x
+    mean = s / len(rows)
+    _, vecs = np.linalg.eigh(ss / len(rows) - np.outer(mean, mean))  # ascending eigenvalues
+    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
+
+
+def project(x: np.ndarray, mean: np.ndarray, P) -> np.ndarray:
+    """Rows of ``x`` (``prep``-ed) in the projection's coordinates (``x`` itself when there is none)."""
+    return x if P is None else np.ascontiguousarray((x - mean) @ P)
+
+
+def two_level_centroids(faiss, xt: np.ndarray, nlist: int, seed: int = 0) -> np.ndarray:
+    """About ``nlist`` k-means centroids of ``xt``: ``sqrt(nlist)`` coarse clusters, each split in proportion to its rows.
+
+    The idea of ``faiss.contrib.clustering.two_level_clustering`` (one k-means over all ``nlist`` centroids
+    costs ``len(xt) * nlist`` distances an iteration: N^2 when both grow with N), written out because the
+    contrib version gives a coarse cluster smaller than ``len(xt) / nlist`` rows no centroid and then fails.
+    Every non-empty coarse cluster gets at least one centroid and at most one per row.
+    """
+    d = xt.shape[1]
+    quiet = {"seed": seed, "min_points_per_centroid": 1, "max_points_per_centroid": 2000}  # no FAISS warnings
+    nc1 = int(np.sqrt(nlist))
+    if nc1 < 4:  # few cells: one k-means is as cheap
+        km = faiss.Kmeans(d, nlist, niter=20, **quiet)
+        km.train(xt)
+        return km.centroids
+    km = faiss.Kmeans(d, nc1, niter=20, **quiet)
+    km.train(xt)
+    _, assign = km.index.search(xt, 1)
+    assign = assign.ravel()
+    sizes = np.bincount(assign, minlength=nc1)
+    parts = np.minimum(sizes, np.maximum(sizes > 0, np.rint(sizes * nlist / len(xt)))).astype(int)
+    out = []
+    for c in np.flatnonzero(parts):
+        sub = np.ascontiguousarray(xt[assign == c])
+        if parts[c] == 1:
+            out.append(sub.mean(0, keepdims=True))
+            continue
+        km = faiss.Kmeans(d, int(parts[c]), niter=20, **quiet)
+        km.train(sub)
+        out.append(km.centroids)
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
 def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", *, nlist: int | None = None,
-                               nprobe: int = 8, chunk_rows: int = CHUNK_ROWS // 4, seed: int = 0,
-                               progress: bool = False, stats: dict | None = None) -> list[DuplicateGroup]:
+                               nprobe: int = 8, dim: int = PROJECT_DIM, chunk_rows: int = CHUNK_ROWS // 4,
+                               seed: int = 0, progress: bool = False, stats: dict | None = None) -> list[DuplicateGroup]:
     """Groups of rows of ``codes`` (array, memmap or code store) linked by distances ``<= threshold``.
 
     Same result as :func:`~embedkit.retrieve.dedupe.near_duplicate_groups` (groups largest first, rows
-    ascending, singletons left out; every joined pair's distance is exact), found through a quantised IVF
-    index: see the module docstring for what is exact and what is approximate. ``metric`` is ``"l2"``
-    (squared) or ``"cosine"``. ``stats``, when given, receives ``nlist``, ``nprobe``, ``candidates`` (pairs
-    re-checked), ``pairs`` (pairs under the threshold) and ``max_quantisation_error``.
+    ascending, singletons left out; every joined pair's distance is exact), found through a projected,
+    quantised IVF index: see the module docstring for what is exact and what is approximate. ``metric`` is
+    ``"l2"`` (squared) or ``"cosine"``; ``dim`` the projection's dimensions (``>= D``: none). ``stats``, when
+    given, receives ``nlist``, ``nprobe``, ``dim``, ``candidates`` (pairs re-checked), ``pairs`` (pairs under
+    the threshold) and ``max_quantisation_error``.
     """
     from tqdm.auto import tqdm
 
@@ -86,24 +163,31 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
     if not np.isfinite(threshold) or threshold < 0:
         raise ConfigError(f"threshold={threshold!r} is not valid; give a distance >= 0 in the {metric} metric")
     check_positive_int("nprobe", nprobe)
+    check_positive_int("dim", dim)
     check_positive_int("chunk_rows", chunk_rows)
     source = CodeSource.of(codes)
     n, d = source.shape
     nlist = int(nlist) if nlist else default_dedupe_nlist(n)
     if not 1 <= nlist <= n:
         raise ConfigError(f"nlist={nlist} is not valid for {n} rows; use 1 <= nlist <= {n}")
-    nprobe = min(int(nprobe), nlist)
     # cosine runs as L2 on unit vectors; the index's radius is in squared L2
     radius = 2 * float(threshold) if metric == "cosine" else float(threshold)
+    rng = np.random.default_rng(seed)
 
-    quantizer = faiss.IndexFlatL2(d)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2, True)
+    mean, P = fit_projection(source, metric, int(dim), rng)
+    dp = d if P is None else P.shape[1]
+    train_rows = _sample(n, min(n, TRAIN_POINTS_PER_CELL * nlist, TRAIN_ROWS_MAX), rng)
+    xt = np.concatenate([project(prep(source.take(train_rows[b:b + SEARCH_BLOCK]), metric), mean, P)
+                         for b in range(0, len(train_rows), SEARCH_BLOCK)])
+    centroids = two_level_centroids(faiss, xt, nlist, seed)
+    nlist = len(centroids)  # the two-level split may round the count
+    nprobe = min(int(nprobe), nlist)
+    quantizer = faiss.IndexFlatL2(dp)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dp, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2, True)
     index.nprobe = nprobe
-    m = min(n, TRAIN_POINTS_PER_CELL * nlist)
-    # a sorted random sample, not all rows: k-means cost stays bounded and the store is read in order
-    rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False)) if m < n else np.arange(n)
-    index.train(prep(source.take(rows), metric))
-    centroids = quantizer.reconstruct_n(0, nlist)
+    index.train(xt)  # the quantizer holds nlist centroids already: this trains the 8-bit ranges only
+    del xt
 
     uf = UnionFind(n)
     edges_d = np.zeros(n, dtype=np.float64)
@@ -112,22 +196,23 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
     for start, x in tqdm(source.iter_chunks(rows=int(chunk_rows)), total=total, disable=not progress,
                          desc="near-duplicates (ivf-sq8)", unit="chunk"):
         x = prep(x, metric)
-        _, assign = quantizer.search(x, nprobe)
-        for b0 in range(0, len(x), SEARCH_BLOCK):  # blocks: the residual temporaries stay a few MB
-            xb, lists = x[b0:b0 + SEARCH_BLOCK], np.ascontiguousarray(assign[b0:b0 + SEARCH_BLOCK, 0])
+        z = project(x, mean, P)
+        _, assign = quantizer.search(z, nprobe)
+        for b0 in range(0, len(z), SEARCH_BLOCK):  # blocks: the residual temporaries stay a few MB
+            zb, lists = z[b0:b0 + SEARCH_BLOCK], np.ascontiguousarray(assign[b0:b0 + SEARCH_BLOCK, 0])
             # what the index will hold of each row: its largest error bounds how far the radius must widen
-            resid = xb - centroids[lists]
+            resid = zb - centroids[lists]
             resid -= index.sq.decode(index.sq.compute_codes(resid))
             max_err = max(max_err, float(np.einsum("ij,ij->i", resid, resid).max()))
             # named arrays, not temporaries: add_preassigned keeps only a raw pointer to the ids while it adds
-            ids = np.arange(start + b0, start + b0 + len(xb), dtype=np.int64)
-            ivf_tools.add_preassigned(index, xb, lists, ids)
+            ids = np.arange(start + b0, start + b0 + len(zb), dtype=np.int64)
+            ivf_tools.add_preassigned(index, zb, lists, ids)
         wide = (np.sqrt(radius) + np.sqrt(max_err)) ** 2 * (1 + 1e-5) + 1e-6  # float rounding of both sides
-        for b0 in range(0, len(x), SEARCH_BLOCK):
-            xb = x[b0:b0 + SEARCH_BLOCK]
+        for b0 in range(0, len(z), SEARCH_BLOCK):
+            zb = z[b0:b0 + SEARCH_BLOCK]
             lims, _, found = ivf_tools.range_search_preassigned(
-                index, xb, wide, np.ascontiguousarray(assign[b0:b0 + SEARCH_BLOCK]))
-            q = np.repeat(np.arange(start + b0, start + b0 + len(xb), dtype=np.int64), np.diff(lims).astype(np.int64))
+                index, zb, wide, np.ascontiguousarray(assign[b0:b0 + SEARCH_BLOCK]))
+            q = np.repeat(np.arange(start + b0, start + b0 + len(zb), dtype=np.int64), np.diff(lims).astype(np.int64))
             keep = found < q  # each pair once (the other row was indexed first); drops the row itself
             q, found = q[keep], found[keep]
             candidates += len(q)
@@ -141,6 +226,7 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
                     edges_d[a] = max(edges_d[a], dd)
                     edges_d[b] = max(edges_d[b], dd)
     if stats is not None:
-        stats.update(nlist=nlist, nprobe=nprobe, candidates=candidates, pairs=pairs, max_quantisation_error=max_err)
+        stats.update(nlist=nlist, nprobe=nprobe, dim=dp, candidates=candidates, pairs=pairs,
+                     max_quantisation_error=max_err)
     log.debug("ivf-sq8 dedupe: %d candidate pairs re-checked, %d under the threshold", candidates, pairs)
     return collect_groups(uf, edges_d)
