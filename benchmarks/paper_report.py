@@ -110,6 +110,9 @@ def write_report(cache: Path, folds, seeds, out: Path, meta: dict) -> None:
                  f"{np.mean([r['finetune_seconds'] for r in rows]) / 60:.1f} | "
                  f"{np.mean([r['images_per_s'] for r in rows]):.1f} |")
     numbers["results"] = res
+    notes = out.parent / f"{out.name}_notes.md"  # written by hand (what a table cannot say): kept across rewrites
+    if notes.is_file():
+        L += ["", notes.read_text().rstrip()]
     out.with_suffix(".md").write_text("\n".join(L) + "\n")
     out.with_suffix(".json").write_text(json.dumps(numbers, indent=1, default=str))
     print("\n".join(L))
