@@ -157,3 +157,35 @@ def test_wise_run_exports_the_validated_mix_of_probe_and_best_epoch(tmp_path):
     moved = [k for k in want if want[k].is_floating_point() and not torch.equal(probe[k], tuned["state_dict"][k])]
     assert tuned["finetune"]["epoch"] >= 2 and moved  # phase 2 trained: the mix is neither end
     assert best["finetune"]["alpha"] == 0.5 and best["finetune"]["epoch"] == tuned["finetune"]["epoch"]
+
+
+def test_logistic_head_fits_separable_codes_two_classes_and_absent_ones():
+    from embedkit.finetune.probe import logistic_head
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 16))
+    y = np.repeat([0, 2, 3], 20)  # class 1 has no training image
+    X = np.concatenate([c + rng.normal(0, 1, (20, 16)) for c in centres])
+    W, b = logistic_head(X, y, n_classes=4)
+    pred = (X @ W.T + b).argmax(1)
+    assert W.shape == (4, 16) and (pred == y).mean() == 1.0 and not (pred == 1).any() and not W[1].any()
+    W2, b2 = logistic_head(X[:40], y[:40], n_classes=3)  # two classes: one row of log-odds split in two
+    assert ((X[:40] @ W2.T + b2).argmax(1) == y[:40]).all()
+
+
+def test_logistic_head_init_starts_training_from_the_probe(tmp_path):
+    from helpers import write_shapes
+
+    from embedkit.finetune.train import finetune
+
+    data = write_shapes(tmp_path / "shapes", per_class=8)
+    opts = dict(input_size=32, batch_size=8, workers=0, epochs=1, strategy="head", lr=1e-9, augment=False,
+                average="none")  # a rate too small to move the head: epoch 1 measures the initial head
+    with pytest.raises(ConfigError, match="head_init='logistic'.*adaptive"):
+        finetune(data, tmp_path / "bad", progress=False, log=lambda m: None, recipe="paper", head_init="logistic")
+    logs = []
+    fitted = finetune(data, tmp_path / "lp", progress=False, log=logs.append, head_init="logistic", **opts)
+    random = finetune(data, tmp_path / "rand", progress=False, log=lambda m: None, **opts)
+    fit_line = next(m for m in logs if "head fitted by logistic regression" in m)
+    assert float(fit_line.rsplit("accuracy ", 1)[1].rstrip(")")) >= 0.9
+    assert fitted.history[0]["train_acc"] >= 0.9 > random.history[0]["train_acc"] + 0.3

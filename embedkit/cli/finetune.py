@@ -6,7 +6,7 @@ import click
 
 from embedkit.cli.options import device_option, split_options, verbosity_options, words
 from embedkit.errors import ConfigError
-from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES
+from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
 
 # the options a recipe may set: left unset on the command line, they come from it
@@ -57,6 +57,9 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.option("--average", type=click.Choice(list(AVERAGES)), default=None,
               help="head-then-top: wise = export the mix of the phase-1 linear probe and the fine-tuned network "
               "whose codes classify the validation split best (WiSE-FT). [default: the recipe's]")
+@click.option("--head-init", type=click.Choice(list(HEAD_INITS)), default=None,
+              help="A new head: random, or logistic = fitted by logistic regression on the frozen training codes "
+              "before training (not with the adaptive strategy). [default: the recipe's, else random]")
 @click.option("--freeze-bn-stats/--no-freeze-bn-stats", default=None,
               help="Keep every BatchNorm's running statistics at their pretrained values (small datasets). [default: the recipe's]")
 @click.option("--new-head", is_flag=True, help="Allow --weights fine-tuned for other classes: train a new head on them.")

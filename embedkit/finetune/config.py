@@ -11,6 +11,7 @@ from embedkit.errors import ConfigError, invalid
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
 AUGMENT_STYLES = ("photo", "illustration")
 AVERAGES = ("none", "wise")
+HEAD_INITS = ("random", "logistic")
 SCHEDULES = ("none", "step", "cosine", "plateau")
 MONITORS = ("val_acc", "val_loss")
 
@@ -67,12 +68,15 @@ class FinetuneConfig:
     # the mix whose codes classify the validation split best (embedkit.finetune.average)
     average: str = "none"
     average_alphas: tuple = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # a fresh head: random, or fitted in closed form (logistic regression) on the frozen training codes first
+    head_init: str = "random"
 
     def validate(self) -> "FinetuneConfig":
         for name, value, valid in (("strategy", self.strategy, STRATEGIES), ("schedule", self.schedule, SCHEDULES),
                                    ("monitor", self.monitor, MONITORS),
                                    ("augment_style", self.augment_style, AUGMENT_STYLES),
-                                   ("average", self.average, AVERAGES)):
+                                   ("average", self.average, AVERAGES),
+                                   ("head_init", self.head_init, HEAD_INITS)):
             if value not in valid:
                 raise invalid(name, value, valid)
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
@@ -86,6 +90,10 @@ class FinetuneConfig:
             raise ConfigError(f"average='wise' mixes the linear probe of head-then-top's first phase with the "
                               f"fine-tuned network; strategy {self.strategy!r} has no such phase. Use "
                               "--strategy head-then-top, or --average none")
+        if self.head_init == "logistic" and self.strategy == "adaptive":
+            raise ConfigError("head_init='logistic' fits the head on the pretrained codes, which the adaptive "
+                              "strategy re-initialises; use --strategy head-then-top (or head, full), or "
+                              "--head-init random")
         self.split = tuple(float(f) for f in self.split)
         self.average_alphas = tuple(float(a) for a in self.average_alphas)
         return self

@@ -36,13 +36,14 @@ RECIPES = {r.name: r for r in (
     Recipe("paper", "the paper's adaptive layer-based optimisation (re-initialise low layers, two rates)",
            {"strategy": "adaptive", "epochs": 10, "lr_high": 1e-2, "lr_low": 1e-4, "momentum": 0.9,
             "weight_decay": 5e-4, "label_smoothing": 0.0, "augment": True, "augment_strength": 1.0,
-            "augment_style": "photo", "schedule": "cosine", "freeze_bn_stats": False, "average": "none"}),
+            "augment_style": "photo", "schedule": "cosine", "freeze_bn_stats": False, "average": "none",
+            "head_init": "random"}),
     Recipe("small", "small illustration sets: new head first, then every layer at a low rate, frozen BatchNorm "
                     "statistics, illustration augmentation, weights mixed with the linear probe's",
            {"strategy": "head-then-top", "top": "all", "epochs": 8, "head_epochs": 2, "lr_high": 1e-2,
             "lr_low": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "augment": True,
             "augment_strength": 0.5, "augment_style": "illustration", "schedule": "cosine",
-            "freeze_bn_stats": True, "average": "wise"}),
+            "freeze_bn_stats": True, "average": "wise", "head_init": "random"}),
 )}
 DEFAULT_RECIPE = "small"
 

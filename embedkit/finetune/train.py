@@ -313,6 +313,13 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
                     f"{n_ep} epochs{' of this phase' if cfg.strategy == 'head-then-top' else ''}; learning rate now "
                     + "/".join(f"{g['lr']:.3g}" for g in opt.param_groups))
 
+    if state is None and cfg.head_init == "logistic" and fresh:
+        from embedkit.finetune.probe import fit_head
+
+        acc = fit_head(model, layers[-1].module, make_loader(data, "train", pre.transform(), cfg.batch_size, cfg.workers),
+                       data.targets, len(data.class_names), device, cfg.seed)
+        log(f"head fitted by logistic regression on the frozen codes of the {len(data.part('train'))} training images "
+            f"(training accuracy {acc:.3f})")
     stopped = bool(state is not None and state.get("stopped"))
     if stopped:
         log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite (overwrite=True))")
