@@ -100,8 +100,8 @@ def test_cli_recipe_and_overrides_reach_the_run(tmp_path):
                                  "--lr-low", "3e-3", *common])
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "small" / "config.json").read_text())
-    assert (cfg["recipe"], cfg["strategy"], cfg["freeze_bn_stats"], cfg["lr_low"], cfg["top"]) == \
-        ("small", "head-then-top", False, 3e-3, "all")
+    assert (cfg["recipe"], cfg["strategy"], cfg["freeze_bn_stats"], cfg["lr_low"], cfg["top"], cfg["head_init"]) == \
+        ("small", "head-then-top", False, 3e-3, "all", "logistic")
 
 
 def test_interpolate_and_choose_alpha_by_validation():
@@ -142,7 +142,8 @@ def test_wise_run_exports_the_validated_mix_of_probe_and_best_epoch(tmp_path):
 
     data = write_shapes(tmp_path / "shapes", per_class=8)
     # a head that barely moves in phase 1 (lr_high 1e-5): the best epoch comes from phase 2, so the ends differ
-    opts = dict(input_size=32, batch_size=8, workers=0, epochs=3, head_epochs=1, lr_high=1e-5, lr_low=1e-2)
+    opts = dict(input_size=32, batch_size=8, workers=0, epochs=3, head_epochs=1, lr_high=1e-5, lr_low=1e-2,
+                head_init="random")  # a closed-form head could already be the best epoch
     with pytest.raises(ConfigError, match="average='wise'.*head-then-top"):
         finetune(data, tmp_path / "bad", progress=False, log=lambda m: None, strategy="full", average="wise", **opts)
     logs = []
@@ -185,7 +186,7 @@ def test_logistic_head_init_starts_training_from_the_probe(tmp_path):
         finetune(data, tmp_path / "bad", progress=False, log=lambda m: None, recipe="paper", head_init="logistic")
     logs = []
     fitted = finetune(data, tmp_path / "lp", progress=False, log=logs.append, head_init="logistic", **opts)
-    random = finetune(data, tmp_path / "rand", progress=False, log=lambda m: None, **opts)
+    random = finetune(data, tmp_path / "rand", progress=False, log=lambda m: None, head_init="random", **opts)
     fit_line = next(m for m in logs if "head fitted by logistic regression" in m)
     assert float(fit_line.rsplit("accuracy ", 1)[1].rstrip(")")) >= 0.9
     assert fitted.history[0]["train_acc"] >= 0.9 > random.history[0]["train_acc"] + 0.3
