@@ -7,7 +7,7 @@
   cross-validation on emoji-dev (``benchmarks/paper_table.py``, ``benchmarks/results/paper_table.md``): over 7
   folds its codes + SVM scored 97.2% top-1 against 96.6% for ImageNet codes (+0.6 points, 95% CI -0.3 to
   +1.5: not shown better, and worse on no fold), and its own softmax 96.9% (82.1% with a random head); the
-  paper's recipe was worse there. It keeps every pretrained layer (re-initialising low layers destroys more
+  paper's recipe was worse on 2 of the 5 folds it was measured on and equal on the others. It keeps every pretrained layer (re-initialising low layers destroys more
   than a few hundred images can re-learn) and fits a new head first: in closed form, a logistic regression
   on the frozen training codes (``head_init="logistic"``, :mod:`embedkit.finetune.probe`), then 2 epochs on
   frozen features, then the whole network at a low rate (LP-FT, Kumar et al. 2022: a fitted head keeps
