@@ -41,6 +41,7 @@ from embedkit.errors import ConfigError
 from embedkit.retrieve.common import check_positive_int, prep
 from embedkit.retrieve.dedupe import DuplicateGroup, UnionFind, collect_groups
 from embedkit.retrieve.source import CodeSource
+from embedkit.store.postprocess import fit_whitening
 
 log = logging.getLogger(__name__)
 
@@ -84,24 +85,30 @@ def _sample(n: int, m: int, rng) -> np.ndarray:
     return np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
 
 
+class _SampleRows:
+    """Rows ``rows`` of a code source, ``prep``-ed, sliced like an array: what ``fit_whitening`` streams over."""
+
+    def __init__(self, source: CodeSource, rows: np.ndarray, metric: str):
+        self.source, self.rows, self.metric = source, rows, metric
+        self.shape = (len(rows), source.shape[1])
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        return prep(self.source.take(self.rows[sl]), self.metric)
+
+
 def fit_projection(source: CodeSource, metric: str, dim: int, rng, block: int = 8192):
     """``(mean, P)``: the top ``dim`` principal directions (``D x dim``, orthonormal columns) of a sample.
 
-    ``None`` for ``P`` when ``dim >= D`` (the codes are indexed as they are). The covariance is summed block by
-    block, so the sample never sits in memory in full.
+    ``None`` for ``P`` when ``dim >= D`` (the codes are indexed as they are). The PCA is the store's own
+    (:func:`~embedkit.store.postprocess.fit_whitening`, without its scaling: a whitened projection could
+    lengthen distances), streamed over the sample ``block`` rows at a time.
     """
     n, d = source.shape
     if dim >= d:
         return np.zeros(d, np.float32), None
-    rows = _sample(n, min(n, PCA_ROWS), rng)
-    s, ss = np.zeros(d), np.zeros((d, d))
-    for b0 in range(0, len(rows), block):
-        x = prep(source.take(rows[b0:b0 + block]), metric).astype(np.float64)
-        s += x.sum(0)
-        ss += x.T @ x
-    mean = s / len(rows)
-    _, vecs = np.linalg.eigh(ss / len(rows) - np.outer(mean, mean))  # ascending eigenvalues
-    return mean.astype(np.float32), np.ascontiguousarray(vecs[:, ::-1][:, :dim], dtype=np.float32)
+    sample = _SampleRows(source, _sample(n, min(n, PCA_ROWS), rng), metric)
+    mean, components, _scale = fit_whitening(sample, dim, chunk=block)
+    return mean, np.ascontiguousarray(components.T)
 
 
 def project(x: np.ndarray, mean: np.ndarray, P) -> np.ndarray:
