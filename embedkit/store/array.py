@@ -14,6 +14,9 @@ The page cache still keeps recently read shards, so a second pass is as fast as 
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 
 from embedkit.defaults import CHUNK_ROWS
@@ -44,29 +47,55 @@ class ShardedArray:
     def _expected(self, k: int) -> tuple[int, int]:
         return int(self.offsets[k + 1] - self.offsets[k]), self.shape[1]
 
-    def _damaged(self, k: int, shape) -> Exception:
+    def _damaged(self, k: int, what) -> Exception:
         from embedkit.errors import StoreError
 
-        return StoreError(f"shard {self.files[k]} holds {tuple(shape)} codes, the manifest says {self._expected(k)}; "
-                          "the store is damaged: re-embed or restore the shard")
+        if not isinstance(what, str):
+            what = f"holds {tuple(what)} codes, the shard list says {self._expected(k)}"
+        return StoreError(f"shard {self.files[k]} {what}; the store is damaged: re-embed or restore the shard")
 
     def _header(self, k: int) -> tuple[int, np.dtype, bool]:
-        """Where shard ``k``'s data starts, its dtype and order (read once; a few hundred bytes)."""
+        """Where shard ``k``'s data starts, its dtype and order (read once; a few hundred bytes).
+
+        Checked before any row is read or any buffer allocated: a regular file, the store's dtype, the
+        shape the shard list gives, and exactly the bytes that shape needs (a crafted header or a
+        ``/dev/zero`` shard is refused here, not read).
+        """
         h = self._headers.get(k)
         if h is None:
             fmt = np.lib.format
-            with open(self.files[k], "rb") as f:
-                version = fmt.read_magic(f)
-                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, fortran, dtype = read(f)
-                h = (f.tell(), np.dtype(dtype), bool(fortran))
+            try:
+                st = os.stat(self.files[k])
+                if not stat.S_ISREG(st.st_mode):
+                    raise self._damaged(k, "is not a regular file")
+                size = st.st_size
+                with open(self.files[k], "rb") as f:
+                    version = fmt.read_magic(f)
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, fortran, dtype = read(f)
+                    h = (f.tell(), np.dtype(dtype), bool(fortran))
+            except FileNotFoundError:
+                raise self._damaged(k, "is missing") from None
+            except (OSError, ValueError, TypeError) as exc:
+                raise self._damaged(k, f"is not a NumPy array file ({exc})") from None
             if tuple(shape) != self._expected(k):
                 raise self._damaged(k, shape)
+            if h[1] != self.dtype:
+                raise self._damaged(k, f"holds {h[1]} values, the store's dtype is {self.dtype}")
+            if size != h[0] + self._expected(k)[0] * self._expected(k)[1] * self.dtype.itemsize:
+                raise self._damaged(k, f"has {size} bytes, not the {self._expected(k)} codes its header says")
             self._headers[k] = h
         return h
 
+    def check(self) -> "ShardedArray":
+        """Check every shard's header against the shard list (cheap: one small read per shard)."""
+        for k in range(len(self.files)):
+            self._header(k)
+        return self
+
     def shard(self, k: int) -> np.ndarray:
         """A read-only memmap of shard ``k``, opened for the caller (drop it to unmap its pages)."""
+        self._header(k)
         m = np.load(self.files[k], mmap_mode="r")
         if m.shape != self._expected(k):
             raise self._damaged(k, m.shape)
@@ -86,7 +115,7 @@ class ShardedArray:
             while got < len(view):
                 n = f.readinto(view[got:])
                 if not n:
-                    raise self._damaged(k, ("truncated at row", lo + got // (self.shape[1] * dtype.itemsize)))
+                    raise self._damaged(k, f"is truncated at row {lo + got // (self.shape[1] * dtype.itemsize)}")
                 got += n
         if buf is not out:
             out[:] = buf
