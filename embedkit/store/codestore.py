@@ -81,10 +81,16 @@ class CodeStore:
         """Every shard file against the shard list (headers and footers only) and the whitening's shapes."""
         self.codes.check()
         if self.version > 1:
-            for s in self.shards:
+            for s in self._filled:
                 check_parquet(self._file(s, "parquet"), s["rows"], ("path",), self.path)
+            for s in self.shards:
                 check_parquet(self._file(s, "skipped.parquet"), s["skipped"], ("path", "reason"), self.path)
         self.postprocess  # noqa: B018 - loads and checks pca.npz
+
+    @property
+    def _filled(self) -> list[dict]:
+        """The shards with rows (a shard of only skipped files has no codes or items file)."""
+        return [s for s in self.shards if s["rows"]]
 
     def _file(self, shard: dict, kind: str) -> Path:
         return shard_file(self.path, shard["id"], kind, self.version)
@@ -95,11 +101,9 @@ class CodeStore:
         """The N x D codes as one read-only array over the shards (memory-mapped; nothing read until used)."""
         from embedkit.store.array import ShardedArray
 
-        if self.version == 1:
-            files = [self.path / "codes.npy"]
-        else:
-            files = [self._file(s, "npy") for s in self.shards]
-        return ShardedArray(files, [s["rows"] for s in self.shards], self.dim, self.meta["dtype"])
+        shards = self.shards if self.version == 1 else self._filled
+        files = [self.path / "codes.npy"] if self.version == 1 else [self._file(s, "npy") for s in shards]
+        return ShardedArray(files, [s["rows"] for s in shards], self.dim, self.meta["dtype"])
 
     def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
         """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
@@ -142,7 +146,7 @@ class CodeStore:
                     cols[k] = text_array([r[k] for r in rows])
             return pa.table(cols)
         tables = [check_parquet(self._file(s, "parquet"), s["rows"], ("path",), self.path, read=True)
-                  for s in self.shards]
+                  for s in self._filled]
         if not tables:
             return pa.table({"path": pa.array([], pa.string())})
         try:

@@ -18,7 +18,7 @@ import numpy as np
 
 from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import StoreError
-from embedkit.store.layout import MANIFEST, META, SHARDS, STORE_FORMAT, shard_file
+from embedkit.store.layout import MANIFEST, META, ROW_KINDS, SHARDS, STORE_FORMAT, shard_file
 from embedkit.store.postprocess import PostProcess
 from embedkit.store.writer import default_shard_rows, finalize, items_table, skipped_table, write_shard
 
@@ -32,7 +32,7 @@ def upgrade_store(path, shard_rows: int | None = None):
     path = Path(path)
     old = CodeStore.open(path)
     if old.version == 3:
-        _remove_v2_files(path)  # left by an upgrade killed after its commit
+        _remove_v2_files(path, old.shards)  # left by an upgrade killed after its commit
         return old
     if old.version == 2:
         return _upgrade_v2(old)
@@ -81,7 +81,7 @@ def _upgrade_v2(old):
     for s in old.shards:
         for kind in MOVED_IN_V3:
             src = shard_file(path, s["id"], kind, version=2)
-            if src.exists():
+            if src.exists() and (s["rows"] or kind not in ROW_KINDS):
                 with atomic_path(shard_file(path, s["id"], kind)) as tmp:
                     try:
                         os.link(src, tmp)
@@ -89,12 +89,17 @@ def _upgrade_v2(old):
                         shutil.copyfile(src, tmp)
     write_json_atomic(path / META, {**old.meta, "format": STORE_FORMAT, "shards": old.shards,
                                     "upgraded_from": old.meta["format"]})
-    _remove_v2_files(path)
+    _remove_v2_files(path, old.shards)
     return CodeStore.open(path)
 
 
-def _remove_v2_files(path: Path) -> None:
+def _remove_v2_files(path: Path, shards) -> None:
+    """The format-2 files a format-3 store has no use for (after its commit): the manifest, the files that
+    moved, and the empty codes of shards without rows."""
     (path / MANIFEST).unlink(missing_ok=True)
+    for s in shards:
+        if not s["rows"]:
+            shard_file(path, s["id"], "npy").unlink(missing_ok=True)
     for kind in MOVED_IN_V3:
         for f in (path / SHARDS).glob(f"*.{kind}"):
             f.unlink()

@@ -14,6 +14,9 @@ A store is a folder::
     skipped.csv               every skipped file with its reason, for people (the parquet files are the truth)
     .work/                    only while a job runs: job.json (the plan) and queue.parquet (the file list)
 
+A shard of nothing but skipped files has only its marker and its skipped list (no empty codes or items
+file), so ``shards/*.npy`` and ``items/*.parquet`` pair up file for file.
+
 Each folder holds files of one kind and one schema, so other tools read a folder or its natural glob
 as one table: ``duckdb "select * from 'codes/items/*.parquet'"``, ``polars.scan_parquet``,
 ``pyarrow.dataset.dataset("codes/items")``, Ray Data's ``read_parquet``, and embedding-reader (autofaiss,
@@ -46,6 +49,7 @@ MAX_SHARD_ID = 10**8 - 1  # shard names are 5 digits, up to 8; an id beyond is a
 # kind -> (folder, suffix): format 3, and format 2 (everything in shards/)
 KINDS = {"npy": (SHARDS, ".npy"), "json": (SHARDS, ".json"), "parquet": ("items", ".parquet"),
          "skipped.parquet": ("skipped", ".parquet"), "raw.npy": ("raw", ".npy")}
+ROW_KINDS = ("npy", "parquet", "raw.npy")  # the files a shard has only when it has rows
 FOLDERS = tuple(dict.fromkeys(folder for folder, _ in KINDS.values()))
 V1_FILES = ("codes.npy", "items.csv", "raw.npy")
 

@@ -23,7 +23,8 @@ import numpy as np
 from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
 from embedkit.store.layout import (
-    DTYPES, FOLDERS, ITEM_FIELDS, MANIFEST, META, SHARDS, SKIPPED_CSV, STORE_FORMAT, V1_FILES, WORK, shard_file,
+    DTYPES, FOLDERS, ITEM_FIELDS, MANIFEST, META, ROW_KINDS, SHARDS, SKIPPED_CSV, STORE_FORMAT, V1_FILES, WORK,
+    shard_file,
 )
 from embedkit.store.postprocess import PCA_FILE, PostProcess, l2_normalize
 
@@ -148,14 +149,18 @@ def write_shard(folder, shard_id: int, codes: np.ndarray, items, skipped=None, *
         for kind in ("json", "parquet", "skipped.parquet") + (("raw.npy",) if pp.pca_whiten else ()):
             shard_file(folder, shard_id, kind).parent.mkdir(parents=True, exist_ok=True)
         shard_file(folder, shard_id, "json").unlink(missing_ok=True)  # not committed while it is rewritten
-        if pp.pca_whiten:
+        if not table.num_rows:  # only skipped files: no codes or items file (see layout: readers pair them up)
+            for kind in ROW_KINDS:
+                shard_file(folder, shard_id, kind).unlink(missing_ok=True)
+        elif pp.pca_whiten:
             save_npy_atomic(shard_file(folder, shard_id, "raw.npy"), codes)
             if pp.components is not None:  # appending to a store whose whitening is already fitted
                 save_npy_atomic(shard_file(folder, shard_id, "npy"), pp.apply(codes).astype(dtype))
         else:
             save_npy_atomic(shard_file(folder, shard_id, "npy"),
                             (l2_normalize(codes) if pp.l2_normalize else codes).astype(dtype))
-        write_parquet_atomic(shard_file(folder, shard_id, "parquet"), table)
+        if table.num_rows:
+            write_parquet_atomic(shard_file(folder, shard_id, "parquet"), table)
         write_parquet_atomic(shard_file(folder, shard_id, "skipped.parquet"), skipped)
         marker = {"id": int(shard_id), "rows": int(table.num_rows), "skipped": int(skipped.num_rows),
                   "files": int(files if files is not None else table.num_rows + skipped.num_rows)}
@@ -198,12 +203,13 @@ def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, 
             raise DataError(f"none of the {sum(m['files'] for m in markers)} files could be read as an image; "
                             f"see {folder / SKIPPED_CSV} for the reasons")
         if postprocess.pca_whiten:
+            filled = [m for m in markers if m["rows"]]
             if postprocess.components is None:  # a new store: fit on every raw code, streamed
-                raw = ShardedArray([shard_file(folder, s, "raw.npy") for s in shard_ids],
-                                   [m["rows"] for m in markers], dim, np.float32)
+                raw = ShardedArray([shard_file(folder, m["id"], "raw.npy") for m in filled],
+                                   [m["rows"] for m in filled], dim, np.float32)
                 postprocess.fit(raw)
                 postprocess.save(folder)
-            for sid in shard_ids:
+            for sid in (m["id"] for m in filled):
                 if not shard_file(folder, sid, "npy").exists():
                     raw = np.load(shard_file(folder, sid, "raw.npy"), mmap_mode="r")
                     save_npy_atomic(shard_file(folder, sid, "npy"), postprocess.apply(raw).astype(dtype))
