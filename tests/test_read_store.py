@@ -232,6 +232,37 @@ def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path
     assert res.store.labels.tolist()[0] == "circle" and res.store.dim == 4
 
 
+def test_an_append_killed_at_its_commit_keeps_the_old_store_and_resume_finishes_it(tmp_path, shapes_dir, lite0,
+                                                                                    monkeypatch):
+    import shutil
+
+    import embedkit.store.writer as writer
+
+    grow = tmp_path / "grow"
+    (grow / "circle").mkdir(parents=True)
+    for p in sorted((shapes_dir / "circle").iterdir())[:4]:
+        shutil.copy(p, grow / "circle" / p.name)
+    before = embedkit.embed(grow, tmp_path / "s", lite0, progress=False).store
+    shutil.rmtree(grow)
+    shutil.copytree(shapes_dir, grow)
+    real = writer.write_json_atomic
+
+    def dies_at_meta(path, obj):  # every new shard is written: the commit is all that is left
+        if str(path).endswith("meta.json"):
+            raise Killed()
+        return real(path, obj)
+
+    monkeypatch.setattr(writer, "write_json_atomic", dies_at_meta)
+    with pytest.raises(Killed):
+        embedkit.embed(grow, tmp_path / "s", lite0, append=True, shard_rows=8, progress=False)
+    monkeypatch.setattr(writer, "write_json_atomic", real)
+    old = CodeStore.open(tmp_path / "s")  # the store before the append, whole
+    assert old.paths.tolist() == before.paths.tolist() and np.array_equal(np.asarray(old.codes), np.asarray(before.codes))
+    res = embedkit.embed(grow, tmp_path / "s", lite0, resume=True, progress=False)
+    assert res.embedded == 0 and len(res.store) == 24 and len(set(res.store.paths)) == 24
+    assert res.store.paths.tolist()[:4] == before.paths.tolist()
+
+
 def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path, lite0):
     rng = np.random.default_rng(1)
     root = tmp_path / "jpgs"
