@@ -20,6 +20,7 @@ import stat
 import numpy as np
 
 from embedkit.defaults import CHUNK_ROWS
+from embedkit.store.validate import npy_header
 
 
 class ShardedArray:
@@ -63,28 +64,24 @@ class ShardedArray:
         """
         h = self._headers.get(k)
         if h is None:
-            fmt = np.lib.format
             try:
                 st = os.stat(self.files[k])
                 if not stat.S_ISREG(st.st_mode):
                     raise self._damaged(k, "is not a regular file")
-                size = st.st_size
                 with open(self.files[k], "rb") as f:
-                    version = fmt.read_magic(f)
-                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                    shape, fortran, dtype = read(f)
-                    h = (f.tell(), np.dtype(dtype), bool(fortran))
+                    shape, fortran, dtype, offset = npy_header(f)
             except FileNotFoundError:
                 raise self._damaged(k, "is missing") from None
             except (OSError, ValueError, TypeError) as exc:
                 raise self._damaged(k, f"is not a NumPy array file ({exc})") from None
-            if tuple(shape) != self._expected(k):
+            rows, dim = self._expected(k)
+            if shape != (rows, dim):
                 raise self._damaged(k, shape)
-            if h[1] != self.dtype:
-                raise self._damaged(k, f"holds {h[1]} values, the store's dtype is {self.dtype}")
-            if size != h[0] + self._expected(k)[0] * self._expected(k)[1] * self.dtype.itemsize:
-                raise self._damaged(k, f"has {size} bytes, not the {self._expected(k)} codes its header says")
-            self._headers[k] = h
+            if dtype != self.dtype:
+                raise self._damaged(k, f"holds {dtype} values, the store's dtype is {self.dtype}")
+            if st.st_size != offset + rows * dim * dtype.itemsize:
+                raise self._damaged(k, f"has {st.st_size} bytes, not the {(rows, dim)} codes its header says")
+            h = self._headers[k] = (offset, dtype, fortran)
         return h
 
     def check(self) -> "ShardedArray":

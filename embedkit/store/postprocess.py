@@ -21,6 +21,7 @@ import numpy as np
 
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import StoreError
+from embedkit.store.validate import npy_header
 
 PCA_FILE = "pca.npz"
 MAX_PCA_VALUES = 1 << 28  # a 16384 x 16384 whitening; a larger header is a crafted file, refused before reading
@@ -160,13 +161,11 @@ def load_whitening(path: Path, dims: tuple[int, int] | None = None):
             headers = {}
             for name in ("mean", "components", "scale"):
                 with z.open(name + ".npy") as f:
-                    version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-                    headers[name] = read(f)
+                    headers[name] = npy_header(f)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise bad(f"is not a whitening file (mean, components, scale) ({exc})") from None
-    shapes = {k: tuple(h[0]) for k, h in headers.items()}
-    if any(np.dtype(h[2]).kind != "f" for h in headers.values()):
+    shapes = {k: h[0] for k, h in headers.items()}
+    if any(h[2].kind != "f" for h in headers.values()):
         raise bad(f"holds arrays of {', '.join(str(h[2]) for h in headers.values())}, not floats")
     if len(shapes["components"]) != 2:
         raise bad(f"holds components of shape {shapes['components']}, not a matrix")

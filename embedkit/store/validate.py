@@ -51,6 +51,17 @@ def read_json(path: Path, store) -> object:
         raise damaged(store, f"{path.name} is not valid JSON ({exc})") from None
 
 
+def npy_header(f) -> tuple[tuple, bool, "np.dtype", int]:
+    """``(shape, fortran_order, dtype, data offset)`` of the ``.npy`` stream ``f``, from its header alone
+    (NumPy's own parser, which refuses oversized headers); raises ValueError for anything else."""
+    import numpy as np
+
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    shape, fortran, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+    return tuple(shape), bool(fortran), np.dtype(dtype), f.tell()
+
+
 def _int(value, what: str, store, low: int = 0, high: int = MAX_ROWS) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise damaged(store, f"{what} is {value!r}, not an integer from {low} to {high}")
