@@ -114,4 +114,5 @@ def upgrade_cmd(store, shard_rows, quiet, verbose):
     if before == s.version:
         click.echo(f"{store} is already in the current format; nothing to do")
         return
-    click.echo(f"upgraded {store} (format {before} -> {s.version}): {len(s)} x {s.dim} codes in {len(s.shards)} shard(s)")
+    click.echo(f"upgraded {store} (format {before} -> {s.version}): {len(s)} x {s.dim} codes in "
+               f"{len(s.shards)} shard(s)")
