@@ -98,3 +98,10 @@ def test_ray_options_are_checked(cluster, images, tmp_path):
         embedkit.embed(images, tmp_path / "b", engine="ray", decode="device", progress=False)
     with pytest.raises(embedkit.ConfigError, match="engine"):
         embedkit.embed(images, tmp_path / "c", engine="dask", progress=False)
+
+
+def test_ray_data_reads_a_stores_item_folder_with_skipped_files(cluster, local_store):
+    # the layout other tools rely on (embedkit.store.layout): one schema per folder, skipped files elsewhere
+    assert local_store.skipped
+    got = ray.data.read_parquet(str(local_store.path / "items")).to_pandas()
+    assert sorted(got["path"]) == sorted(local_store.paths) and len(got) == len(local_store)

@@ -15,7 +15,7 @@ from embedkit.store.layout import DTYPES
 @click.command(name="embed")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(),
-              help="Store folder to write (shards/, manifest.json, meta.json, skipped.csv).")
+              help="Store folder to write (meta.json, shards/, items/, skipped/, skipped.csv).")
 @backbone_options
 @device_option
 @batch_size_option

@@ -1,6 +1,6 @@
 """``embed()``: images to a code store, on the local engine or on Ray. The one entry point of the embed job.
 
-discover -> plan (shards) -> engine (reader -> model -> writer per shard) -> finish (manifest, meta).
+discover -> plan (shards) -> engine (reader -> model -> writer per shard) -> finish (meta.json, the commit).
 Each parameter goes to the one piece that uses it: ``batch_size``/``workers``/``decode``
 to the loader, ``layer``/``weights``/``device``/``precision``/``spatial`` to the
 backbone, ``dtype``/``l2_normalize``/``pca_whiten``/``shard_rows`` to the store.

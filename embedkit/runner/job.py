@@ -19,7 +19,7 @@ import numpy as np
 from embedkit.atomic import write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
-from embedkit.store.layout import DTYPES, META, SHARDS, WORK
+from embedkit.store.layout import DTYPES, FOLDERS, META, SHARDS, WORK
 from embedkit.store.postprocess import PostProcess
 from embedkit.store import writer
 from embedkit.store.writer import (
@@ -79,13 +79,14 @@ class Job:
         return pq.ParquetFile(self.work / QUEUE).read_row_group(self.new_shards.index(shard_id))
 
     def finish(self):
-        """Install the store (PCA, manifest, meta last) and remove the plan."""
+        """Install the store (PCA, then meta.json: the commit) and remove the plan."""
         try:
             store = finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
                              dtype=self.dtype, postprocess=self.postprocess())
         except DataError:
             if not self.base_shards:  # nothing readable: no store, only skipped.csv saying why
-                shutil.rmtree(Path(self.folder) / SHARDS, ignore_errors=True)
+                for sub in FOLDERS:
+                    shutil.rmtree(Path(self.folder) / sub, ignore_errors=True)
                 shutil.rmtree(self.work, ignore_errors=True)
             raise
         shutil.rmtree(self.work, ignore_errors=True)
@@ -162,8 +163,8 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
                          "replace it with --overwrite (overwrite=True)")
     old = CodeStore.open(out) if exists else None
     if old is not None:
-        if old.version == 1:
-            raise StoreError(f"{str(out)!r} is a store of embedkit 0.1 (read-only); convert it with "
+        if old.version < 3:
+            raise StoreError(f"{str(out)!r} is a store of an older format (read-only); convert it with "
                              f"`embedkit store upgrade {out}` and append again")
         old.check_compatible(identity, what="the new codes")
         dtype, l2_normalize, pca_whiten = old.meta["dtype"], bool(old.meta.get("l2_normalize")), old.meta.get("pca_whiten")
