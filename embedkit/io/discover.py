@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -12,6 +13,18 @@ from embedkit.errors import ConfigError, DataError
 
 NOT_IMAGE = "not an image extension"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode`` (for skip reasons and errors)."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def not_regular(mode: int) -> str:
+    """The skip reason of a file that is not a regular file ("" for a regular file)."""
+    return "" if stat.S_ISREG(mode) else f"not a regular file ({file_kind(mode)})"
 
 
 @dataclass(frozen=True)
@@ -108,9 +121,23 @@ def _walk(root: Path, labels: bool, others: bool = False) -> Iterator[Item]:
                 subdirs.append(e.path)
             elif e.name.lower().endswith(IMAGE_EXTENSIONS) or others:
                 rel = os.path.relpath(e.path, root_abs).split(os.sep)
-                skip = "" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE
+                skip = _special(e) or ("" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE)
                 yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "", skip)
         stack.extend(reversed(subdirs))  # depth-first, in sorted order
+
+
+def _special(e: os.DirEntry) -> str:
+    """The skip reason of an entry that is not a regular file (a FIFO, a link to a device...), else "".
+
+    Free for ordinary files (the directory entry's type); a dangling link is left to the reader, which
+    lists it as "file not found". The reader checks again on the open file (the entry may change).
+    """
+    try:
+        if e.is_file(follow_symlinks=True):
+            return ""
+        return not_regular(e.stat(follow_symlinks=True).st_mode)
+    except OSError:
+        return ""
 
 
 def _read_list(src: Path) -> Iterator[Item]:
