@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from embedkit.atomic import atomic_folder
 from embedkit.errors import StoreError
 
 INDEX_FORMAT = "embedkit-knn/2"
@@ -55,16 +54,11 @@ def store_fingerprint(store) -> str:
 
 
 def write_folder(path, meta: dict, ids: np.ndarray, paths, write_index) -> Path:
-    """Write the folder atomically: a temporary sibling folder renamed over ``path``.
+    """Write the folder atomically (:func:`~embedkit.atomic.atomic_folder`); a full disk is a ``DiskFullError``.
 
     ``write_index(tmp_folder)`` writes the backend's files (or nothing for a streamed index).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(path) as tmp:
         write_index(tmp)
         np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64), allow_pickle=False)
         meta = dict(meta, format=INDEX_FORMAT, paths_sha256=None)
@@ -73,14 +67,7 @@ def write_folder(path, meta: dict, ids: np.ndarray, paths, write_index) -> Path:
             (tmp / "paths.json").write_text(text, encoding="ascii")
             meta["paths_sha256"] = hashlib.sha256(text.encode("ascii")).hexdigest()
         (tmp / "index.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def read_folder(path) -> tuple[dict, np.ndarray, list | None]:
