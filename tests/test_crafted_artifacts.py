@@ -95,3 +95,69 @@ def test_model_json_dim_must_be_a_positive_integer(model):
     (folder / "model.json").write_text(json.dumps(dict(meta, dim="6")))
     with pytest.raises(StoreError, match="gives dim '6', not a positive integer"):
         load_classifier(folder)
+
+
+@pytest.fixture
+def cached(tmp_path):
+    """A store of 40 random codes and its cached HNSW index."""
+    pytest.importorskip("faiss")
+    from embedkit import CodeStore
+    from embedkit.retrieve.cache import cached_index, index_folder
+
+    rng = np.random.default_rng(0)
+    store = CodeStore.from_arrays(tmp_path / "s", rng.normal(size=(40, 8)).astype(np.float32),
+                                  [f"/imgs/{i}.png" for i in range(40)])
+    assert cached_index(store, kind="hnsw", backend="faiss")[1] == "built"
+    return store, index_folder(store, "cosine", "hnsw")
+
+
+def _reload(store):
+    from embedkit.retrieve.cache import cached_index
+
+    notes = []
+    index, how = cached_index(store, kind="hnsw", backend="faiss", note=notes.append)
+    ids = index.search(np.asarray(store.codes[:5]), 3)[1]
+    assert set(index.paths_of(ids).ravel()) <= set(store.paths)  # answers come from the store's own files
+    return how, notes
+
+
+def test_a_self_consistent_tampered_index_cache_never_answers_other_files(cached):
+    import hashlib
+
+    store, folder = cached
+    text = json.dumps(["/etc/passwd"] * len(store))
+    (folder / "paths.json").write_text(text)
+    meta = json.loads((folder / "index.json").read_text())
+    meta["paths_sha256"] = hashlib.sha256(text.encode()).hexdigest()  # checksum updated: only the store can tell
+    (folder / "index.json").write_text(json.dumps(meta))
+    how, notes = _reload(store)
+    assert how == "built" and "paths.json lists other files than store" in notes[0]
+
+
+@pytest.mark.parametrize("ids, reason", [(np.arange(40) + 5, "ids are not the store's row numbers"),
+                                         (np.r_[np.arange(39), -7], "negative or repeated ids"),
+                                         (np.r_[np.arange(39), 0], "negative or repeated ids")])
+def test_cached_ids_out_of_range_are_rebuilt(cached, ids, reason):
+    store, folder = cached
+    np.save(folder / "ids.npy", ids.astype(np.int64))
+    how, notes = _reload(store)
+    assert how == "built" and reason in notes[0]
+
+
+def test_a_cached_index_of_another_type_is_rebuilt(cached):
+    import faiss
+
+    store, folder = cached
+    x = np.asarray(store.codes, np.float32)
+    quant = faiss.IndexFlatIP(8)
+    ivf = faiss.IndexIVFFlat(quant, 8, 2, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(x)
+    ivf.add(x)  # as many vectors as index.json says: only the type gives it away
+    faiss.write_index(ivf, str(folder / "index.faiss"))
+    how, notes = _reload(store)
+    assert how == "built" and "index.faiss holds a IndexIVFFlat of width 8, index.json describes a hnsw" in notes[0]
+    wide = faiss.IndexHNSWFlat(16, 32, faiss.METRIC_INNER_PRODUCT)
+    wide.add(np.hstack([x, x]))
+    faiss.write_index(wide, str(folder / "index.faiss"))
+    how, notes = _reload(store)
+    assert how == "built" and "of width 16" in notes[0]
