@@ -161,3 +161,20 @@ def test_a_cached_index_of_another_type_is_rebuilt(cached):
     faiss.write_index(wide, str(folder / "index.faiss"))
     how, notes = _reload(store)
     assert how == "built" and "of width 16" in notes[0]
+
+
+@pytest.mark.parametrize("config", ["oops", {}, {"split": [0.6, 0.2, 0.2], "no_such_option": 1},
+                                    {"split": 5}, {"split": [0.6, 0.2, 0.2], "epochs": "ten"},
+                                    {"split": [0.6, 0.2, 0.2], "strategy": "rm -rf"}])
+def test_a_last_pt_with_a_malformed_config_is_one_line(tmp_path, config):
+    import torch
+
+    from embedkit.errors import ConfigError
+    from embedkit.finetune.train import finetune
+
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save({"config": config, "model": {}, "epoch": 1}, out / "last.pt")
+    with pytest.raises(ConfigError, match=r"last.pt\) holds a configuration that cannot be used .*--overwrite") as e:
+        finetune(tmp_path / "no-images-needed", out, resume=True, progress=False, log=lambda m: None)
+    assert "\n" not in str(e.value)

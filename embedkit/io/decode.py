@@ -114,12 +114,21 @@ def read_file(path: str, limit: int | None = None) -> bytes:
     Raises ``ValueError`` (a skip reason) for a FIFO, device, socket or folder (:func:`open_file`) and
     for a file over the limit, before reading it. At most ``limit + 1`` bytes are ever read.
     """
+    from embedkit.io.discover import is_uri
+
     limit = MAX_FILE_BYTES if limit is None else int(limit)
-    with open_file(path) as f:
-        size = _size(f)
-        if size is not None and too_large(size, limit):
-            raise ValueError(too_large(size, limit))
-        data = f.read(limit + 1)
+    try:
+        with open_file(path) as f:
+            size = _size(f)
+            if size is not None and too_large(size, limit):
+                raise ValueError(too_large(size, limit))
+            data = f.read(limit + 1)
+    except (ValueError, OSError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a remote filesystem's own errors (ftplib.error_perm...): a skip reason
+        if not is_uri(str(path)):
+            raise
+        raise ValueError(f"cannot read {str(path)!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
     if len(data) > limit:  # a URI without a size, or a file that grew
         raise ValueError(f"file too large (over {limit:,} bytes)")
     return data

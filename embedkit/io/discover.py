@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -13,6 +13,7 @@ from embedkit.errors import ConfigError, DataError
 
 NOT_IMAGE = "not an image extension"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+log = logging.getLogger(__name__)
 FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
@@ -152,26 +153,41 @@ def _read_list(src: Path) -> Iterator[Item]:
                           f"paths (it is not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
 
 
+#: names a manifest's header may use for its columns; a first row holding one of them is a header
+HEADER_NAMES = {"path", "label", "file", "filename", "image", "class", "split", "url", "uri"}
+
+
 def _read_manifest(path: Path) -> list[Item]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); give a "
-                          "CSV with a path column") from exc
+    """Items of a CSV manifest: a header with a ``path`` column (and optionally ``label``), or headerless
+    ``path[,label]`` rows. A path listed twice is read once (its first row)."""
+    from embedkit.io.tables import read_csv
+
+    rows = read_csv(path, "manifest", "a CSV with a path column (and optionally label)")
     if not rows:
         raise DataError(f"manifest {str(path)!r} is empty; it needs a path column (and optionally label)")
     header = [c.strip().lower() for c in rows[0]]
     if "path" in header:
         pi, li = header.index("path"), (header.index("label") if "label" in header else None)
         rows = rows[1:]
+    elif HEADER_NAMES & set(header) or not any("." in c or "/" in c for c in header):
+        # a header without "path" (``file,class``) would otherwise be read as an image called "file"
+        raise ConfigError(f"manifest {str(path)!r} has the header {','.join(rows[0])!r} without a path column; "
+                          "name the column of image paths `path` (and the labels `label`), or drop the header")
     else:
         pi, li = 0, (1 if len(rows[0]) > 1 else None)
-    out = []
+    out, seen, dups = [], set(), []
     for row in rows:
-        if not row or not row[pi].strip():
+        if pi >= len(row) or not row[pi].strip():
             continue
         name = row[pi].strip()
         p = name if is_uri(name) else (Path(name) if Path(name).is_absolute() else path.parent / name)
-        out.append(Item(_abs(p), row[li].strip() if li is not None and li < len(row) else ""))
+        item = Item(_abs(p), row[li].strip() if li is not None and li < len(row) else "")
+        if item.path in seen:
+            dups.append(item.path)
+            continue
+        seen.add(item.path)
+        out.append(item)
+    if dups:
+        log.warning("manifest %s lists %d path(s) more than once (first: %s); each is read once, with its first row",
+                    path, len(dups), dups[0])
     return out
