@@ -98,14 +98,15 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str, want_sha1: bool = False) -> tuple[Image.Image, dict]:
+def load_image(path: str, want_sha1: bool = False, svg_size: int | None = None) -> tuple[Image.Image, dict]:
     """Decode ``path`` to an RGB image; returns ``(image, info)`` with bytes, width, height (and sha1).
 
     Raises ``ValueError`` with a short reason for anything that is not a usable image, a
     decompression bomb (PIL's ``Image.MAX_IMAGE_PIXELS``) or an image more elongated than
-    1:``MAX_ASPECT_RATIO`` (refused from the header, before decoding).
+    1:``MAX_ASPECT_RATIO`` (refused from the header, before decoding). An SVG is drawn on white with its
+    shorter side ``svg_size`` pixels (the backbone's resize; see :mod:`embedkit.io.svg`).
     """
-    return decode_bytes(read_file(path), want_sha1)
+    return decode_bytes(read_file(path), want_sha1, svg_size)
 
 
 def read_file(path: str, limit: int | None = None) -> bytes:
@@ -180,10 +181,16 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else "no details")[:200]
 
 
-def decode_bytes(data: bytes, want_sha1: bool = False) -> tuple[Image.Image, dict]:
+def decode_bytes(data: bytes, want_sha1: bool = False, svg_size: int | None = None) -> tuple[Image.Image, dict]:
     """:func:`load_image` of a file's bytes already read (e.g. checked against a recorded sha1 first)."""
+    from embedkit.io.svg import is_svg, render_svg
+
     if not data:
         raise ValueError("empty file")
+    if is_svg(data):
+        img = render_svg(data, svg_size)
+        check_size(*img.size)
+        return img, _info(data, img, want_sha1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -195,10 +202,14 @@ def decode_bytes(data: bytes, want_sha1: bool = False) -> tuple[Image.Image, dic
         reason = "not an image" if isinstance(exc, UnidentifiedImageError) else f"corrupt or truncated: {exc}"
         raise ValueError(reason) from exc
     check_size(img.width, img.height)
+    return img, _info(data, img, want_sha1)
+
+
+def _info(data: bytes, img: Image.Image, want_sha1: bool) -> dict:
     info = {"bytes": len(data), "width": img.width, "height": img.height}
     if want_sha1:
         info["sha1"] = hashlib.sha1(data).hexdigest()
-    return img, info
+    return info
 
 
 JPEG_START, JPEG_END = b"\xff\xd8\xff", b"\xff\xd9"

@@ -20,11 +20,13 @@ class ImageDataset:
     for a bad one; :func:`collate_skipping` splits the two in each batch.
     """
 
-    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True, raw_jpeg: bool = False):
+    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True, raw_jpeg: bool = False,
+                 svg_size: int | None = None):
         self.items = items
         self.transform = transform
         self.want_sha1 = want_sha1
         self.raw_jpeg = raw_jpeg  # hand complete RGB/grey JPEGs over undecoded, for decode_on_device
+        self.svg_size = svg_size  # SVGs are drawn with this shorter side: the preprocessing's resize
 
     def __len__(self) -> int:
         return len(self.items)
@@ -36,7 +38,7 @@ class ImageDataset:
                 raw = raw_jpeg(item.path, self.want_sha1)
                 if raw is not None:
                     return i, raw[0], raw[1]
-            img, info = load_image(item.path, self.want_sha1)
+            img, info = load_image(item.path, self.want_sha1, self.svg_size)
             return i, self.transform(img), info
         except FileNotFoundError:
             return i, None, "file not found"
