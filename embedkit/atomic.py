@@ -10,12 +10,16 @@ import csv
 import errno
 import io
 import json
+import logging
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 from embedkit.errors import DiskFullError
+
+log = logging.getLogger(__name__)
 
 #: Free space below which a failed write is taken for a full disk: libraries that write through C
 #: (torch.save, faiss.write_index, NumPy's short writes) often lose the errno on the way.
@@ -164,3 +168,47 @@ def spreadsheet_safe(value):
     if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return value
+
+
+#: names of the temporary files and folders written here: ``.NAME.PID.tmp[.EXT]``, ``.NAME.tmp-PID``, ``.NAME.old-PID``
+TEMP_NAME = re.compile(r"^\..+\.(?:(\d+)\.tmp(?:\.\w+)?|(?:tmp|old)-(\d+))$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process (or a pid no process can have)
+        return True
+    return True
+
+
+def sweep_temp(folder: str | os.PathLike, depth: int = 2) -> int:
+    """Remove the temporary files and folders that killed writers left in ``folder`` (and ``depth`` levels of
+    sub-folders): those whose writer's pid is no longer running. Returns how many were removed.
+
+    Called when a run takes a folder's lock; a live writer's temporary file (its pid runs) is left alone.
+    """
+    removed, level = 0, [Path(folder)]
+    for _ in range(depth + 1):
+        below = []
+        for d in level:
+            try:
+                entries = list(os.scandir(d))
+            except OSError:
+                continue
+            for e in entries:
+                m = TEMP_NAME.match(e.name)
+                if m and not _pid_alive(int(m.group(1) or m.group(2))):
+                    if e.is_dir(follow_symlinks=False):
+                        shutil.rmtree(e.path, ignore_errors=True)
+                    else:
+                        Path(e.path).unlink(missing_ok=True)
+                    removed += 1
+                elif e.is_dir(follow_symlinks=False):
+                    below.append(Path(e.path))
+        level = below
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by killed runs", removed, folder)
+    return removed

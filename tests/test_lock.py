@@ -75,3 +75,18 @@ def test_a_live_holder_is_named_and_a_killed_one_frees_the_lock(tmp_path):
     with FolderLock(tmp_path, "embed") as lock:  # kill -9 released it: no stale-lock guessing
         assert lock.held and json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_taking_the_lock_sweeps_what_killed_writers_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    left = [tmp_path / f".meta.json.{pid}.tmp", tmp_path / "shards" / f".00001.npy.{pid}.tmp",
+            tmp_path / f".map.png.{pid}.tmp.png"]
+    live = [tmp_path / f".meta.json.{os.getpid()}.tmp", tmp_path / "shards" / "00001.npy", tmp_path / ".hidden.1.txt"]
+    for p in left + live:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x")
+    (tmp_path / "index" / f".cosine-hnsw.tmp-{pid}").mkdir(parents=True)
+    with FolderLock(tmp_path, "embed"):
+        assert all(p.exists() for p in live)  # a running writer's file and ordinary files stay
+        assert not any(p.exists() for p in left) and not (tmp_path / "index" / f".cosine-hnsw.tmp-{pid}").exists()

@@ -69,6 +69,13 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
     from embedkit.store.codestore import CodeStore
     from embedkit.store.writer import from_arrays
 
+    with open(codes, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(b"\x93NUMPY"):  # say what it is: NumPy's message would call any file pickled data
+        from embedkit.models.checkpoint import describe_file_start
+
+        raise DataError(f"{codes!r} is not a .npy array file (found {describe_file_start(head)}); save the codes "
+                        "with numpy.save(path, codes), an N x D numeric array")
     try:
         arr = np.load(codes, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:

@@ -243,6 +243,9 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
 
     # the layer table, epochs and notes go to the module's logger unless a callable is given
     log = log or logging.getLogger(__name__).info
+    if resume and overwrite:
+        raise ConfigError("--overwrite starts the run over and --resume continues it (overwrite=True with "
+                          "resume=True); give only one of them")
     cfg = FinetuneConfig.from_recipe(**options).validate()
     out = Path(out)
     last_path, best_path = out / "last.pt", out / "best.pt"
@@ -271,6 +274,8 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
     data.write(out)
 
     model, layers, plan, pre, fresh = build_model(cfg, data.class_names)
+    if cfg.strategy == "head-then-top":
+        plan_for(cfg, layers, 1, fresh_head=fresh)  # a bad --top is refused now, not when phase 2 starts
     model.to(device)
     amp_dtype = autocast_dtype(device)
     if device.type == "cuda":

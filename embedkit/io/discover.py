@@ -123,8 +123,21 @@ def _walk(root: Path, labels: bool, others: bool = False) -> Iterator[Item]:
             elif e.name.lower().endswith(IMAGE_EXTENSIONS) or others:
                 rel = os.path.relpath(e.path, root_abs).split(os.sep)
                 skip = _special(e) or ("" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE)
-                yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "", skip)
+                yield Item(e.path, label_of(rel[0]) if (labels and len(rel) > 1) else "", skip)
         stack.extend(reversed(subdirs))  # depth-first, in sorted order
+
+
+def label_of(folder_name: str) -> str:
+    """The class label of a sub-folder: its name, with bytes that are not UTF-8 written as ``\\xfe``.
+
+    Shown as U+FFFD instead, ``lab\\xfe`` and ``lab\\xff`` would become one class; this way each stays its own,
+    readable, in every file the label is written to.
+    """
+    try:
+        folder_name.encode("utf-8")
+        return folder_name
+    except UnicodeEncodeError:
+        return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _special(e: os.DirEntry) -> str:

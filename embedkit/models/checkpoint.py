@@ -48,8 +48,7 @@ def describe_file_start(head: bytes) -> str:
     except UnicodeDecodeError:
         return f"binary data starting with bytes {head[:8].hex(' ')}"
     if all(c.isprintable() or c in "\r\n\t" for c in text):
-        first = text.strip().splitlines()[0][:40] if text.strip() else ""
-        return f"a text file starting with {first!r}"
+        return "a text file"  # its kind only: its content (e.g. /etc/passwd's first line) is not ours to print
     return f"binary data starting with bytes {head[:8].hex(' ')}"
 
 

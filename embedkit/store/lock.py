@@ -6,7 +6,8 @@ host, pid and what it does, written into the file). The lock itself is the
 kernel's ``flock``, not the file's existence or content: it is taken in one
 system call, so two starts at the same instant cannot both win, and it is
 released by the kernel when its holder dies (kill -9 included), so a lock left
-by a killed run needs no pid check and cannot be stolen from a live one.
+by a killed run needs no pid check and cannot be stolen from a live one. Taking the lock also removes
+the temporary files killed writers left behind (:func:`~embedkit.atomic.sweep_temp`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import socket
 from pathlib import Path
 
+from embedkit.atomic import sweep_temp
 from embedkit.errors import StoreError
 
 LOCK = ".lock"
@@ -54,6 +56,7 @@ class FolderLock:
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(me).encode(), 0)  # for the message a second run prints; not the lock
                 self.fd = fd
+                sweep_temp(self.path.parent)  # what killed runs left half-written: nobody else writes here now
                 return self
             os.close(fd)  # we locked a file its holder had just removed on release: take the new one
         raise StoreError(f"could not take the lock {str(self.path)!r}; other runs keep taking it")
