@@ -73,3 +73,47 @@ def test_store_import_of_a_text_file_says_what_it_is(tmp_path):
     r = CliRunner().invoke(app, ["store", "import", str(tmp_path / "c.npy"), "--items", str(tmp_path / "items.csv"),
                                  "-o", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
+
+
+def test_file_names_with_escape_sequences_are_printed_escaped(tmp_path, capsys):
+    import logging
+
+    from embedkit.cli.options import configure_logging
+    from embedkit.cli.text import printable
+
+    name = "a\x1b]0;owned\x07\x1b[2J\u202egnp.exe\tb\n"
+    assert printable(name) == "a\\x1b]0;owned\\x07\\x1b[2J\\u202egnp.exe\tb\n"
+    logger = logging.getLogger("embedkit")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    try:
+        configure_logging()
+        logging.getLogger("embedkit.io.discover").warning("manifest lists %s twice", name)
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\u202e" not in err and "a\\x1b]0;owned" in err
+
+
+def test_inspect_patches_reads_a_stores_files_only_with_their_recorded_sha1(tmp_path):
+    import hashlib
+
+    from PIL import Image
+    from test_inspect import _hand_net
+
+    from embedkit.inspect.patches import inspect_patches
+    from embedkit.store.codestore import CodeStore
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(paths[-1])
+    sha1 = np.array([hashlib.sha1(p.read_bytes()).hexdigest() for p in paths], dtype=object)
+    CodeStore.from_arrays(tmp_path / "store", np.zeros((4, 4), np.float32), [str(p) for p in paths],
+                          columns={"sha1": sha1})
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(paths[1])  # swapped for another picture since it was embedded
+    run = inspect_patches(tmp_path / "store", tmp_path / "s.html", layer="2", channels="1", nets=[_hand_net()],
+                          workers=0, progress=False, cell=16)
+    assert run.images == 3 and str(paths[1]) not in {h.path for h in run.nets[0].hits[0]}
+    assert run.skipped == [(str(paths[1]), "changed since it was embedded (its sha1 is not the one the store recorded)")]

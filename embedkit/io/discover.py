@@ -35,6 +35,7 @@ class Item:
     path: str
     label: str = ""
     skip: str = ""  # a reason not to read it at all (e.g. "not an image extension"); listed in skipped
+    sha1: str = ""  # the content hash recorded for it (a store's row): read only if the file still has it
 
 
 def discover(source: str | os.PathLike | Sequence, labels: bool = True) -> list[Item]:
