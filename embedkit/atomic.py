@@ -52,10 +52,10 @@ def as_disk_full(exc: BaseException, where: Path) -> DiskFullError | None:
     """
     if isinstance(exc, DiskFullError):
         return exc
-    short = isinstance(exc, OSError) and exc.errno is None and "requested and" in str(exc)
+    vague = isinstance(exc, RuntimeError) or (isinstance(exc, OSError) and exc.errno is None)  # no errno to tell
+    short = vague and "requested and" in str(exc)
     free = _free_bytes(where)
-    if not (_full_errno(exc) or short or (isinstance(exc, (OSError, RuntimeError)) and free is not None
-                                           and free < FULL_BELOW_BYTES)):
+    if not (_full_errno(exc) or short or (vague and free is not None and free < FULL_BELOW_BYTES)):
         return None
     detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
     left = f"{free:,} bytes left" if free is not None else "space unknown"

@@ -37,6 +37,7 @@ EXIF_ORIENTATION = 0x0112
 #: before PIL refuses it, and a link to ``/dev/zero`` is read until memory runs out.
 MAX_FILE_BYTES = 512 * 2**20
 
+
 def too_large(size: int, limit: int | None = None) -> str:
     """The skip reason of a file over the byte limit ("" when it is within it)."""
     limit = MAX_FILE_BYTES if limit is None else limit

@@ -11,9 +11,10 @@ from typing import Iterator, Sequence
 
 from embedkit.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 NOT_IMAGE = "not an image extension"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".svg")
-log = logging.getLogger(__name__)
 FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
