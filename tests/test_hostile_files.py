@@ -79,3 +79,20 @@ def test_embed_skips_them_from_a_folder_and_from_a_manifest(tmp_path, shapes_dir
     store = CodeStore.open(tmp_path / "m")
     assert len(store) == 1 and len(store.skipped) == 3
     assert {s["path"]: s["reason"] for s in store.skipped}["/dev/zero"] == "not a regular file (a character device)"
+
+
+@needs_dev_zero
+@pytest.mark.timeout(30)
+def test_a_fifo_or_device_as_weights_or_codes_is_refused_not_waited_on(tmp_path):
+    from embedkit.errors import WeightsError
+    from embedkit.models.checkpoint import load_torch_file
+
+    os.mkfifo(tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match=r"it is not a regular file \(a FIFO"):
+        load_torch_file(tmp_path / "w.pt")
+    with pytest.raises(WeightsError, match="character device"):
+        load_torch_file("/dev/zero")
+    (tmp_path / "items.csv").write_text("path\na.png\n")
+    r = CliRunner().invoke(app, ["store", "import", str(tmp_path / "w.pt"), "--items", str(tmp_path / "items.csv"),
+                                 "-o", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "is not a regular file (a FIFO" in r.output, r.output

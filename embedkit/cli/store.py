@@ -69,8 +69,13 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
     from embedkit.store.codestore import CodeStore
     from embedkit.store.writer import from_arrays
 
-    with open(codes, "rb") as f:
-        head = f.read(64)
+    from embedkit.io.decode import open_file
+
+    try:
+        with open_file(codes) as f:  # non-blocking: a FIFO named codes.npy is refused, not waited on
+            head = f.read(64)
+    except ValueError as exc:
+        raise DataError(f"{codes!r} is {exc}; give a .npy file") from exc
     if not head.startswith(b"\x93NUMPY"):  # say what it is: NumPy's message would call any file pickled data
         from embedkit.models.checkpoint import describe_file_start
 

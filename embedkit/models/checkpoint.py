@@ -64,9 +64,14 @@ def load_torch_file(path: str | os.PathLike, what: str = "weights file"):
 
     A file holding pickled Python objects (which could run code when unpickled) is refused, never loaded.
     """
+    from embedkit.io.decode import open_file
+
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(64)
+    try:
+        with open_file(str(path)) as f:  # non-blocking: a FIFO or device given as weights is refused, not read
+            head = f.read(64)
+    except ValueError as exc:
+        raise WeightsError(f"could not read {what} {str(path)!r}: it is {exc}; expected {EXPECTED}") from exc
     if path.suffix == ".safetensors" or _is_safetensors(head):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
