@@ -40,7 +40,7 @@ class StoreError(EmbedkitError):
     """A code store that is missing, incomplete or corrupt."""
 
 
-class DiskFullError(StoreError, OSError):
+class DiskFullError(EmbedkitError, OSError):
     """A write that failed for lack of space or quota; what was written before it stays intact.
 
     An ``OSError`` with ``errno.ENOSPC`` too, so code that handles a full disk by its errno sees it.
