@@ -178,3 +178,14 @@ def test_a_last_pt_with_a_malformed_config_is_one_line(tmp_path, config):
     with pytest.raises(ConfigError, match=r"last.pt\) holds a configuration that cannot be used .*--overwrite") as e:
         finetune(tmp_path / "no-images-needed", out, resume=True, progress=False, log=lambda m: None)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.timeout(30)
+def test_a_model_npz_that_is_not_a_file_is_refused(model):
+    import os
+
+    folder, _ = model
+    (folder / "model.npz").unlink()
+    os.symlink("/dev/zero", folder / "model.npz")
+    with pytest.raises(StoreError, match="model.npz' is not a regular file"):
+        load_classifier(folder)

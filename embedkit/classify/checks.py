@@ -28,6 +28,8 @@ def read_npz(path) -> dict:
     size) before any array is allocated; :class:`StoreError` otherwise."""
     path = Path(path)
     where = repr(str(path))
+    if not path.is_file():  # a FIFO would be waited on, a link to /dev/zero read for ever
+        raise StoreError(f"{where} is not a regular file; retrain the model")
     budget = MAX_EXPANSION * path.stat().st_size + SLACK_BYTES
     try:
         with zipfile.ZipFile(path) as zf:
