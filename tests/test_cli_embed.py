@@ -59,22 +59,23 @@ def test_hostile_inputs_give_one_line_errors(tmp_path, shapes_dir):
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, shapes_dir):
-    import json
-    import socket
     import subprocess
     import sys
 
     out = tmp_path / "s"
     out.mkdir()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # a live run holding the lock (the lock is the kernel's flock, not the file's content)
+    live = subprocess.Popen([sys.executable, "-c", "import sys, time; from embedkit.store.lock import FolderLock; "
+                             "FolderLock(sys.argv[1], 'embed').acquire(); print('held', flush=True); time.sleep(60)",
+                             str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "what": "embed"}))
+        assert live.stdout.readline().strip() == "held"
         r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "-q", "--resume"])
         assert r.exit_code == 2 and "being written by another run" in r.output and str(live.pid) in r.output
     finally:
         live.kill()
         live.wait()
-    # the holder is gone (killed): its lock is stale and taken over
+    # the holder is gone (killed): the system released its lock, the file left behind is no obstacle
     r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "--resume"])
     assert r.exit_code == 0, r.output
     assert "nothing to resume" in r.output and "embedded 24 images" in r.output

@@ -19,7 +19,6 @@ name them); report.json lists them under ``baseline.unmapped`` with their image 
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from dataclasses import dataclass, field
@@ -177,10 +176,12 @@ def map_labels(labels, overrides: dict | None = None, homonyms: bool = True) -> 
 
 def read_overrides(path) -> dict:
     """An override CSV: ``label,imagenet[,reason]`` rows (header optional); an empty/``none`` target = unmapped."""
+    from embedkit.io.tables import read_csv
+
     path = Path(path)
     try:
-        rows = [r for r in csv.reader(path.read_text(encoding="utf-8").splitlines()) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
+        rows = read_csv(path, "override table", "a UTF-8 CSV of label,imagenet[,reason] rows")
+    except OSError as exc:
         raise ConfigError(f"override table {str(path)!r} cannot be read ({exc}); give a UTF-8 CSV of "
                           "label,imagenet[,reason] rows") from exc
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["label", "imagenet"]:

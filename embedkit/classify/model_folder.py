@@ -74,6 +74,7 @@ def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None)
 
 def load_classifier(path):
     """``(estimator, meta)`` of a model folder written by :func:`save_classifier`; never unpickles anything."""
+    from embedkit.classify.checks import check_fitted, read_npz
     from embedkit.classify.serialize import load_estimator
 
     path = Path(path)
@@ -92,12 +93,11 @@ def load_classifier(path):
                          "`embedkit classify train`")
     if not (path / "model.npz").exists():
         raise StoreError(f"{str(path / 'model.npz')!r} is missing; the model folder is incomplete: retrain it")
-    try:
-        with np.load(path / "model.npz", allow_pickle=False) as arrays:
-            clf = load_estimator(meta.get("classifier"), {k: arrays[k] for k in arrays.files})
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise StoreError(f"{str(path / 'model.npz')!r} holds data that only pickle could load ({exc}); embedkit "
-                         "refuses it because unpickling can run any code: retrain the model") from exc
+    dim = meta.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise StoreError(f"{str(path / 'model.json')!r} gives dim {dim!r}, not a positive integer; retrain the model")
+    clf = load_estimator(meta.get("classifier"), read_npz(path / "model.npz"))
+    check_fitted(clf, dim, repr(str(path / "model.npz")))
     return clf, meta
 
 

@@ -21,6 +21,7 @@ from embedkit.cli.options import (
     words,
     workers_option,
 )
+from embedkit.cli.text import printable
 
 
 @click.group(name="classify")
@@ -149,7 +150,7 @@ def predict_cmd(model, source, out, top_k, device, batch_size, workers, quiet=Fa
     dt = time.perf_counter() - t0
     click.echo(f"predicted {len(rows)} images ({len(skipped)} skipped) in {dt:.1f}s -> {out}")
     for path, reason in skipped[:10]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {printable(path)}: {printable(reason)}")
 
 
 @command.command(name="baseline")

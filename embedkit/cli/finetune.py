@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from embedkit.cli.options import device_option, split_options, verbosity_options, words
+from embedkit.cli.text import printable
 from embedkit.errors import ConfigError
 from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS, MONITORS, SCHEDULES, STRATEGIES
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
@@ -91,6 +92,6 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
     res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet, **options)
     click.echo(res.summary())
     for path, reason in res.skipped[:10]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {printable(path)}: {printable(reason)}")
     if len(res.skipped) > 10:
         click.echo(f"  ... {len(res.skipped) - 10} more in {res.out / 'skipped.csv'}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
+from embedkit.cli.text import printable
 from embedkit.errors import ConfigError, DataError, EmbedkitError
 from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS
 
@@ -136,7 +137,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
                                       progress=not quiet)
     skipped += bad
     for p, reason in skipped:
-        click.echo(f"skipped query {p}: {reason}", err=True)
+        click.echo(f"skipped query {printable(p)}: {printable(reason)}", err=True)
     if codes is None:
         raise DataError(f"none of the {len(skipped)} queries could be read as an image (reasons above)")
     index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
@@ -149,7 +150,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
         qrow = in_store.get(qpath)
         qlabel = labels[qrow] if qrow is not None else ""
         where_q = f"  [{qlabel}]" if qlabel else ("" if qrow is not None else "  (not in the store)")
-        click.echo(f"query {qi + 1}/{len(paths)}: {qpath}{where_q}")
+        click.echo(printable(f"query {qi + 1}/{len(paths)}: {qpath}{where_q}"))
         items = [{"path": qpath, "caption": "query" + (f"\n[{qlabel}]" if qlabel else "") + "\n" + Path(qpath).name}]
         rank, same = 0, 0
         for d, r in zip(D[qi], ids[qi]):
@@ -162,7 +163,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
             hit = bool(qlabel) and lab == qlabel
             same += hit
             dist = format_distance(d, metric)
-            click.echo(f"  {rank:3d}  {dist}  {p}" + (f"  [{lab}]" if lab else "") + ("  *" if hit else ""))
+            click.echo(printable(f"  {rank:3d}  {dist}  {p}" + (f"  [{lab}]" if lab else "") + ("  *" if hit else "")))
             rows.append([spreadsheet_safe(qpath), rank, spreadsheet_safe(p), spreadsheet_safe(lab),
                          _csv_distance(d, metric), spreadsheet_safe(qlabel)])
             items.append({"path": p, "caption": f"#{rank} d={dist}\n{lab}\n{Path(p).name}",
@@ -212,7 +213,7 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
         items = []
         for r in g.rows:
             p = paths[r]
-            click.echo(f"  {p}" + (f"  [{labels[r]}]" if labels[r] else ""))
+            click.echo(printable(f"  {p}" + (f"  [{labels[r]}]" if labels[r] else "")))
             rows.append([gi, spreadsheet_safe(p), spreadsheet_safe(labels[r])])
             items.append({"path": p, "caption": f"{labels[r]}\n{Path(p).name}",
                           "sha1": sha1[r] if sha1 is not None else ""})

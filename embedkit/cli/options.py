@@ -11,6 +11,7 @@ import logging
 import click
 
 from embedkit import defaults
+from embedkit.cli.text import printable
 from embedkit.device import DEVICE_CHOICES
 
 SPLIT_BY_HELP = "Hold out whole groups: 'design' (file name without extension) or a column of the store's items."
@@ -107,7 +108,8 @@ class _EchoHandler(logging.Handler):
         try:
             # INFO is the commands' running commentary (layer tables, epochs, projection steps): plain lines
             prefix = self.NAMES.get(record.levelname)
-            click.echo(f"{prefix}: {record.getMessage()}" if prefix else record.getMessage(), err=True)
+            text = printable(record.getMessage())  # messages name files: no raw escape sequences
+            click.echo(f"{prefix}: {text}" if prefix else text, err=True)
         except Exception:  # logging must never break the command
             self.handleError(record)
 

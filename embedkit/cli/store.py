@@ -69,6 +69,18 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
     from embedkit.store.codestore import CodeStore
     from embedkit.store.writer import from_arrays
 
+    from embedkit.io.decode import open_file
+
+    try:
+        with open_file(codes) as f:  # non-blocking: a FIFO named codes.npy is refused, not waited on
+            head = f.read(64)
+    except ValueError as exc:
+        raise DataError(f"{codes!r} is {exc}; give a .npy file") from exc
+    if not head.startswith(b"\x93NUMPY"):  # say what it is: NumPy's message would call any file pickled data
+        from embedkit.models.checkpoint import describe_file_start
+
+        raise DataError(f"{codes!r} is not a .npy array file (found {describe_file_start(head)}); save the codes "
+                        "with numpy.save(path, codes), an N x D numeric array")
     try:
         arr = np.load(codes, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:

@@ -150,8 +150,14 @@ class FinetuneResult:
 
 
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
-    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"]),
-                            "average_alphas": tuple(saved.get("average_alphas", FinetuneConfig.average_alphas))})
+    try:  # last.pt may be damaged or crafted: its config is checked like options given on the command line
+        old = FinetuneConfig(**{**saved, "split": tuple(saved["split"]),
+                                "average_alphas": tuple(saved.get("average_alphas", FinetuneConfig.average_alphas))})
+        old.validate()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfigError) else str(exc)
+        raise ConfigError(f"the saved training state (last.pt) holds a configuration that cannot be used "
+                          f"({detail[:200]}); start over with --overwrite (overwrite=True)") from exc
     diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
              if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
              and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary

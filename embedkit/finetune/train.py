@@ -135,6 +135,8 @@ class _Trainer:
     def __init__(self, cfg: FinetuneConfig, data, out: Path, device, progress: bool, log):
         self.cfg, self.data, self.out, self.device, self.progress, self.log = cfg, data, out, device, progress, log
         self.model, self.layers, _plan, self.pre, self.fresh = build_model(cfg, data.class_names)
+        if cfg.strategy == "head-then-top":
+            plan_for(cfg, self.layers, 1, fresh_head=self.fresh)  # a bad --top is refused now, not when phase 2 starts
         self.start_weights = backbone_weights(self.model, self.layers[-1].name)  # to tell whether the codes moved
         self.model.to(device)
         self.amp_dtype = autocast_dtype(device)
@@ -334,6 +336,9 @@ def finetune(source, out, *, resume: bool = False, overwrite: bool = False, prog
 
 
 def _finetune(source, out: Path, resume, overwrite, progress, log, on_epoch_end, options) -> FinetuneResult:
+    if resume and overwrite:
+        raise ConfigError("--overwrite starts the run over and --resume continues it (overwrite=True with "
+                          "resume=True); give only one of them")
     cfg, state = open_run(out, FinetuneConfig.from_recipe(**options).validate(), resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)

@@ -16,7 +16,6 @@ import hashlib
 import html
 import io
 import os
-import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -60,15 +59,12 @@ def thumbnail_data_uri(path: str, size: int = 128) -> str:
 def _read_regular_file(path: str) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most MAX_THUMBNAIL_FILE_BYTES, else None
     (no devices, FIFOs or folders: ``/dev/zero`` in an items table must not hang the page)."""
+    from embedkit.io.decode import read_file
+
     try:
-        with open(path, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_THUMBNAIL_FILE_BYTES:
-                return None
-            data = f.read(MAX_THUMBNAIL_FILE_BYTES + 1)
+        return read_file(path, MAX_THUMBNAIL_FILE_BYTES)
     except (OSError, ValueError):
         return None
-    return data if len(data) <= MAX_THUMBNAIL_FILE_BYTES else None
 
 
 def checked_thumbnail_data_uri(path: str, expected_sha1: str | None, size: int = 128,

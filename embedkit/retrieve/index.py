@@ -307,6 +307,10 @@ class KNNIndex(BaseEstimator):
                              f"{self.n_}; rebuild it")
         if store is not None:
             self.check_store(store)
+            if paths is not None and meta["paths_sha256"] != persist.paths_digest(store.paths):
+                raise MismatchError(f"{str(path)!r}: paths.json lists other files than store {str(store.path)!r}; "
+                                    "rebuild the index")
+            self.paths_ = [str(p) for p in store.paths]  # answers name the store's own files, whatever the folder says
         return self
 
     def _read_searcher(self, path: Path, store):
@@ -324,6 +328,7 @@ class KNNIndex(BaseEstimator):
                 vecs = np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False)
             else:
                 searcher = FaissSearcher.read(path, "faiss" if self.backend_ == "torch" else self.backend_)
+                persist.check_faiss_index(searcher.index, self.kind_, self.metric, self.dim_, path)
                 if self.backend_ != "torch":
                     return searcher
                 vecs = searcher.reconstruct_all()

@@ -68,6 +68,9 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     t0 = time.perf_counter()
     if engine not in ENGINES:
         raise invalid("engine", engine, ENGINES)
+    if overwrite and (resume or append):
+        raise ConfigError("--overwrite starts the store over and --resume/--append continue it (overwrite=True with "
+                          "resume/append=True); give only one of them")
     given = {k: v for k, v in dict(layer=layer, weights=weights, device=device, precision=precision,
                                      spatial=spatial, micro_batch=micro_batch).items() if v is not None}
     if engine == "ray" and micro_batch is not None:

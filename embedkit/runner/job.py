@@ -178,6 +178,7 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     import pyarrow.parquet as pq
 
     from embedkit.io.discover import IMAGE_EXTENSIONS, iter_items
+    from embedkit.io.svg import check_svg_support
 
     paths, labels, skips = [], [], []
     for it in iter_items(source, others=True):
@@ -186,6 +187,7 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
         skips.append(it.skip)
     if not any(s == "" for s in skips):
         raise DataError(f"{str(source)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    check_svg_support((p for p, s in zip(paths, skips) if not s), source)
     queue = items_table({"path": paths, "label": labels, "skip": skips})  # any file name survives
     del paths, labels, skips
     base, start = [], 0

@@ -58,7 +58,8 @@ def _loader(bb, items, bounds, batch_size, workers, want_sha1, decode, skips=Non
     bs = int(batch_size or default_batch_size(bb.device))
     if bs < 1:
         raise invalid("batch size", bs, "a positive integer")
-    ds = ImageDataset(items, bb.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device")
+    ds = ImageDataset(items, bb.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device",
+                      svg_size=bb.preprocessing.resize)
     ds = _Skipping(ds, skips) if skips is not None else ds
     return make_loader(ds, batches_within(bounds, bs), workers, pin_memory=bb.device.type == "cuda")
 
@@ -133,7 +134,7 @@ def embed_image_file(bb, path: str) -> np.ndarray:
     from embedkit.io.decode import load_image
 
     try:
-        img, _ = load_image(path)
+        img, _ = load_image(path, svg_size=bb.preprocessing.resize)
     except FileNotFoundError as exc:
         raise DataError(f"image {path!r} does not exist") from exc
     except ValueError as exc:

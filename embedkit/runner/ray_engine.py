@@ -51,7 +51,7 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
     pre = Preprocessing.from_dict(preprocessing)
     raw = batch.get("path_bytes")
     paths = [_exact(p, raw[i] if raw is not None else None) for i, p in enumerate(batch["path"])]
-    dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True)
+    dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True, svg_size=pre.resize)
     n, s = len(dataset), pre.input_size
     image = np.zeros((n, 3, s, s), np.uint8)
     ok = np.zeros(n, bool)

@@ -10,6 +10,7 @@ entry of ``meta.json``), copied into model folders, and applied with
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -22,6 +23,8 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import StoreError
 from embedkit.store.validate import npy_header
+
+log = logging.getLogger(__name__)
 
 PCA_FILE = "pca.npz"
 MAX_PCA_VALUES = 1 << 28  # a 16384 x 16384 whitening; a larger header is a crafted file, refused before reading
@@ -94,7 +97,12 @@ class PostProcess:
                 from embedkit.errors import ConfigError
 
                 raise ConfigError(f"PCA-whitening needs at least 2 codes, there are {n}; drop --pca-whiten")
-            self.mean, self.components, self.scale = fit_whitening(raw, min(int(self.pca_whiten), d, n))
+            k = min(int(self.pca_whiten), d, n)
+            if k < int(self.pca_whiten):  # recorded as fitted: meta's pca_whiten and dim must say what the codes hold
+                log.warning("PCA-whitening to %d components asked for, but %d codes of %d dims give at most %d: "
+                            "the codes have %d dims", int(self.pca_whiten), n, d, k, k)
+                self.pca_whiten = k
+            self.mean, self.components, self.scale = fit_whitening(raw, k)
         return self
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
