@@ -56,6 +56,8 @@ BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
     "tsne": ("cuml", "opentsne", ("sklearn",)),
     "pca": ("cuml", "sklearn", ()),
 }
+#: what `view --backend` accepts: auto, or any library of any method (the method's own are checked later)
+BACKEND_CHOICES = ("auto", *sorted({b for gpu, cpu, extra in BACKENDS.values() for b in (gpu, cpu, *extra)}))
 #: rows the projection is fitted on at most (a seeded sample above it); see REST for the other rows
 DEFAULT_MAX_POINTS = {"umap": 200_000, "tsne": 50_000, "pca": 200_000}
 #: what happens to rows outside the fit sample: "transform" (mapped by the fitted projection) or "drop"
