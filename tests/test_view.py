@@ -254,7 +254,11 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse"])
     assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca"])
-    assert r.exit_code == 2 and "already saved" in r.output and "--overwrite" in r.output
+    assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output  # the same command again: reused
+    assert "same codes and options" in r.output
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--seed", "3"])
+    assert r.exit_code == 2 and "made differently" in r.output and "seed: saved 0, asked 3" in r.output
+    assert "--overwrite" in r.output
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--overwrite"])
     assert r.exit_code == 0 and "(reused)" not in r.output, r.output
     assert "pca: PCA fitted on 24 x 32 codes in" in r.output  # progress lines with timings (stderr)
@@ -288,8 +292,9 @@ def test_one_saved_projection_per_method_never_replaced_silently(tmp_path, shape
     again = view(shape_store, out, method="pca", reuse=True)  # so --reuse of the PCA one still works
     assert again.reused == [True]
     np.testing.assert_array_equal(again.panels[0].xy, a.panels[0].xy)
-    with pytest.raises(ConfigError, match="already saved.*--reuse.*--overwrite"):
-        view(shape_store, out, method="tsne", backend="sklearn")
+    assert view(shape_store, out, method="tsne", backend="sklearn").reused == [True]  # the same call again
+    with pytest.raises(ConfigError, match="made differently.*max_points.*--overwrite"):
+        view(shape_store, out, method="tsne", backend="sklearn", max_points=10)
     with pytest.raises(StoreError, match="no saved projection"):
         view(shape_store, out, method="umap", reuse=True)
     assert view(shape_store, out, method="pca", overwrite=True).reused == [False]

@@ -120,6 +120,23 @@ def _title(name: str, store) -> str:
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
+def _effective_options(store, method, backend, device, max_points, rest, pca_dims) -> dict:
+    """What a new projection of ``store`` would record for the options that change it (defaults resolved)."""
+    from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, resolve_view_backend
+
+    eff = {"store": str(store.path), "backend": resolve_view_backend(method, backend, device),
+               "max_points": DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points),
+               "rest": "transform" if method == "pca" else (rest or DEFAULT_REST[method])}
+    if method != "pca":
+        eff["pca_dims"] = min(int(pca_dims), int(store.dim))
+    return eff
+
+
+def _differences(saved: dict, want: dict, keys) -> list:
+    return [f"{key}: saved {saved.get(key)!r}, asked {v!r}" for key, v in want.items()
+            if key in keys and saved.get(key) != v]
+
+
 def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
@@ -130,8 +147,9 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
     Projections go to ``proj_dir`` (default ``<out stem>.proj/``; one sub-folder per
     store when comparing), in ``projection-<method>/``: one per method. A saved one
-    is never replaced silently: ``reuse=True`` redraws from it (and refuses one made
-    with other settings), ``overwrite=True`` recomputes it, otherwise it is an error.
+    is never replaced silently: it is reused when it is of the same codes with the same options (the same
+    command run again), ``reuse=True`` redraws from it whatever its fitting options (and refuses one of other
+    codes or seed), ``overwrite=True`` recomputes it; a projection made differently is otherwise an error.
     ``device`` (auto | cpu | cuda) decides GPU or CPU libraries; ``max_points`` / ``rest`` bound the projection (see
     :func:`embedkit.view.project.project`); at most ``max_draw`` points per panel are
     drawn. Silhouette and kNN accuracy are computed on each store's codes by label,
@@ -185,18 +203,25 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
+        same = False
         if not reuse and not overwrite and (folder / "proj.json").exists():
-            raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
-                              "from it, or --overwrite to recompute and replace it")
-        if reuse:
+            # the same command again: the saved projection is reused when it is of the same codes and options
+            full = {**want, **_effective_options(store, method, backend, device, max_points, rest, pca_dims)}
+            diff = _differences(Projection.load(folder).params, full, full)
+            if diff:
+                raise ConfigError(f"a {method} projection made differently is already saved in {str(folder)!r} "
+                                  f"({'; '.join(diff)}); use --overwrite to recompute and replace it, --reuse to "
+                                  "redraw from it as it is, or --proj-dir to keep both")
+            same = True
+        if reuse or same:
             proj = Projection.load(folder)
-            diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
-                    if key in _MATCH_KEYS and proj.params.get(key) != v]
+            diff = _differences(proj.params, want, _MATCH_KEYS)
             if diff:
                 raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
                                   "drop --reuse to recompute it")
             reused.append(True)
-            say(f"{name}: reusing the {method} projection in {folder}")
+            why = " (same codes and options; --overwrite recomputes it)" if same else ""
+            say(f"{name}: reusing the {method} projection saved in {folder}{why}")
         else:
             say(f"{name}: {method} projection of {_fmt(len(store))} x {store.dim} codes")
             proj = project(src, method, backend, seed, max_points, pca_dims, rest=rest, device=device, log=say,
