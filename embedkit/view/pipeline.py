@@ -22,6 +22,7 @@ import numpy as np
 from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
 from embedkit.view.project import (
+    METHOD_NAMES,
     Projection,
     Rows,
     _fmt,
@@ -114,9 +115,26 @@ def _open(store):
     return CodeStore.open(store)
 
 
+def weights_label(ident: dict) -> str:
+    """The weights codes were made with, in a few words: "ImageNet weights", "weights run/best.pt"..."""
+    w = ident.get("weights") or {}
+    kind = w.get("kind")
+    if kind in ("package", "hub"):
+        return "ImageNet weights"
+    if kind == "none":
+        return "random weights"
+    if kind in ("file", "checkpoint"):
+        path = Path(str(w.get("path") or w.get("identity", "").removeprefix("file:")))
+        return f"weights {path.parent.name + '/' if path.parent.name else ''}{path.name}"
+    return ""
+
+
 def _title(name: str, store) -> str:
+    """A panel's title: the store, what made its codes (backbone/layer and weights: compared panels differ
+    there) and its size."""
     ident = getattr(store, "identity", None) or {}
-    what = "/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k))
+    what = ", ".join(x for x in ("/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k)),
+                                 weights_label(ident)) if x)
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
@@ -125,8 +143,8 @@ def _effective_options(store, method, backend, device, max_points, rest, pca_dim
     from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, resolve_view_backend
 
     eff = {"store": str(store.path), "backend": resolve_view_backend(method, backend, device),
-               "max_points": DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points),
-               "rest": "transform" if method == "pca" else (rest or DEFAULT_REST[method])}
+           "max_points": DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points),
+           "rest": "transform" if method == "pca" else (rest or DEFAULT_REST[method])}
     if method != "pca":
         eff["pca_dims"] = min(int(pca_dims), int(store.dim))
     return eff
@@ -265,7 +283,11 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         params.append(proj.params)
         drawn.append((len(rows), len(proj.indices)))
     n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
-    head = title or f"{method.upper()} of neural codes, coloured by {color_by}"
+    head = title or f"{METHOD_NAMES[method]} of neural codes, coloured by {color_by}"
+    titles = [p.title for p in panels]
+    if len(set(titles)) < len(titles):  # the same store twice: still tell the panels apart
+        for i, p in enumerate(panels):
+            p.title = f"{chr(ord('A') + i)}: {p.title}"
     t1 = time.perf_counter()
     if kind == ".png":
         plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=head)

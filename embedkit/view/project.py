@@ -51,6 +51,8 @@ from embedkit.view.plot import (  # noqa: F401 (public API)
 )
 
 METHODS = ("umap", "tsne", "pca")
+#: how the methods are spelt for people
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
     "umap": ("cuml", "umap-learn", ()),
     "tsne": ("cuml", "opentsne", ("sklearn",)),
@@ -219,7 +221,7 @@ def _fmt(n: int) -> str:
 
 def describe(params: dict) -> str:
     """One phrase saying what was projected: 'UMAP fitted on 20,000 of 1,000,000 points, the rest transformed'."""
-    name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get(params.get("method"), str(params.get("method")))
+    name = METHOD_NAMES.get(params.get("method"), str(params.get("method")))
     n, fit = int(params.get("n_input", 0)), int(params.get("n_fit", 0))
     policy = params.get("policy", "all" if fit >= n else "sample")
     if policy == "all":
@@ -311,7 +313,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
         else:
             p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
             params["perplexity"] = p
-            fit_xy, model = _tsne(x, be, p, seed)
+            fit_xy, model = _tsne(x, be, p, seed, progress=progress)
         del x
         params["fit_seconds"] = round(time.perf_counter() - t1, 3)
         say(f"{method}: fitted in {params['fit_seconds']:.1f}s")
