@@ -199,6 +199,9 @@ def test_html_has_zoom_search_hint_and_hidpi(tmp_path):
     assert "input" in page.tags and "id='search'" in text  # search a path or label
     assert "Hover a point" in text and "Click a legend entry" in text  # the on-page hint
     assert "devicePixelRatio" in text and "'wheel'" in text and "dblclick" in text  # HiDPI, zoom, reset
+    # the legend sits in the row of the maps, right after the last one (it used to span the page below them)
+    assert "</canvas></div>\n<div class='legend' style='grid-template-columns:repeat(1,max-content)'>" in text
+    assert text.index("class='legend'") < text.index("<div id='tip'>")
 
 
 def test_html_survives_nasty_file_names_and_labels(tmp_path):
