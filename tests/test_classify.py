@@ -404,11 +404,11 @@ def test_cli_knn_method(synth_store, tmp_path):
     r = CliRunner().invoke(app(), ["classify", "train", str(synth_store.path), "-o", str(model), "--quiet",
                                    "--method", "knn", "--neighbors", "3"])
     assert r.exit_code == 0, r.output
-    assert "trained KNN on 36 codes" in r.output and "test top-1 1.0000" in r.output
+    assert "trained KNN on 36 codes" in r.output and "test top-1 1.000 (95% CI" in r.output
     meta = json.loads((model / "model.json").read_text())
     assert meta["estimator"] == "KNNCodesClassifier" and meta["method"] == "knn" and "grid_search" not in meta
     r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(synth_store.path)])
-    assert r.exit_code == 0 and "evaluated 45 items: top-1 1.0000" in r.output, r.output
+    assert r.exit_code == 0 and "evaluated 45 items: top-1 1.000 (95% CI 0.921-1.000)" in r.output, r.output
 
 
 def test_imported_codes_train_but_cannot_predict_images(tmp_path):

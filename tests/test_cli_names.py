@@ -42,3 +42,14 @@ def test_view_backend_is_a_choice_from_the_library(tmp_path):
 def test_top_k_is_dash_k():
     r = CliRunner().invoke(app(), ["classify", "predict", "--help"])
     assert "-k, --top-k" in r.output
+
+
+def test_shell_completion_as_the_readme_documents_it(monkeypatch, capsys):
+    from embedkit.cli.main import main
+
+    monkeypatch.setenv("_EMBEDKIT_COMPLETE", "bash_complete")
+    monkeypatch.setenv("COMP_WORDS", "embedkit classify pre")
+    monkeypatch.setenv("COMP_CWORD", "2")
+    with pytest.raises(SystemExit):
+        main([])
+    assert "plain,predict" in capsys.readouterr().out.splitlines()

@@ -161,7 +161,7 @@ def report_table(rep: dict, title: str = "") -> str:
     lines.append(f"{'ALL':<{width}}  {rep['n']:>5}  " + "  ".join(fmt(rep[f'top{k}']) for k in ks)
                  + "  (global, micro: over all items)")
     if rep.get("interval"):
-        lines.append(f"interval ({rep['interval']['method']}) over the {rep['n']} items: " + "  ".join(
+        lines.append(f"interval ({rep['interval']['method']}) over the {plural(rep['n'], 'item')}: " + "  ".join(
             f"top-{k} {rep['interval'][f'top{k}'][0]:.3f}-{rep['interval'][f'top{k}'][1]:.3f}" for k in ks))
     macro = rep.get("macro")
     if macro:

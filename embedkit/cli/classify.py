@@ -241,5 +241,5 @@ def baseline_cmd(images, backbone, weights, map_csv, out, device, batch_size, wo
             click.echo(f"  {line}")
     click.echo(res.summary())
     if res.skipped:
-        click.echo(f"{len(res.skipped)} images skipped (unreadable), e.g. {res.skipped[0][0]}: {res.skipped[0][1]}")
+        click.echo(f"{plural(len(res.skipped), 'image')} skipped (unreadable), e.g. {res.skipped[0][0]}: {res.skipped[0][1]}")
     click.echo(f"{time.perf_counter() - t0:.1f}s -> {res.files['report']}, {res.files['table']}")
