@@ -267,7 +267,8 @@ def test_train_calibrated_and_repeated(synth_store, tmp_path):
     assert "over 3 splits (seeds 0-2, 9 test items each): top-1 1.000 +- 0.000" in r.output
     rep = json.loads((model / "report.json").read_text())
     assert [run["seed"] for run in json.loads((model / "model.json").read_text())["repeats"]["runs"]] == [0, 1, 2]
-    assert rep["classifier"]["estimator"] == "CalibratedSVM"
+    assert rep["classifier"]["estimator"] == "CalibratedSVM" and len(rep["repeats"]["runs"]) == 3
+    assert "over 3 splits (seeds 0-2" in (model / "report.txt").read_text()
     out = tmp_path / "pred.json"
     r = CliRunner().invoke(app(), ["classify", "predict", str(model), str(synth_store.path), "-o", str(out), "-k", "3"])
     assert r.exit_code == 0, r.output

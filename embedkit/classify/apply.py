@@ -84,6 +84,7 @@ def predict_sources(model_path, sources, k: int = TOP_K, device="auto", batch_si
 
     Each source is a code store (read in chunks as it is) or images (a folder, manifest, list or file),
     embedded together with the model's backbone (which needs a model trained on codes of a known backbone).
+    The stores' rows come first, in SOURCE order, then the images.
     """
     from embedkit.classify.model_folder import check_store_matches, load_classifier, postprocess_of
     from embedkit.classify.predict import Predictions, score_meaning

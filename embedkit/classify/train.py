@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.classify.constants import METHODS
-from embedkit.classify.metrics import accuracy_line, small_class_notes
+from embedkit.classify.metrics import accuracy_line, repeats_line, small_class_notes
 from embedkit.defaults import CV_FOLDS, SPLIT_FRACTIONS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
-from embedkit.stats import summarize
 from embedkit.splits import DESIGN, designs, make_split, pick_groups  # noqa: F401 - pick_groups re-exported
+from embedkit.stats import summarize
 
 
 def store_groups(store, column: str) -> np.ndarray:
@@ -74,12 +74,7 @@ class TrainResult:
         line = (f"trained {self.method.upper()} on {s['train'] + s['val']} codes (train {s['train']} + val {s['val']}), "
                 f"tested on {s['test']}: {how}, best {self.best_params}{cv}; {t}{b}; {self.seconds:.1f}s -> {self.out}")
         if self.repeats:
-            runs = self.repeats["runs"]
-            ns = sorted({r["n"] for r in runs})
-            line += (f"\nover {len(runs)} splits (seeds {runs[0]['seed']}-{runs[-1]['seed']}, "
-                     f"{ns[0] if len(ns) == 1 else f'{ns[0]}-{ns[-1]}'} test items each): " + "  ".join(f"top-{k[3:]} {self.repeats[k]['mean']:.3f} +- {self.repeats[k]['std']:.3f} "
-                                           f"(std; 95% CI of the mean {self.repeats[k]['low']:.3f}-"
-                                           f"{self.repeats[k]['high']:.3f})" for k in ("top1", "top5")))
+            line += "\n" + repeats_line(self.repeats)
         return line
 
 
@@ -230,7 +225,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if rep is not None:
         chosen = {**best, "decision": decision, "class_weight": class_weight} if method == "svm" else best
         files = write_evaluation(out, rep, failures, title=f"{method.upper()} on test",
-                                 extra={"training": plan, "method": method, **model_extra(
+                                 extra={"training": plan, "method": method, "repeats": rep_runs, **model_extra(
                                      {"method": method, "params": chosen, "gamma": getattr(clf, "gamma_", None),
                                       "estimator": type(clf).__name__, "baseline": base})})
     return TrainResult(out, best, cv_score, test, base, sizes, time.perf_counter() - t0,

@@ -9,7 +9,6 @@ import click
 from embedkit import defaults
 from embedkit.classify.constants import DECISIONS, KERNELS, METHODS
 from embedkit.classify.metrics import accuracy_line, small_class_notes
-from embedkit.words import plural
 from embedkit.cli.options import (
     backbone_option,
     batch_size_option,
@@ -23,6 +22,7 @@ from embedkit.cli.options import (
     words,
     workers_option,
 )
+from embedkit.words import plural
 
 
 @click.group(name="classify")
