@@ -102,13 +102,13 @@ def predict_sources(model_path, sources, k: int = TOP_K, device="auto", batch_si
                 paths += store.paths[i:i + len(block)].tolist()
                 labels.append(lab)
                 scores.append(sc)
+        elif meta.get("identity") is None:
+            raise ConfigError(f"model {str(model_path)!r} was trained on codes imported without a backbone, so "
+                              f"embedkit cannot embed the images of {str(src)!r} for it; embed them the same way "
+                              "yourself and predict on that code store")
         else:
             items += [it for it in discover(src, labels=False) if not it.skip]
     if items:
-        if meta.get("identity") is None:
-            raise ConfigError(f"model {str(model_path)!r} was trained on codes imported without a backbone, so "
-                              "embedkit cannot embed images for it; embed them the same way yourself and predict "
-                              "on that code store")
         from embedkit.models.backbone import Backbone
         from embedkit.runner.local import embed_files
 
