@@ -138,14 +138,31 @@ def write_json_atomic(path: str | os.PathLike, obj) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
+#: the one way every CSV embedkit writes spells a real number: 6 significant digits, no quote, no padding
+NUMBER_FORMAT = ".6g"
+
+
+def csv_cell(value, spreadsheet: bool = False):
+    """One CSV cell: numbers (Python or NumPy) as numbers in :data:`NUMBER_FORMAT`, text escaped when
+    ``spreadsheet`` (a negative score stays ``-0.5``: escaping is for text cells only)."""
+    import numbers
+
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return format(float(value) + 0.0, NUMBER_FORMAT)  # + 0.0: no "-0"
+    return spreadsheet_safe(value) if spreadsheet else value
+
+
 def write_csv_atomic(path: str | os.PathLike, header, rows, spreadsheet: bool = False) -> Path:
-    """A CSV file, atomically. ``spreadsheet=True`` for files meant for people: no cell starts a formula."""
+    """A CSV file, atomically, numbers in one format (:func:`csv_cell`). ``spreadsheet=True`` for files meant
+    for people: no text cell starts a formula."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
-    if spreadsheet:
-        rows = ([spreadsheet_safe(c) for c in r] for r in rows)
-    w.writerows(rows)
+    w.writerows([csv_cell(c, spreadsheet) for c in r] for r in rows)
     return write_text_atomic(path, buf.getvalue())
 
 

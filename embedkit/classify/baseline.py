@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.errors import ConfigError, DataError, MismatchError, invalid
+from embedkit.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -268,11 +269,13 @@ class BaselineResult:
 
     def summary(self) -> str:
         b = self.report["baseline"]
-        lines = [f"softmax baseline: top-1 {self.report['top1']:.4f} top-5 {self.report['top5']:.4f} on "
-                 f"{self.report['n']} images of {b['classes_mapped']} mapped classes (unmapped classes excluded; "
+        from embedkit.classify.metrics import accuracy_line
+
+        lines = [f"softmax baseline: {accuracy_line(self.report)} images of "
+                 f"{plural(b['classes_mapped'], 'mapped class', 'mapped classes')} (unmapped classes excluded; "
                  f"counted as errors: top-1 {b['top1_all']:.4f} top-5 {b['top5_all']:.4f} on {b['images_total']})"]
         for lab, u in b["unmapped"].items():
-            lines.append(f"  unmapped {lab} ({u['images']} images, excluded): {u['reason']}")
+            lines.append(f"  unmapped {lab} ({plural(u['images'], 'image')}, excluded): {u['reason']}")
         return "\n".join(lines)
 
 

@@ -10,6 +10,13 @@ from embedkit.errors import ConfigError
 from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS, MONITORS, SCHEDULES, STRATEGIES
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
 
+
+def _renamed(old: str, new: str, value):
+    if value is not None:  # an old spelling keeps working, with a note (classify's --gamma is the SVM kernel's)
+        click.echo(f"note: {old} is deprecated here, it is now {new}", err=True)
+    return value
+
+
 # the options a recipe may set: left unset on the command line, they come from it
 RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 
@@ -46,7 +53,9 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
 @click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=None, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none. [default: the recipe's]")
 @click.option("--step-size", type=click.IntRange(min=1), default=None, help="step schedule: epochs between drops (default a third).")
-@click.option("--gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
+@click.option("--lr-drop", "gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
+@click.option("--gamma", "old_gamma", type=float, default=None, hidden=True, expose_value=True,
+              callback=lambda _ctx, _param, v: _renamed("--gamma", "--lr-drop", v))
 @click.option("--monitor", type=click.Choice(list(MONITORS)), default=None,
               help="Validation metric for the best checkpoint, plateau and early stopping: the softmax's accuracy or "
               "loss, or val_codes = the accuracy of the codes (nearest class mean of the training codes). "
@@ -78,6 +87,8 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
     """
     from embedkit.finetune.train import finetune
 
+    old_gamma = options.pop("old_gamma")
+    options["gamma"] = options["gamma"] if old_gamma is None else old_gamma
     for k in ("lr_high", "lr_low", "lr"):
         if options[k] is not None and options[k] <= 0:
             raise ConfigError(f"--{k.replace('_', '-')} {options[k]} is not valid; learning rates must be > 0")

@@ -22,6 +22,7 @@ import numpy as np
 from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
 from embedkit.view.project import (
+    METHOD_NAMES,
     Projection,
     Rows,
     _fmt,
@@ -114,10 +115,44 @@ def _open(store):
     return CodeStore.open(store)
 
 
+def weights_label(ident: dict) -> str:
+    """The weights codes were made with, in a few words: "ImageNet weights", "weights run/best.pt"..."""
+    w = ident.get("weights") or {}
+    kind = w.get("kind")
+    if kind in ("package", "hub"):
+        return "ImageNet weights"
+    if kind == "none":
+        return "random weights"
+    if kind in ("file", "checkpoint"):
+        path = Path(str(w.get("path") or w.get("identity", "").removeprefix("file:")))
+        return f"weights {path.parent.name + '/' if path.parent.name else ''}{path.name}"
+    return ""
+
+
 def _title(name: str, store) -> str:
+    """A panel's title: the store, what made its codes (backbone/layer and weights: compared panels differ
+    there) and its size."""
     ident = getattr(store, "identity", None) or {}
-    what = "/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k))
+    what = ", ".join(x for x in ("/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k)),
+                                 weights_label(ident)) if x)
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
+
+
+def _effective_options(store, method, backend, device, max_points, rest, pca_dims) -> dict:
+    """What a new projection of ``store`` would record for the options that change it (defaults resolved)."""
+    from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, resolve_view_backend
+
+    eff = {"store": str(store.path), "backend": resolve_view_backend(method, backend, device),
+           "max_points": DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points),
+           "rest": "transform" if method == "pca" else (rest or DEFAULT_REST[method])}
+    if method != "pca":
+        eff["pca_dims"] = min(int(pca_dims), int(store.dim))
+    return eff
+
+
+def _differences(saved: dict, want: dict, keys) -> list:
+    return [f"{key}: saved {saved.get(key)!r}, asked {v!r}" for key, v in want.items()
+            if key in keys and saved.get(key) != v]
 
 
 def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
@@ -130,8 +165,9 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
     Projections go to ``proj_dir`` (default ``<out stem>.proj/``; one sub-folder per
     store when comparing), in ``projection-<method>/``: one per method. A saved one
-    is never replaced silently: ``reuse=True`` redraws from it (and refuses one made
-    with other settings), ``overwrite=True`` recomputes it, otherwise it is an error.
+    is never replaced silently: it is reused when it is of the same codes with the same options (the same
+    command run again), ``reuse=True`` redraws from it whatever its fitting options (and refuses one of other
+    codes or seed), ``overwrite=True`` recomputes it; a projection made differently is otherwise an error.
     ``device`` (auto | cpu | cuda) decides GPU or CPU libraries; ``max_points`` / ``rest`` bound the projection (see
     :func:`embedkit.view.project.project`); at most ``max_draw`` points per panel are
     drawn. Silhouette and kNN accuracy are computed on each store's codes by label,
@@ -185,18 +221,25 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
+        same = False
         if not reuse and not overwrite and (folder / "proj.json").exists():
-            raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
-                              "from it, or --overwrite to recompute and replace it")
-        if reuse:
+            # the same command again: the saved projection is reused when it is of the same codes and options
+            full = {**want, **_effective_options(store, method, backend, device, max_points, rest, pca_dims)}
+            diff = _differences(Projection.load(folder).params, full, full)
+            if diff:
+                raise ConfigError(f"a {method} projection made differently is already saved in {str(folder)!r} "
+                                  f"({'; '.join(diff)}); use --overwrite to recompute and replace it, --reuse to "
+                                  "redraw from it as it is, or --proj-dir to keep both")
+            same = True
+        if reuse or same:
             proj = Projection.load(folder)
-            diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
-                    if key in _MATCH_KEYS and proj.params.get(key) != v]
+            diff = _differences(proj.params, want, _MATCH_KEYS)
             if diff:
                 raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
                                   "drop --reuse to recompute it")
             reused.append(True)
-            say(f"{name}: reusing the {method} projection in {folder}")
+            why = " (same codes and options; --overwrite recomputes it)" if same else ""
+            say(f"{name}: reusing the {method} projection saved in {folder}{why}")
         else:
             say(f"{name}: {method} projection of {_fmt(len(store))} x {store.dim} codes")
             proj = project(src, method, backend, seed, max_points, pca_dims, rest=rest, device=device, log=say,
@@ -240,7 +283,11 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         params.append(proj.params)
         drawn.append((len(rows), len(proj.indices)))
     n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
-    head = title or f"{method.upper()} of neural codes, coloured by {color_by}"
+    head = title or f"{METHOD_NAMES[method]} of neural codes, coloured by {color_by}"
+    titles = [p.title for p in panels]
+    if len(set(titles)) < len(titles):  # the same store twice: still tell the panels apart
+        for i, p in enumerate(panels):
+            p.title = f"{chr(ord('A') + i)}: {p.title}"
     t1 = time.perf_counter()
     if kind == ".png":
         plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=head)

@@ -51,11 +51,15 @@ from embedkit.view.plot import (  # noqa: F401 (public API)
 )
 
 METHODS = ("umap", "tsne", "pca")
+#: how the methods are spelt for people
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
     "umap": ("cuml", "umap-learn", ()),
     "tsne": ("cuml", "opentsne", ("sklearn",)),
     "pca": ("cuml", "sklearn", ()),
 }
+#: what `view --backend` accepts: auto, or any library of any method (the method's own are checked later)
+BACKEND_CHOICES = ("auto", *sorted({b for gpu, cpu, extra in BACKENDS.values() for b in (gpu, cpu, *extra)}))
 #: rows the projection is fitted on at most (a seeded sample above it); see REST for the other rows
 DEFAULT_MAX_POINTS = {"umap": 200_000, "tsne": 50_000, "pca": 200_000}
 #: what happens to rows outside the fit sample: "transform" (mapped by the fitted projection) or "drop"
@@ -217,7 +221,7 @@ def _fmt(n: int) -> str:
 
 def describe(params: dict) -> str:
     """One phrase saying what was projected: 'UMAP fitted on 20,000 of 1,000,000 points, the rest transformed'."""
-    name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get(params.get("method"), str(params.get("method")))
+    name = METHOD_NAMES.get(params.get("method"), str(params.get("method")))
     n, fit = int(params.get("n_input", 0)), int(params.get("n_fit", 0))
     policy = params.get("policy", "all" if fit >= n else "sample")
     if policy == "all":
@@ -309,7 +313,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
         else:
             p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
             params["perplexity"] = p
-            fit_xy, model = _tsne(x, be, p, seed)
+            fit_xy, model = _tsne(x, be, p, seed, progress=progress)
         del x
         params["fit_seconds"] = round(time.perf_counter() - t1, 3)
         say(f"{method}: fitted in {params['fit_seconds']:.1f}s")
