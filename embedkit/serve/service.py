@@ -191,7 +191,7 @@ class SearchService:
         return self._predict(self.embed_upload(data), top)
 
     def _predict(self, code: np.ndarray, top: int) -> list[dict]:
-        top = _check_int("top", top, 1, len(self.classifier.classes_))
+        top = min(_check_int("top", top, 1, MAX_K), len(self.classifier.classes_))  # more than there are: all
         labels, scores = self.classifier.predict_topk(code, top)
         return [{"label": str(l), "score": float(s)} for l, s in zip(labels[0], scores[0])]
 
