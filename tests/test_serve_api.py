@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import shutil
 import threading
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import write_shapes
+from helpers import served_shapes
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="embedkit serve needs the serve extra (pip install 'embedkit[serve]')")
@@ -25,15 +24,8 @@ from embedkit.serve.service import SearchService  # noqa: E402
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Synthetic shapes (3 classes x 6) plus one exact copy, embedded with the default backbone; an SVM on them."""
-    import embedkit
-    from embedkit.classify.train import train
-
-    root = tmp_path_factory.mktemp("serve")
-    images = write_shapes(root / "images", per_class=6)
-    shutil.copy(images / "circle" / "circle_0.png", images / "circle" / "circle_copy.png")
-    store = embedkit.embed(images, root / "codes", progress=False).store
-    train(store, root / "model", Cs=[1], gammas=["scale"], n_jobs=1, progress=False, baseline=False)
-    svc = SearchService.open(store, model=root / "model")
+    images, store, model = served_shapes(tmp_path_factory.mktemp("serve"))
+    svc = SearchService.open(store, model=model)
     with TestClient(create_app(svc)) as client:
         yield client, svc, images
     svc.close()

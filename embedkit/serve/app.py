@@ -12,9 +12,12 @@ interactive docs pages of FastAPI are left out because they load their scripts f
 
 # no `from __future__ import annotations`: FastAPI reads the routes' annotations (Request, imported with
 # fastapi inside create_app) at definition time
+import contextlib
+import threading
+import time
 from importlib import resources
 
-from embedkit.errors import EmbedkitError, MissingDependencyError
+from embedkit.errors import ConfigError, EmbedkitError, MissingDependencyError
 from embedkit.serve.service import NotFound, SearchService, UploadTooLarge, check_upload_size
 
 SERVER_PACKAGES = ("fastapi", "uvicorn")
@@ -138,3 +141,28 @@ def run(service: SearchService, host: str = "127.0.0.1", port: int = 8000, log_l
     import uvicorn
 
     uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def serving(service: SearchService, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    """Serve ``service`` on a background thread (e.g. from a notebook); yields the base URL, stops on exit.
+
+    ``port=0`` takes a free port.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host=host, port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, name="embedkit-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigError(f"the server could not listen on {host}:{port} (port in use, or not an address of "
+                              "this machine); use another port")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()
+    try:
+        yield f"http://{bound[0]}:{bound[1]}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
