@@ -41,7 +41,7 @@ def fabricate(folder: Path, rows: int, dim: int, seed: int = 0):
     for i in range(0, rows, 16384):  # in blocks: no second full-size temporary
         j = min(i + 16384, rows)
         codes[i:j] = centres[which[i:j]] + rng.standard_normal((j - i, dim), dtype=np.float32)
-    return CodeStore.from_arrays(folder, codes, [f"img/{i:07d}.png" for i in range(rows)],
+    return CodeStore.from_arrays(folder, codes, [f"img/{i:07d}.png" for i in range(rows)], overwrite=True,
                                  labels=[f"c{w}" for w in which])
 
 
@@ -56,6 +56,12 @@ def kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return -1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (from /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(port: int, proc, timeout: float) -> float:
@@ -100,9 +106,12 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--queries", type=int, default=250, help="requests per client")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS of the server (FAISS's threads; default: all cores)")
     ap.add_argument("--workdir", default=None, help="where the store is fabricated (default: a temporary folder)")
     ap.add_argument("--startup-timeout", type=float, default=600)
     ap.add_argument("--out", default=None, help="also write the report here")
+    ap.add_argument("--append", action="store_true", help="add the report to --out instead of replacing it")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,7 +122,8 @@ def main(argv=None) -> int:
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "embedkit", "serve", str(store.path), "--port", str(port),
                                  "--max-points", "5000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, EMBEDKIT_FORCE_CPU="1"))
+                                env=dict(os.environ, EMBEDKIT_FORCE_CPU="1",
+                                         **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})))
         try:
             startup = wait_ready(port, proc, args.startup_timeout)
             info = json.loads(_get(port, "/api/info"))
@@ -123,12 +133,13 @@ def main(argv=None) -> int:
             lat, errors = [], []
             threads = [threading.Thread(target=client, args=(port, args.rows, args.queries, args.k, s, lat, errors))
                        for s in range(args.clients)]
-            t = time.perf_counter()
+            t, cpu0, own0 = time.perf_counter(), cpu_seconds(proc.pid), time.process_time()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - t
+            cpu, own = cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
             peak = kib(proc.pid, "VmHWM")
         finally:
             proc.terminate()
@@ -141,16 +152,19 @@ def main(argv=None) -> int:
     n = len(ms)
     met = not errors and p99 < 100
     codes_mib = args.rows * args.dim * 4 / 2**20
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
-        f"embedkit serve load test  ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
-        f"clients and server share them)",
+        f"embedkit serve load test  ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {load:.1f} at the end; clients and server share them)",
         f"store: {args.rows} x {args.dim} float32 codes ({codes_mib:.0f} MiB), fabricated in {fab:.1f} s; "
         f"index: {info['index']}",
-        f"server: ready in {startup:.1f} s after start; memory after start-up {rss_ready / 1024:.0f} MiB, "
+        f"server: FAISS threads {args.threads or 'default (all cores)'}; ready in {startup:.1f} s after start; memory after start-up {rss_ready / 1024:.0f} MiB, "
         f"peak (VmHWM) {peak / 1024:.0f} MiB",
         f"load: {args.clients} concurrent clients x {args.queries} requests GET /api/search/row/R?k={args.k} "
         f"(exact search, random rows)",
         f"  {n} requests in {wall:.1f} s: {n / wall:.0f} requests/s",
+        f"  CPU: server {cpu:.1f} s ({cpu / n * 1000:.1f} ms a request: {n / max(cpu, 1e-9):.0f} requests per "
+        f"CPU-second), clients {own:.1f} s; wall x cores available {wall * (os.cpu_count() or 1):.0f} s",
         f"  latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {ms.max():.1f}",
         f"  errors: {len(errors)}" + (f" (first: {errors[0]!r})" if errors else ""),
         f"target (0 errors, p99 < 100 ms): {'met' if met else 'NOT met'}",
@@ -159,7 +173,8 @@ def main(argv=None) -> int:
     print(text, flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        with open(args.out, "a" if args.append else "w", encoding="utf-8") as f:
+            f.write(("\n" if args.append else "") + text + "\n")
     return 0 if not errors else 1
 
 

@@ -48,10 +48,12 @@ class SearchService:
         self.store = store
         self.index = index
         self.metric = index.metric
-        self.paths = [str(p) for p in store.paths]
-        self.labels = [("" if v is None else str(v)) for v in store.labels]
+        # the store's own cached columns (object arrays of str), not copies; paths found by binary search in a
+        # sorted view (two pointer arrays) rather than a dict of N entries
+        self.paths, self.labels = store.paths, store.labels
         self.sha1 = _recorded_sha1(store)
-        self._row_of_path = {p: r for r, p in enumerate(self.paths)}
+        self._by_path = np.argsort(self.paths, kind="stable")
+        self._sorted_paths = self.paths[self._by_path]
         self._sizes = {c: store.column(c) for c in ("width", "height", "bytes") if c in store.columns}
         self._batcher = SearchBatcher(index)
         self._embed_lock = threading.Lock()
@@ -121,7 +123,8 @@ class SearchService:
 
     def row_of_path(self, path: str) -> int:
         """The row of a path exactly as the store records it; :class:`NotFound` otherwise."""
-        row = self._row_of_path.get(str(path))
+        i = int(np.searchsorted(self._sorted_paths, str(path)))
+        row = int(self._by_path[i]) if i < len(self.paths) and self._sorted_paths[i] == str(path) else None
         if row is None:
             raise NotFound(f"path {str(path)!r} is not one of the {len(self.paths)} paths store "
                            f"{str(self.store.path)!r} holds; give a path as /api/items lists it")
@@ -272,13 +275,13 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
     return v
 
 
-def _recorded_sha1(store) -> list[str]:
+def _recorded_sha1(store) -> np.ndarray:
     """The sha1 recorded for each row at embed time ("" where none was, e.g. imported codes)."""
     try:
         col = store.column("sha1")
     except (EmbedkitError, KeyError, ValueError):
-        return [""] * len(store)
-    return ["" if v is None else str(v) for v in col]
+        return np.full(len(store), "", dtype=object)
+    return np.array(["" if v is None else str(v) for v in col], dtype=object)
 
 
 def _points(store, projection, max_points: int) -> dict:
