@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=250, help="requests per client")
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None,
-                    help="OMP_NUM_THREADS of the server (FAISS's threads; default: all cores)")
+                    help="OMP_NUM_THREADS of the server (the search library's threads; default: all cores)")
     ap.add_argument("--workdir", default=None, help="where the store is fabricated (default: a temporary folder)")
     ap.add_argument("--startup-timeout", type=float, default=600)
     ap.add_argument("--out", default=None, help="also write the report here")
@@ -140,6 +140,9 @@ def main(argv=None) -> int:
                 th.join()
             wall = time.perf_counter() - t
             cpu, own = cpu_seconds(proc.pid) - cpu0, time.process_time() - own0
+            done = json.loads(_get(port, "/api/info"))["searches"]
+            batch = (done["queries"] - info["searches"]["queries"] - 20) / max(
+                done["batches"] - info["searches"]["batches"] - 20, 1)
             peak = kib(proc.pid, "VmHWM")
         finally:
             proc.terminate()
@@ -158,13 +161,15 @@ def main(argv=None) -> int:
         f"load average {load:.1f} at the end; clients and server share them)",
         f"store: {args.rows} x {args.dim} float32 codes ({codes_mib:.0f} MiB), fabricated in {fab:.1f} s; "
         f"index: {info['index']}",
-        f"server: FAISS threads {args.threads or 'default (all cores)'}; ready in {startup:.1f} s after start; memory after start-up {rss_ready / 1024:.0f} MiB, "
+        f"server: search threads (OMP_NUM_THREADS) {args.threads or 'default (all cores)'}; ready in "
+        f"{startup:.1f} s after start; memory after start-up {rss_ready / 1024:.0f} MiB, "
         f"peak (VmHWM) {peak / 1024:.0f} MiB",
         f"load: {args.clients} concurrent clients x {args.queries} requests GET /api/search/row/R?k={args.k} "
         f"(exact search, random rows)",
         f"  {n} requests in {wall:.1f} s: {n / wall:.0f} requests/s",
         f"  CPU: server {cpu:.1f} s ({cpu / n * 1000:.1f} ms a request: {n / max(cpu, 1e-9):.0f} requests per "
         f"CPU-second), clients {own:.1f} s; wall x cores available {wall * (os.cpu_count() or 1):.0f} s",
+        f"  searches: {batch:.1f} queries a batch on average (concurrent queries are searched together)",
         f"  latency ms: p50 {p50:.1f}  p95 {p95:.1f}  p99 {p99:.1f}  max {ms.max():.1f}",
         f"  errors: {len(errors)}" + (f" (first: {errors[0]!r})" if errors else ""),
         f"target (0 errors, p99 < 100 ms): {'met' if met else 'NOT met'}",

@@ -23,4 +23,4 @@ def test_bench_serve_toy_run(tmp_path, capsys):
                      "--startup-timeout", "300", "--out", str(out)])
     text = out.read_text()
     assert rc == 0 and "60 requests in" in text and "errors: 0" in text, text
-    assert "flat cosine index on faiss (3000 x 32)" in text and "peak (VmHWM)" in text
+    assert "flat cosine index on torch (3000 x 32)" in text and "peak (VmHWM)" in text

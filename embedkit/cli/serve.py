@@ -16,7 +16,7 @@ __all__ = ["command"]
               help="A classifier folder (`embedkit classify train`): predicted labels for uploaded images.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 makes the service reachable from other machines.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port to listen on.")
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
               help="Distance of the searches (the index cache is shared with `embedkit neighbors`).")
 @click.option("--kind", type=click.Choice(KINDS), default="auto", show_default=True,

@@ -26,6 +26,7 @@ class SearchBatcher:
         self.index = index
         self.max_rows = int(max_rows)
         self._queue: queue.Queue = queue.Queue()
+        self.batches = self.queries = 0  # counters (read by /api/info): the mean batch size is queries / batches
         self._thread = threading.Thread(target=self._run, name="embedkit-search", daemon=True)
         self._thread.start()
 
@@ -61,6 +62,8 @@ class SearchBatcher:
                 return
             batch = self._take_batch(first)
             k = max(item[1] for item in batch)
+            self.batches += 1
+            self.queries += sum(len(item[0]) for item in batch)
             try:
                 D, ids = self.index.search(np.concatenate([item[0] for item in batch]), k)
             except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch, raised in its thread

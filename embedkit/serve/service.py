@@ -74,7 +74,7 @@ class SearchService:
 
         The index comes from the store's index cache (built and saved when missing, as `neighbors` does);
         an exact index that would stream the store at every search is held in memory instead (one copy of
-        the codes), so a search reads no file. ``model``: a classifier folder trained on codes like these.
+        the codes, searched by torch unless ``backend`` says otherwise), so a search reads no file. ``model``: a classifier folder trained on codes like these.
         ``projection``: a saved ``projection-<method>/`` folder of `embedkit view` for the map; without it
         the map is a PCA of the codes computed now (fitted on at most ``max_points`` rows).
         """
@@ -91,7 +91,10 @@ class SearchService:
             check_store_matches(meta, store, model)
         index, _ = cached_index(store, metric, kind, backend, device=device, note=note)
         if index.storage_ == "stream":
-            index = KNNIndex(metric=metric, kind="flat", backend=backend, device=device, storage="memory").fit(store)
+            # torch's matmul + top-k by default: one pass over the codes serves a whole batch of queries, where
+            # CPU FAISS scans them once per query below 20 queries (measured on 100k x 512: 4 queries 73 vs 38 ms)
+            index = KNNIndex(metric=metric, kind="flat", backend="torch" if backend == "auto" else backend,
+                             device=device, storage="memory").fit(store)
         return cls(store, index, classifier=clf, classifier_meta=meta, projection=projection, max_points=max_points,
                    load_backbone=load_backbone, device=device)
 
@@ -107,7 +110,8 @@ class SearchService:
                 "index": self.index.describe(), "can_embed": self.backbone is not None,
                 "map": self.points["method"], "map_points": len(self.points["rows"]),
                 "model": None if self.classifier is None else [str(c) for c in self.classifier.classes_],
-                "max_upload_bytes": MAX_UPLOAD_BYTES, "max_k": self.max_k}
+                "max_upload_bytes": MAX_UPLOAD_BYTES, "max_k": self.max_k,
+                "searches": {"batches": self._batcher.batches, "queries": self._batcher.queries}}
 
     @property
     def max_k(self) -> int:
