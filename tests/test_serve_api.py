@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +15,11 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="embedkit serve needs the serve extra (pip install 'embedkit[serve]')")
 pytest.importorskip("httpx", reason="FastAPI's test client needs httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from embedkit.serve import service as service_mod  # noqa: E402
-from embedkit.serve.app import create_app  # noqa: E402
-from embedkit.serve.service import SearchService  # noqa: E402
+from embedkit.serve import service as service_mod
+from embedkit.serve.app import create_app
+from embedkit.serve.service import SearchService
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,11 @@ def served(tmp_path_factory):
 
 
 def png_bytes(path) -> bytes:
-    return open(path, "rb").read()
+    return Path(path).read_bytes()
 
 
 def test_page_and_info(served):
-    client, svc, _ = served
+    client = served[0]
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN: the page needs only this server
@@ -76,7 +77,7 @@ def test_thumbnails_only_of_unchanged_recorded_files(served, tmp_path):
         r = client.get(f"/api/thumbnails/{row}")
         assert r.status_code == 404 and "sha1" in r.json()["error"]
     finally:
-        open(svc.paths[row], "wb").write(keep)
+        Path(svc.paths[row]).write_bytes(keep)
     assert client.get("/api/thumbnails/999").status_code == 404
     assert client.get("/api/thumbnails/..%2F..%2Fetc%2Fpasswd").status_code in (404, 422)
 
@@ -103,7 +104,7 @@ def test_search_by_row_and_path(served):
 
 
 def test_search_and_predict_by_uploaded_image(served):
-    client, svc, images = served
+    client, _, images = served
     q = png_bytes(images / "triangle" / "triangle_2.png")
     r = client.post("/api/search/image", params={"k": 3}, content=q, headers={"content-type": "image/png"})
     assert r.status_code == 200, r.text
@@ -111,7 +112,7 @@ def test_search_and_predict_by_uploaded_image(served):
     assert body["results"][0]["path"].endswith("triangle_2.png") and body["results"][0]["distance"] < 1e-4
     assert body["predictions"][0]["label"] == "triangle" and len(body["predictions"]) == 3
     p = client.post("/api/predict", params={"top": 2}, content=q).json()["predictions"]
-    assert [x["label"] for x in p][0] == "triangle" and len(p) == 2 and p[0]["score"] >= p[1]["score"]
+    assert p[0]["label"] == "triangle" and len(p) == 2 and p[0]["score"] >= p[1]["score"]
     assert len(client.post("/api/predict", params={"top": 9}, content=q).json()["predictions"]) == 3  # all classes
     assert client.post("/api/predict", params={"top": 0}, content=q).status_code == 400
 
@@ -142,7 +143,7 @@ def test_upload_limits(served, monkeypatch):
 
 
 def test_duplicates(served):
-    client, svc, _ = served
+    client = served[0]
     r = client.get("/api/duplicates", params={"threshold": 0.001}).json()
     groups = [{it["path"].rsplit("/", 1)[-1] for it in g["items"]} for g in r["groups"]]
     assert {"circle_0.png", "circle_copy.png"} in groups and r["groups_total"] == len(groups)

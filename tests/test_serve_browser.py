@@ -88,7 +88,7 @@ def test_find_click_and_follow_neighbours(browser_page):
 
 
 def test_drop_an_image_and_duplicates(browser_page, tmp_path):
-    page, svc, images, url, seen = browser_page
+    page, _, images, _, seen = browser_page
     data = base64.b64encode((images / "circle" / "circle_3.png").read_bytes()).decode()
     page.evaluate("""b64 => {const bin = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
         const dt = new DataTransfer(); dt.items.add(new File([bin], 'dropped.png', {type: 'image/png'}));

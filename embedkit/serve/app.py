@@ -18,7 +18,12 @@ import time
 from importlib import resources
 
 from embedkit.errors import ConfigError, EmbedkitError, MissingDependencyError
-from embedkit.serve.service import NotFound, SearchService, UploadTooLarge, check_upload_size
+from embedkit.serve.service import (
+    NotFound,
+    SearchService,
+    UploadTooLarge,
+    check_upload_size,
+)
 
 SERVER_PACKAGES = ("fastapi", "uvicorn")
 

@@ -43,7 +43,7 @@ class NotFound(DataError):
 class SearchService:
     """One code store loaded for searching. Build with :meth:`open`; every method is thread-safe."""
 
-    def __init__(self, store, index, *, classifier=None, classifier_meta=None, projection=None,
+    def __init__(self, store, index, *, classifier=None, projection=None,
                  max_points: int = MAX_POINTS, load_backbone: bool = True, device: str = "auto"):
         self.store = store
         self.index = index
@@ -59,7 +59,7 @@ class SearchService:
         self._embed_lock = threading.Lock()
         self._dup_lock = threading.Lock()
         self._duplicates: dict = {}
-        self.classifier, self.classifier_meta = classifier, classifier_meta
+        self.classifier = classifier
         self.backbone = store.backbone(device) if load_backbone and store.identity is not None else None
         self.points = _points(store, projection, max_points)
         self.points["paths"] = [self.paths[r] for r in self.points["rows"]]
@@ -69,7 +69,7 @@ class SearchService:
     @classmethod
     def open(cls, store, *, model=None, metric: str = "cosine", kind: str = "auto", backend: str = "auto",
              device: str = "auto", projection=None, max_points: int = MAX_POINTS, load_backbone: bool = True,
-             note=None) -> "SearchService":
+             note=None) -> SearchService:
         """Load ``store`` (a folder or a CodeStore) for serving.
 
         The index comes from the store's index cache (built and saved when missing, as `neighbors` does);
@@ -83,9 +83,12 @@ class SearchService:
         from embedkit.store.codestore import CodeStore
 
         store = store if isinstance(store, CodeStore) else CodeStore.open(store)
-        clf = meta = None
+        clf = None
         if model is not None:
-            from embedkit.classify.model_folder import check_store_matches, load_classifier
+            from embedkit.classify.model_folder import (
+                check_store_matches,
+                load_classifier,
+            )
 
             clf, meta = load_classifier(model)
             check_store_matches(meta, store, model)
@@ -95,7 +98,7 @@ class SearchService:
             # CPU FAISS scans them once per query below 20 queries (measured on 100k x 512: 4 queries 73 vs 38 ms)
             index = KNNIndex(metric=metric, kind="flat", backend="torch" if backend == "auto" else backend,
                              device=device, storage="memory").fit(store)
-        return cls(store, index, classifier=clf, classifier_meta=meta, projection=projection, max_points=max_points,
+        return cls(store, index, classifier=clf, projection=projection, max_points=max_points,
                    load_backbone=load_backbone, device=device)
 
     def close(self) -> None:
