@@ -46,7 +46,7 @@ def app():
 
 # Sub-commands, in the order `embedkit --help` lists them. Each module imports only click at import time
 # (torch and the stages are imported inside the commands), so --help and TAB completion stay fast.
-COMMANDS = ("embed", "store", "classify", "neighbors", "finetune", "view", "inspect", "demo", "layers")
+COMMANDS = ("embed", "store", "classify", "neighbors", "finetune", "view", "inspect", "serve", "demo", "layers")
 
 
 def _register():
