@@ -26,9 +26,11 @@ from embedkit.view.project import (
     Rows,
     _fmt,
     _sample_indices,
+    check_view_backend,
     code_metrics,
     describe,
     project,
+    resolve_method,
 )
 
 COLOR_BY = ("label", "design", "none")
@@ -120,7 +122,7 @@ def _title(name: str, store) -> str:
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
-def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
+def view(stores, out, method: str | None = None, backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
          progress: bool = False, *, device: str | None = "auto", overwrite: bool = False, rest: str | None = None,
@@ -138,9 +140,13 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     on at most ``metrics_points`` labelled rows; with a fine-tuning run's ``split_json``
     (default: the one next to the weights of any of the stores, applied to all of
     them) they are also given on its test images only (``ViewPanel.metrics_test``),
-    which the network was not trained on. ``log`` gets progress lines.
+    which the network was not trained on. ``log`` gets progress lines. ``method`` None: UMAP, or PCA where
+    umap-learn is not installed (:func:`~embedkit.view.project.resolve_method`).
     """
     t0 = time.perf_counter()
+    method = resolve_method(method, backend, device)
+    if not reuse:  # the projection library is checked before any store is read
+        check_view_backend(method, backend, device)
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
     stores = [_open(s) for s in ([stores] if single else stores)]
     out = Path(out)
