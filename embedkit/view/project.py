@@ -207,7 +207,7 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     chosen = _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
     if asked_auto and chosen == "opentsne" and not _device.has_module("openTSNE"):
         # openTSNE comes with the `view` extra; scikit-learn's TSNE (always installed) does the same, slower
-        logging.getLogger(__name__).info("openTSNE is not installed (pip install 'embedkit[view]'): t-SNE by "
+        logging.getLogger(__name__).info("openTSNE is not installed (pip install \"embedkit[view]\"): t-SNE by "
                                          "scikit-learn, which is slower")
         chosen = "sklearn"
     return chosen
