@@ -271,7 +271,7 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
 
 def test_default_map_draws_on_the_base_install_and_umap_fails_before_any_work(tmp_path, shape_store, monkeypatch):
     """Without umap-learn (simulated: its import fails) the default draws a PCA map with a one-line note; an
-    explicit --method umap is refused before the store is read or PCA runs, naming the extra."""
+    explicit --method umap is refused before any projection (PCA) runs, naming the extra."""
     import sys
 
     from embedkit.cli.main import app
@@ -285,9 +285,9 @@ def test_default_map_draws_on_the_base_install_and_umap_fails_before_any_work(tm
     assert (tmp_path / "map.proj" / "projection-pca" / "proj.json").exists() and "PCA of all 24 points" in r.output
 
     def no_work(*_a, **_k):
-        raise AssertionError("a store was opened before the projection library was checked")
+        raise AssertionError("a projection started before the projection library was checked")
 
-    monkeypatch.setattr(pipeline, "_open", no_work)
+    monkeypatch.setattr(pipeline, "project", no_work)
     r = CliRunner().invoke(app, ["view", str(shape_store.path), "-o", str(tmp_path / "u.png"), "--method", "umap"])
     assert r.exit_code == 2 and "'umap'" in r.output and "embedkit[view]" in r.output, r.output
     assert "Traceback" not in r.output

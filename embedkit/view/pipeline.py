@@ -144,9 +144,6 @@ def view(stores, out, method: str | None = None, backend: str | None = "auto", s
     umap-learn is not installed (:func:`~embedkit.view.project.resolve_method`).
     """
     t0 = time.perf_counter()
-    method = resolve_method(method, backend, device)
-    if not reuse:  # the projection library is checked before any store is read
-        check_view_backend(method, backend, device)
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
     stores = [_open(s) for s in ([stores] if single else stores)]
     out = Path(out)
@@ -160,6 +157,9 @@ def view(stores, out, method: str | None = None, backend: str | None = "auto", s
     limit_draw = DEFAULT_MAX_DRAW[kind] if max_draw is None else int(max_draw)
     if limit_draw < 1:
         raise invalid("max_draw", max_draw, "a positive integer")
+    method = resolve_method(method, backend, device)  # checks CUDA (imports torch): after the paths
+    if not reuse:  # the projection library is checked before any projection starts
+        check_view_backend(method, backend, device)
     say = log or logging.getLogger(__name__).info  # progress lines: the module's logger by default
     base = Path(proj_dir) if proj_dir is not None else out.with_name(out.stem + ".proj")
     names = [Path(s.path).name for s in stores]
