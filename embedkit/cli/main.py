@@ -61,6 +61,14 @@ class EmbedkitGroup(click.Group):
         except EmbedkitError as exc:
             click.echo(f"error: {cli_words(str(exc), _options(self, ctx))}", err=True)
             ctx.exit(2)
+        except (ImportError, RuntimeError) as exc:  # a torch/torchvision pair that cannot load: one line too
+            from embedkit.versions import import_failure
+
+            message = import_failure(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(2)
         except OSError as exc:  # a file system refusal (permissions, a vanished disk): one line, not a traceback
             click.echo(f"error: {exc.strerror or exc}" + (f": {exc.filename!r}" if exc.filename else ""), err=True)
             ctx.exit(1)
@@ -78,8 +86,10 @@ class EmbedkitGroup(click.Group):
 def app():
     """Neural codes from pretrained CNNs: embed, classify, find neighbours, fine-tune, view."""
     from embedkit.cli.options import configure_logging
+    from embedkit.versions import check_torch_pair
 
     configure_logging()
+    check_torch_pair()  # package metadata only (milliseconds): a mismatched pair is one line, not a traceback
 
 
 # Sub-commands, in the order `embedkit --help` lists them. Each module imports only click at import time
