@@ -46,17 +46,17 @@ def install_fix(torch_version: str) -> str:
 
 def pair_problem() -> str | None:
     """Why the installed torch and torchvision cannot load together (a one-line message), or None."""
-    tv, tvv = _version("torch"), _version("torchvision")
-    if not tv or not tvv:
+    torch_v, vision_v = _version("torch"), _version("torchvision")
+    if not torch_v or not vision_v:
         return None  # a missing package fails at its import with its own message
-    t, v = _minor(tv), _minor(tvv)
+    t, v = _minor(torch_v), _minor(vision_v)
     if t and v and t[0] == 2 and v[0] == 0 and v[1] != t[1] + TORCHVISION_OFFSET:
         why = f"torch {t[0]}.{t[1]} goes with torchvision 0.{t[1] + TORCHVISION_OFFSET}"
-    elif _local(tv) and _local(tvv) and _local(tv) != _local(tvv):
-        why = f"one is a {_local(tv)} build, the other a {_local(tvv)} build"
-    else:
+    elif _local(torch_v) and _local(vision_v) and _local(torch_v) != _local(vision_v):
+        why = f"one is a {_local(torch_v)} build, the other a {_local(vision_v)} build"
+    else:  # (a PyPI torchvision has no build label: a mismatch of builds then shows at import, see import_failure)
         return None
-    return f"torch {tv} and torchvision {tvv} cannot load together ({why}); fix: {install_fix(tv)}"
+    return f"torch {torch_v} and torchvision {vision_v} cannot load together ({why}); fix: {install_fix(torch_v)}"
 
 
 def check_torch_pair() -> None:
@@ -74,7 +74,7 @@ def import_failure(exc: BaseException) -> str | None:
     loading = isinstance(exc, ImportError) and "torchvision" in (text + str(getattr(exc, "name", "") or ""))
     if not (loading or (isinstance(exc, RuntimeError) and "torchvision::" in text)):
         return None
-    tv, tvv = _version("torch") or "?", _version("torchvision") or "?"
-    first = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
-    return (f"torchvision {tvv} cannot be loaded with torch {tv} ({first}); reinstall the pair from one index: "
-            f"{install_fix(tv)}")
+    torch_v, vision_v = _version("torch") or "?", _version("torchvision") or "?"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return (f"torchvision {vision_v} cannot be loaded with torch {torch_v} ({first}); reinstall the pair from one "
+            f"index: {install_fix(torch_v)}")

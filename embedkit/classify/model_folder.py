@@ -78,7 +78,7 @@ def load_classifier(path):
 
     path = Path(path)
     if not (path / "model.json").exists():
-        from embedkit.folders import not_a_model
+        from embedkit.store.folders import not_a_model
 
         raise StoreError(f"{str(path)!r} is not a classifier model: {not_a_model(path)}")
     try:

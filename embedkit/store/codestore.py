@@ -56,7 +56,7 @@ class CodeStore:
             if (path / WORK).exists():
                 raise StoreError(f"{str(path)!r} is not a code store yet: an interrupted run is there; embed again "
                                  "with --resume")
-            from embedkit.folders import not_a_store
+            from embedkit.store.folders import not_a_store
 
             raise StoreError(f"{str(path)!r} is not a code store: {not_a_store(path)}")
         try:

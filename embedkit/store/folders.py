@@ -1,4 +1,4 @@
-"""What a folder given in the wrong place is, and what to do with it instead.
+"""What a folder given where a code store or a model is expected is, and what to do with it instead.
 
 "not a code store" and "not a classifier model" name what the folder *is* (a folder of images, a fine-tuning
 run, a store's ``shards/``...) and the command that uses it, instead of suggesting to write into it. Only the
