@@ -91,7 +91,7 @@ def test_bench_engines_toy(tmp_path):
     pytest.importorskip("ray.data")
     out = tmp_path / "engines.txt"
     load("bench_engines").main(["--images", "4", "--size", "48", "--repeat", "1", "--num-cpus", "2",
-                                "--out", str(out)])
+                                "--weights", "none", "--out", str(out)])
     text = out.read_text()
     assert "same rows in the same order: True" in text and "ratio ray/local" in text, text
 

@@ -30,7 +30,8 @@ def test_what_the_folder_is_and_what_to_do_with_it(tmp_path, shapes_dir):
     msg = _error("view", run, "-o", tmp_path / "map.png")
     assert "it is a fine-tuning run" in msg and f"--weights {run / 'best.pt'}" in msg
     msg = _error("classify", "predict", codes, shapes_dir)
-    assert "is not a classifier model: it is a code store" in msg and f"`embedkit classify train {codes} -o model/`" in msg
+    assert "is not a classifier model: it is a code store" in msg
+    assert f"`embedkit classify train {codes} -o model/`" in msg
     msg = _error("classify", "predict", run, shapes_dir)
     assert "it is a fine-tuning run (a network, not an SVM)" in msg
     msg = _error("classify", "predict", shapes_dir, codes)
