@@ -21,7 +21,9 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 _OPTIONAL = {
     "cuml": ("cuml-cu13", "gpu"),
     "cupy": ("cupy-cuda13x", "gpu"),
-    "faiss": ("faiss-cpu (or faiss-gpu)", None),
+    "faiss": ("faiss-cpu", None),  # a base dependency (the gpu extra brings the GPU build)
+    "ray": ("ray[data]", "ray"),
+    "ray.data": ("ray[data]", "ray"),
     "umap": ("umap-learn", "view"),
     "openTSNE": ("openTSNE", "view"),
 }
@@ -83,7 +85,7 @@ def optional_import(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         req, extra = _OPTIONAL.get(module, (module, None))
-        fix = f"pip install 'embedkit[{extra}]'" if extra else f"pip install {req}"
+        fix = f'pip install "embedkit[{extra}]"' if extra else f'pip install "{req}"'
         raise MissingDependencyError(
             f"{purpose} needs the optional package {module!r}, which is not installed ({exc}); fix: {fix}"
         ) from exc

@@ -276,6 +276,30 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     assert page.remote == [] and len(page.data["panels"][0]["xy"]) == 24
 
 
+def test_default_map_draws_on_the_base_install_and_umap_fails_before_any_work(tmp_path, shape_store, monkeypatch):
+    """Without umap-learn (simulated: its import fails) the default draws a PCA map with a one-line note; an
+    explicit --method umap is refused before any projection (PCA) runs, naming the extra."""
+    import sys
+
+    from embedkit.cli.main import app
+    from embedkit.view import pipeline
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError, as on the base install
+    r = CliRunner().invoke(app, ["view", str(shape_store.path), "-o", str(tmp_path / "map.png")])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.output.splitlines() if "umap-learn is not installed" in ln]
+    assert len(notes) == 1 and 'pip install "embedkit[view]"' in notes[0], r.output
+    assert (tmp_path / "map.proj" / "projection-pca" / "proj.json").exists() and "PCA of all 24 points" in r.output
+
+    def no_work(*_a, **_k):
+        raise AssertionError("a projection started before the projection library was checked")
+
+    monkeypatch.setattr(pipeline, "project", no_work)
+    r = CliRunner().invoke(app, ["view", str(shape_store.path), "-o", str(tmp_path / "u.png"), "--method", "umap"])
+    assert r.exit_code == 2 and "'umap'" in r.output and "embedkit[view]" in r.output, r.output
+    assert "Traceback" not in r.output
+
+
 def test_real_codes_group_by_class(emoji_store, tmp_path):
     """On the real illustration codes, neighbours share the class far above chance (1/30), and the map is drawn."""
     res = view(emoji_store, tmp_path / "emoji.png", method="tsne", thumbnails=10, max_points=200)

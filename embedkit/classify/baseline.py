@@ -44,6 +44,11 @@ HOMONYMS: dict[str, tuple[str | None, str]] = {
                             "is not an ImageNet class"),
     "mouse": (None, "ImageNet's 'mouse' (n03793489) is the computer mouse; the animal is not an ImageNet-1k class "
                     "(map it with a --map row 'mouse,computer mouse' where the dataset means the device)"),
+    # WordNet folk names that put another animal in the class: a near-but-wrong animal is not a match
+    "hedgehog": (None, "'hedgehog' is a WordNet folk name of the porcupine (n02346627), a different animal; the "
+                       "hedgehog is not an ImageNet-1k class"),
+    "maned wolf": (None, "'maned wolf' is a WordNet name of the red wolf (n02114712), a different animal; the maned "
+                         "wolf is not an ImageNet-1k class"),
 }
 
 

@@ -79,8 +79,9 @@ def load_classifier(path):
 
     path = Path(path)
     if not (path / "model.json").exists():
-        raise StoreError(f"{str(path)!r} is not a classifier model: model.json is missing; "
-                         f"train one with `embedkit classify train CODES -o {path}`")
+        from embedkit.store.folders import not_a_model
+
+        raise StoreError(f"{str(path)!r} is not a classifier model: {not_a_model(path)}")
     try:
         meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:

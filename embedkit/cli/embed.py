@@ -36,7 +36,7 @@ from embedkit.store.layout import DTYPES
               help="Images per shard, the unit of commit and resume (default: from the number of files, 128-8192).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this process and its loader workers; ray: decoding tasks and one model actor per GPU "
-                   "(or CPU actors) on a Ray cluster (pip install 'embedkit[ray]').")
+                   "(or CPU actors) on a Ray cluster (pip install \"embedkit[ray]\").")
 @click.option("--ray-address", default=None,
               help="With --engine ray: 'auto' joins a running cluster (ray start --head), an address joins that one; "
                    "default: start a local cluster.")

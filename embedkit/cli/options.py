@@ -6,6 +6,7 @@ CLI and the Python API never disagree. Importing this module must stay cheap: no
 
 from __future__ import annotations
 
+import difflib
 import logging
 
 import click
@@ -35,8 +36,21 @@ def device_option(f):
                         help="Where to run: auto picks CUDA when present, else the CPU.")(f)
 
 
+def backbone_name(_ctx, _param, value):
+    """Refuse a near miss of a built-in backbone name at once, before torch and timm are imported (seconds):
+    ``efficientnet_lit0`` -> "did you mean efficientnet_lite0?". Other names are looked up when the model is
+    built (any timm / torchvision model); a library's own model close to a built-in name takes its prefix."""
+    if value is None or value in defaults.BUILTIN_BACKBONES or ":" in value:
+        return value
+    near = difflib.get_close_matches(value, defaults.BUILTIN_BACKBONES, n=1, cutoff=0.85)
+    if near:
+        raise click.BadParameter(f"{value!r} is not known: did you mean {near[0]}? (for timm's or torchvision's "
+                                 f"own model of that name write timm:{value} or torchvision:{value})")
+    return value
+
+
 def backbone_option(f):
-    return click.option("--backbone", default=defaults.BACKBONE, show_default=True,
+    return click.option("--backbone", default=defaults.BACKBONE, show_default=True, callback=backbone_name,
                         help="Registered name (vgg19 = the paper's, resnet50, efficientnet_lite0...) or any "
                              "timm/torchvision model (timm:NAME, torchvision:NAME).")(f)
 

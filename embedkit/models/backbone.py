@@ -59,7 +59,7 @@ class Backbone:
         self.spatial = spatial
         model.eval()
         # channels_last pays on both devices (measured 1.5-3x on CPU with oneDNN for conv nets).
-        self.model = FeatureModel(model, self.node, self.spec.source, spatial).eval().to(self.device)
+        self.model = FeatureModel(model, self.node, self.spec.source, spatial, spec=self.spec).eval().to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = precision
         self.amp_dtype = autocast_dtype(self.device, precision)

@@ -89,5 +89,5 @@ def resolve_knn_backend(backend: str | None, kind: str, device: str | None = "au
         resolve_backend("faiss-gpu", gpu="faiss-gpu", cpu="faiss", purpose="kNN search", gpu_module="faiss")
         if not hasattr(optional_import("faiss", "kNN search"), "StandardGpuResources"):
             raise ConfigError("backend='faiss-gpu' needs a GPU build of FAISS (this one is CPU-only); "
-                              "fix: pip install 'embedkit[gpu]', or use backend='torch' for exact GPU search")
+                              "fix: pip install \"embedkit[gpu]\", or use backend='torch' for exact GPU search")
     return req

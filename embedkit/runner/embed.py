@@ -62,8 +62,7 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     ``on_shard(shard_id, rows, skipped)`` is called after each committed shard (local engine).
     Returns an :class:`EmbedResult`.
     """
-    from embedkit.models.backbone import Backbone
-    from embedkit.runner.job import prepare
+    from embedkit.runner.job import check_output, prepare
 
     t0 = time.perf_counter()
     if engine not in ENGINES:
@@ -75,6 +74,16 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
                                      spatial=spatial, micro_batch=micro_batch).items() if v is not None}
     if engine == "ray" and micro_batch is not None:
         raise ConfigError("micro_batch (--micro-batch) is not used by engine='ray' (--engine ray); leave it out")
+    ray_only = [f"{k}={v!r}" for k, v in dict(num_workers=num_workers, num_gpus=num_gpus,
+                                               ray_address=ray_address).items() if v is not None]
+    if engine != "ray" and ray_only:  # never silently ignored
+        raise ConfigError(f"{', '.join(ray_only)}: only used with engine='ray'; add engine='ray' or leave "
+                          f"{'it' if len(ray_only) == 1 else 'them'} out")
+    # what needs no model is refused before the backbone is built (torch and timm take seconds to import)
+    check_output(out, dtype=dtype, pca_whiten=pca_whiten, shard_rows=shard_rows, resume=resume, append=append,
+                 overwrite=overwrite)
+    from embedkit.models.backbone import Backbone
+
     if isinstance(backbone, Backbone):
         if given:
             raise ConfigError(f"{', '.join(given)} given with an already built Backbone, which has its own; "
@@ -86,12 +95,8 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     else:
         bb = Backbone(backbone, layer, weights or "default", device=device or "auto", precision=precision or "auto",
                       spatial=spatial or "avg", micro_batch=micro_batch)
-    from pathlib import Path
-
     from embedkit.store.lock import FolderLock
 
-    if Path(out).exists() and not Path(out).is_dir():
-        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
     with FolderLock(out, "embed"):
         job, resumed = prepare(source, out, bb.identity(), bb.dim, dtype=dtype, l2_normalize=l2_normalize,
                                pca_whiten=pca_whiten, resume=resume, append=append, overwrite=overwrite,

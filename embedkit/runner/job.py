@@ -123,6 +123,30 @@ class ShardBuffer:
         return done
 
 
+def check_output(out, *, dtype: str = "float32", pca_whiten: int | None = None, shard_rows: int | None = None,
+                 resume: bool = False, append: bool = False, overwrite: bool = False) -> None:
+    """The refusals of :func:`prepare` that need no model or images: :func:`embedkit.embed` runs them before the
+    backbone is built (seconds of torch imports), and :func:`prepare` again under the store's lock."""
+    if dtype not in DTYPES:
+        raise invalid("dtype", dtype, DTYPES)
+    if pca_whiten is not None and int(pca_whiten) < 1:
+        raise invalid("pca_whiten", pca_whiten, "the number of components (>= 1)")
+    if shard_rows is not None and int(shard_rows) < 1:
+        raise invalid("shard_rows", shard_rows, "a positive number of rows")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
+    if overwrite:
+        return
+    if (out / WORK / JOB).exists():  # a work folder without its plan was never started: prepare removes it
+        if not resume:
+            raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
+                             "or start over with --overwrite (overwrite=True)")
+    elif (out / META).exists() and not (append or resume):
+        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
+                         "replace it with --overwrite (overwrite=True)")
+
+
 def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2_normalize: bool = False,
             pca_whiten: int | None = None, resume: bool = False, append: bool = False, overwrite: bool = False,
             shard_rows: int | None = None) -> tuple[Job, bool]:
@@ -133,34 +157,22 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
     """
     from embedkit.store.codestore import CodeStore
 
-    if dtype not in DTYPES:
-        raise invalid("dtype", dtype, DTYPES)
-    if pca_whiten is not None and int(pca_whiten) < 1:
-        raise invalid("pca_whiten", pca_whiten, "the number of components (>= 1)")
-    if shard_rows is not None and int(shard_rows) < 1:
-        raise invalid("shard_rows", shard_rows, "a positive number of rows")
+    check_output(out, dtype=dtype, pca_whiten=pca_whiten, shard_rows=shard_rows, resume=resume, append=append,
+                 overwrite=overwrite)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
     work = out / WORK
     if work.exists() and not (work / JOB).exists():
         shutil.rmtree(work)  # killed before its plan was written: nothing of it was started
     if overwrite:
         remove_store_files(out)
     exists = (out / META).exists()
-    if work.exists():
-        if not resume:
-            raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
-                             "or start over with --overwrite (overwrite=True)")
+    if work.exists():  # with resume (check_output refused it otherwise)
         job = Job.load(out)
         diffs = identity_mismatch(job.identity, identity)
         if diffs:
             raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer "
                                 f"({'; '.join(diffs)}); resume with the same options or --overwrite (overwrite=True)")
         return job, True
-    if exists and not (append or resume):
-        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
-                         "replace it with --overwrite (overwrite=True)")
     old = CodeStore.open(out) if exists else None
     if old is not None:
         if old.version < 3:

@@ -59,9 +59,12 @@ class CodeStore:
         path = Path(path)
         meta_file = path / META
         if not meta_file.exists():
-            hint = " (an interrupted run is there: embed again with --resume)" if (path / WORK).exists() else ""
-            raise StoreError(f"{str(path)!r} is not a code store: meta.json is missing{hint}; create one with "
-                             f"`embedkit embed IMAGES -o {path}`")
+            if (path / WORK).exists():
+                raise StoreError(f"{str(path)!r} is not a code store yet: an interrupted run is there; embed again "
+                                 "with --resume")
+            from embedkit.store.folders import not_a_store
+
+            raise StoreError(f"{str(path)!r} is not a code store: {not_a_store(path)}")
         meta = read_json(meta_file, path)
         version = check_meta(meta, path)
         if version == 3:

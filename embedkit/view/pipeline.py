@@ -27,9 +27,11 @@ from embedkit.view.project import (
     Rows,
     _fmt,
     _sample_indices,
+    check_view_backend,
     code_metrics,
     describe,
     project,
+    resolve_method,
 )
 
 COLOR_BY = ("label", "design", "none")
@@ -155,7 +157,7 @@ def _differences(saved: dict, want: dict, keys) -> list:
             if key in keys and saved.get(key) != v]
 
 
-def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
+def view(stores, out, method: str | None = None, backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
          progress: bool = False, *, device: str | None = "auto", overwrite: bool = False, rest: str | None = None,
@@ -174,7 +176,8 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     on at most ``metrics_points`` labelled rows; with a fine-tuning run's ``split_json``
     (default: the one next to the weights of any of the stores, applied to all of
     them) they are also given on its test images only (``ViewPanel.metrics_test``),
-    which the network was not trained on. ``log`` gets progress lines.
+    which the network was not trained on. ``log`` gets progress lines. ``method`` None: UMAP, or PCA where
+    umap-learn is not installed (:func:`~embedkit.view.project.resolve_method`).
     """
     t0 = time.perf_counter()
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
@@ -190,6 +193,9 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     limit_draw = DEFAULT_MAX_DRAW[kind] if max_draw is None else int(max_draw)
     if limit_draw < 1:
         raise invalid("max_draw", max_draw, "a positive integer")
+    method = resolve_method(method, backend, device)  # checks CUDA (imports torch): after the paths
+    if not reuse:  # the projection library is checked before any projection starts
+        check_view_backend(method, backend, device)
     say = log or logging.getLogger(__name__).info  # progress lines: the module's logger by default
     base = Path(proj_dir) if proj_dir is not None else out.with_name(out.stem + ".proj")
     names = [Path(s.path).name for s in stores]

@@ -28,9 +28,11 @@ bounded seeded sample of labelled rows.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,10 +211,45 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     chosen = _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
     if asked_auto and chosen == "opentsne" and not _device.has_module("openTSNE"):
         # openTSNE comes with the `view` extra; scikit-learn's TSNE (always installed) does the same, slower
-        logging.getLogger(__name__).info("openTSNE is not installed (pip install 'embedkit[view]'): t-SNE by "
+        logging.getLogger(__name__).info("openTSNE is not installed (pip install \"embedkit[view]\"): t-SNE by "
                                          "scikit-learn, which is slower")
         chosen = "sklearn"
     return chosen
+
+
+#: the library each CPU backend imports (checked before any work, so a missing one fails at once)
+_BACKEND_MODULES = {"umap-learn": "umap", "opentsne": "openTSNE"}
+
+
+def _installed(module: str) -> bool:
+    """True when ``module`` can be imported, without importing it (umap-learn takes seconds to import)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_method(method: str | None, backend: str | None = "auto", device: str | None = "auto") -> str:
+    """``method``, or for None the default: UMAP, or PCA (with a one-line note) where no UMAP library is
+    installed (the base install has no umap-learn), so the default map always draws."""
+    if method is not None:
+        return method
+    if backend not in (None, "auto"):
+        return "umap"
+    be = resolve_view_backend("umap", backend, device)
+    if be in _BACKEND_MODULES and not _installed(_BACKEND_MODULES[be]):
+        logging.getLogger(__name__).warning(
+            'umap-learn is not installed: drawing a PCA map (pip install "embedkit[view]" for UMAP, or --method tsne)')
+        return "pca"
+    return "umap"
+
+
+def check_view_backend(method: str, backend: str | None = "auto", device: str | None = "auto") -> str:
+    """:func:`resolve_view_backend`, and its library installed: called before any work, so a missing
+    umap-learn fails at once instead of after the PCA reduction."""
+    be = resolve_view_backend(method, backend, device)
+    if be in _BACKEND_MODULES and not _installed(_BACKEND_MODULES[be]):
+        _device.optional_import(_BACKEND_MODULES[be], f"{method} projection with backend {be!r}")
+    return be
 
 
 def _fmt(n: int) -> str:
@@ -247,7 +284,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
     ``log`` receives start/end lines with timings. Same seed, same backend, same
     input: same coordinates (cuML t-SNE/UMAP are not bit-reproducible on GPU).
     """
-    be = resolve_view_backend(method, backend, device)
+    be = check_view_backend(method, backend, device)
     src = codes if isinstance(codes, Rows) else Rows(codes)
     n, d = src.n, src.d
     if n < MIN_POINTS:
