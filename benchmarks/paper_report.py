@@ -56,8 +56,9 @@ def section(kind: str, units: list, res: dict, recipes: list) -> tuple[list, dic
     if not have:
         return [], {}
     b1 = [base[u]["top1"] for u in have]
-    row("ImageNet softmax (1000-way)", [base[u]["softmax"]["top1"] for u in have],
-        [base[u]["softmax"]["top5"] for u in have])
+    if all(base[u].get("softmax") for u in have):  # no softmax row where no label is an ImageNet class
+        row("ImageNet softmax (1000-way)", [base[u]["softmax"]["top1"] for u in have],
+            [base[u]["softmax"]["top5"] for u in have])
     row("ImageNet codes + SVM", b1, [base[u]["top5"] for u in have])
     for name in recipes:
         r = res[name]

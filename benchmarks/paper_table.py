@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # paper_report, a sibling script
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/datasets/emoji-dev"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -92,7 +93,10 @@ def imagenet_mapping(labels):
     return m
 
 
-def softmax_row(logits_store, split, mapping) -> dict:
+def softmax_row(logits_store, split, mapping) -> dict | None:
+    """The ImageNet classifier's own top-1/top-5 on the test images (None when no label is an ImageNet class)."""
+    if not mapping.mapped:
+        return None
     from embedkit.classify.baseline import baseline_report
 
     rep, _ = baseline_report(np.asarray(logits_store.codes, dtype=np.float64)[split.test],
@@ -190,6 +194,7 @@ def main(argv=None) -> int:
                     help="override a recipe option (with --name: a variant measured under its own name)")
     ap.add_argument("--name", default=None, help="name of the variant made by --set (one recipe)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the cache")
+    ap.add_argument("--work", default=None, help="cache and run folder (default: benchmarks/results/tmp/paper_table)")
     ap.add_argument("--out", default=None, help="report path without suffix (default: benchmarks/results/"
                     "paper_table for emoji-dev, paper_table_<data> otherwise)")
     args = ap.parse_args(argv)
@@ -205,7 +210,9 @@ def main(argv=None) -> int:
     names = {r: (args.name if args.name and len(recipes) == 1 else r if not overrides else
                  r + "+" + ",".join(f"{k}={v}" for k, v in overrides.items())) for r in recipes}
     global WORK
-    if data.resolve() != DEFAULT_DATA.resolve():
+    if args.work:
+        WORK = Path(args.work)
+    elif data.resolve() != DEFAULT_DATA.resolve():
         WORK = WORK / data.name  # one cache per data set
     out = Path(args.out) if args.out else RESULTS / ("paper_table" if data.resolve() == DEFAULT_DATA.resolve()
                                                      else f"paper_table_{data.name}")
@@ -231,7 +238,8 @@ def main(argv=None) -> int:
                      if "test_groups" in kw else ""), flush=True)
             r = cached(cache / BASE / f"{unit}.json", lambda: {**svm_row(base_codes, WORK / "svm" / unit, kw),
                                                              "softmax": softmax_row(logits, s, mapping)})
-            print(f"  ImageNet codes + SVM top-1 {r['top1']:.3f}; softmax {r['softmax']['top1']:.3f}", flush=True)
+            print(f"  ImageNet codes + SVM top-1 {r['top1']:.3f}"
+                  + (f"; softmax {r['softmax']['top1']:.3f}" if r["softmax"] else ""), flush=True)
             for recipe in recipes:
                 name = names[recipe]
                 r = cached(cache / name / f"{unit}.json", lambda: {
@@ -250,5 +258,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())
