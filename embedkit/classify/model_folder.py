@@ -48,6 +48,10 @@ def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None)
     from embedkit import __version__
     from embedkit.classify.serialize import dump_estimator
 
+    if getattr(clf, "backend_", None) == "cuml":  # checked before the folder is touched
+        raise ConfigError(f"a {type(clf).__name__} fitted with cuML cannot be saved (model folders hold "
+                          "scikit-learn's SVM, which loads on any machine); fit it with backend='sklearn' "
+                          "(or device='cpu') before saving it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands

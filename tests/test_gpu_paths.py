@@ -1,0 +1,83 @@
+"""GPU code paths checked on the CPU (issue 26): call shapes against the libraries' real signatures, the
+device and precision choices, fall-backs and error paths, with stand-ins where a GPU library would run."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from helpers import captured_logs
+
+from embedkit.classify.svm import SVMClassifier
+from embedkit.errors import ConfigError
+
+
+def blobs(n_per=12, k=3, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 4, (k, d))
+    X = np.concatenate([c + rng.normal(0, 1, (n_per, d)) for c in centres]).astype(np.float32)
+    return X, np.repeat([f"c{i}" for i in range(k)], n_per).astype(object)
+
+
+class CumlSVC:
+    """cuML's SVC as of 25.06+: keyword-only, no ``**kwargs`` (a wrong keyword is a TypeError, as there)."""
+
+    made: list = []
+
+    def __init__(self, *, handle=None, C=1.0, kernel="rbf", degree=3, gamma="scale", coef0=0.0, tol=1e-3,
+                 cache_size=1024.0, max_iter=-1, nochange_steps=1000, verbose=False, output_type=None,
+                 probability=False, random_state=None, class_weight=None, decision_function_shape="ovo"):
+        self.decision_function_shape = decision_function_shape
+        CumlSVC.made.append(self)
+
+    def fit(self, X, y, sample_weight=None):
+        self.fit_args = (X.dtype, len(np.unique(y)), sample_weight)
+        return self
+
+
+@pytest.fixture
+def fake_cuml(monkeypatch):
+    """A CUDA machine with cuML, as far as the SVM's backend choice and its cuML call can tell."""
+    import embedkit.classify.svm as svm
+
+    mod = types.ModuleType("cuml")
+    mod.svm = types.SimpleNamespace(SVC=CumlSVC)
+    monkeypatch.setitem(sys.modules, "cuml", mod)
+    monkeypatch.setattr(svm, "svm_backend", lambda backend, device: "cuml")
+    CumlSVC.made = []
+    return CumlSVC
+
+
+def test_cuml_svc_is_called_with_its_real_keywords(fake_cuml):
+    X, y = blobs()
+    for decision in ("ovr", "ovo"):
+        clf = SVMClassifier(decision=decision).fit(X, y)
+        assert clf.backend_ == "cuml"
+        assert fake_cuml.made[-1].decision_function_shape == decision
+        assert fake_cuml.made[-1].fit_args[:2] == (np.float32, 3)
+
+
+def test_cuml_multiclass_sample_weights_fall_back_to_sklearn(fake_cuml):
+    """cuML drops sample weights beyond 2 classes: the weighted fit goes to scikit-learn, with a note."""
+    X, y = blobs()
+    with captured_logs() as logs:
+        clf = SVMClassifier(class_weight={"c1": 5.0}).fit(X, y)
+    assert clf.backend_ == "sklearn" and not fake_cuml.made
+    assert "cuML ignores sample weights" in logs.text
+    assert (clf.predict(X) == y).mean() > 0.9
+    # two classes: cuML honours the weights, so it keeps the fit
+    two = np.isin(y, ["c0", "c1"])
+    clf = SVMClassifier().fit(X[two], y[two], sample_weight=np.ones(two.sum()))
+    assert clf.backend_ == "cuml" and fake_cuml.made[-1].fit_args[2] is not None
+
+
+def test_save_classifier_refuses_a_cuml_fit(fake_cuml, tmp_path):
+    from embedkit.classify.model_folder import save_classifier
+
+    X, y = blobs()
+    clf = SVMClassifier().fit(X, y)
+    with pytest.raises(ConfigError, match="fitted with cuML cannot be saved.*backend='sklearn'"):
+        save_classifier(tmp_path / "model", clf, store=None)
+    assert not (tmp_path / "model").exists()
