@@ -65,16 +65,25 @@ def resolve_device(device: str | None = "auto"):
 def autocast_dtype(device, precision: str = "auto"):
     """The autocast dtype for ``precision`` on ``device`` (None = full fp32).
 
-    ``"auto"``: bf16 on CUDA devices that support it, else fp16 on CUDA, and fp32 on CPU
-    (CPU autocast is slower than fp32 for most conv nets).
+    ``"auto"``: bf16 on CUDA devices with native bf16 (:func:`native_bf16`), else fp16 on CUDA (the
+    fine-tuning GradScaler goes with it), and fp32 on CPU (CPU autocast is slower than fp32 for most conv nets).
     """
     import torch
 
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(torch.cuda.get_device_capability(device)) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def native_bf16(capability: tuple[int, int]) -> bool:
+    """True for a CUDA compute capability with bf16 in hardware (Ampere, 8.0, and later).
+
+    Not ``torch.cuda.is_bf16_supported()``: it counts emulated bf16 (slow, or failing, on a V100 or T4)
+    and asks the current device rather than the chosen one.
+    """
+    return tuple(capability) >= (8, 0)
 
 
 def optional_import(module: str, purpose: str) -> ModuleType:

@@ -81,3 +81,41 @@ def test_save_classifier_refuses_a_cuml_fit(fake_cuml, tmp_path):
     with pytest.raises(ConfigError, match="fitted with cuML cannot be saved.*backend='sklearn'"):
         save_classifier(tmp_path / "model", clf, store=None)
     assert not (tmp_path / "model").exists()
+
+
+# --------------------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize("capability, want", [((7, 0), "float16"), ((7, 5), "float16"), ((8, 0), "bfloat16"),
+                                              ((8, 6), "bfloat16"), ((9, 0), "bfloat16")])
+def test_auto_precision_follows_the_chosen_devices_capability(monkeypatch, capability, want):
+    """bf16 only where the hardware has it (>= 8.0), asked of the chosen device, not the current one."""
+    import torch
+
+    from embedkit.device import autocast_dtype
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: asked.append(d) or capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # emulation counts here: unused
+    assert autocast_dtype(torch.device("cuda:1")) == getattr(torch, want)
+    assert asked == [torch.device("cuda:1")]
+    assert autocast_dtype(torch.device("cuda:1"), "bf16") == torch.bfloat16  # an explicit choice stays
+    assert autocast_dtype(torch.device("cpu")) is None
+
+
+def test_fp16_resume_of_a_run_saved_without_a_scaler(monkeypatch, tmp_path):
+    """A run saved on the CPU (disabled GradScaler: state {}) resumes with an enabled fp16 scaler."""
+    import torch
+    from helpers import write_shapes
+
+    import embedkit.finetune.train as train
+
+    data = write_shapes(tmp_path / "shapes", per_class=5, size=32)
+    opts = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8, workers=0, augment=False,
+                strategy="head", lr=1e-2, progress=False, log=lambda m: None)
+    first = train.finetune(data, tmp_path / "run", epochs=1, **opts)
+    assert torch.load(first.last_path, weights_only=True)["scaler"] == {}
+    monkeypatch.setattr(train, "autocast_dtype", lambda device: torch.float16)  # what a pre-Ampere GPU picks
+    more = train.finetune(data, tmp_path / "run", resume=True, epochs=2, **opts)
+    assert more.epochs_run == 1
+    assert torch.load(more.last_path, weights_only=True)["scaler"]["scale"] > 0

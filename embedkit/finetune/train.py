@@ -302,7 +302,8 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
         opt.load_state_dict(state["optimizer"])
         if sched is not None:
             sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # {} from a disabled scaler (CPU, bf16): an fp16 resume starts at the default scale
+            scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"], device)
         saved_epochs = int(state["config"]["epochs"])
         if saved_epochs != cfg.epochs and sched is not None:
