@@ -119,3 +119,50 @@ def test_fp16_resume_of_a_run_saved_without_a_scaler(monkeypatch, tmp_path):
     more = train.finetune(data, tmp_path / "run", resume=True, epochs=2, **opts)
     assert more.epochs_run == 1
     assert torch.load(more.last_path, weights_only=True)["scaler"]["scale"] > 0
+
+
+# --------------------------------------------------------------------------- FAISS on the GPU
+
+
+@pytest.fixture
+def fake_faiss_gpu(monkeypatch):
+    """CPU FAISS made to look like a GPU build on a CUDA machine: index_cpu_to_gpu records the device number."""
+    import faiss
+
+    import embedkit.device
+    import embedkit.retrieve.common
+
+    moved = []
+    monkeypatch.setattr(embedkit.device, "cuda_available", lambda: True)
+    monkeypatch.setattr(embedkit.retrieve.common, "cuda_available", lambda: True)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, index: moved.append(dev) or index, raising=False)
+    monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: index, raising=False)
+    return moved
+
+
+def test_faiss_gpu_index_goes_to_the_chosen_device_and_caps_nprobe(fake_faiss_gpu):
+    from embedkit.retrieve.index import KNNIndex
+
+    X = np.random.default_rng(0).normal(size=(2100, 4)).astype(np.float32)
+    index = KNNIndex(kind="ivf", nlist=2100, nprobe=4000, backend="faiss-gpu", device="cuda:1").fit(X)
+    assert fake_faiss_gpu == [1]
+    index.search(X[:2], 1)
+    assert index.searcher_.index.nprobe == 2048  # not nlist=2100: the GPU throws beyond 2048
+    flat = KNNIndex(kind="flat", backend="faiss-gpu", device="cuda").fit(X[:50])
+    assert fake_faiss_gpu == [1, 0] and flat.search(X[:1], 1)[1][0, 0] == 0
+
+
+def test_knn_classifiers_take_the_device(monkeypatch, fake_faiss_gpu):
+    """cuda:N reaches the kNN index; cpu without FAISS searches with torch instead of failing."""
+    import embedkit.retrieve.common
+    from embedkit.classify.knn import KNNCodesClassifier
+    from embedkit.retrieve.knn_classifier import KNNClassifier
+
+    X, y = blobs()
+    knn = KNNCodesClassifier(n_neighbors=3, device="cuda:1").fit(X, y)
+    assert knn._index().index_.backend_ == "faiss-gpu" and fake_faiss_gpu == [1]
+    assert KNNClassifier(device="cuda:1").get_params()["device"] == "cuda:1"
+    monkeypatch.setattr(embedkit.retrieve.common, "has_module", lambda m: m != "faiss")
+    cpu = KNNCodesClassifier(n_neighbors=3, device="cpu").fit(X, y)
+    assert cpu._index().index_.backend_ == "torch" and (cpu.predict(X) == y).mean() > 0.9
