@@ -166,3 +166,60 @@ def test_knn_classifiers_take_the_device(monkeypatch, fake_faiss_gpu):
     monkeypatch.setattr(embedkit.retrieve.common, "has_module", lambda m: m != "faiss")
     cpu = KNNCodesClassifier(n_neighbors=3, device="cpu").fit(X, y)
     assert cpu._index().index_.backend_ == "torch" and (cpu.predict(X) == y).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- decoding on the device
+
+
+def _jpeg_tensors(n=3):
+    import io
+
+    import torch
+    from PIL import Image
+
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (40 + 10 * i, 30), (40 * i, 100, 200)).save(buf, "JPEG")
+        out.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return out
+
+
+def test_device_decode_out_of_memory_backs_off_instead_of_skipping(monkeypatch):
+    """An injected torch.OutOfMemoryError (decode, then resize) costs no row; only a bad bitstream is "corrupt"."""
+    import torch
+    import torchvision.io
+    from torchvision.transforms.v2 import functional as F
+
+    from embedkit.io.decode import decode_on_device
+    from embedkit.models.preprocessing import Preprocessing
+
+    pre = Preprocessing()
+    good = _jpeg_tensors()
+    bad = torch.frombuffer(bytearray(b"\xff\xd8\xff\xe0" + bytes(range(200)) + b"\xff\xd9"), dtype=torch.uint8)
+    expected, keep, failed = decode_on_device(list(good), pre, torch.device("cpu"))
+    assert keep == [0, 1, 2] and failed == []
+
+    real_decode, real_resize, calls = torchvision.io.decode_jpeg, F.resize, []
+
+    def decode(data, mode, device="cpu"):
+        # the device decoder (called with the batch's torch.device) is out of memory; the CPU one ("cpu") is not
+        calls.append("cpu" if isinstance(device, str) else "device")
+        if not isinstance(device, str):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_decode(data, mode=mode, device=device)
+
+    resized = []
+
+    def resize_oom_once(t, *a, **k):
+        resized.append(t)
+        if len(resized) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real_resize(t, *a, **k)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", decode)
+    monkeypatch.setattr(F, "resize", resize_oom_once)
+    batch, keep, failed = decode_on_device([*good, bad], pre, torch.device("cpu"))
+    assert keep == [0, 1, 2] and torch.equal(batch, expected)
+    assert [k for k, _ in failed] == [3] and failed[0][1].startswith("corrupt JPEG")
+    assert calls[:2] == ["device", "cpu"] and len(resized) == 4  # batch OOM -> CPU; the first resize retried
