@@ -130,11 +130,9 @@ def fake_faiss_gpu(monkeypatch):
     import faiss
 
     import embedkit.device
-    import embedkit.retrieve.common
 
     moved = []
     monkeypatch.setattr(embedkit.device, "cuda_available", lambda: True)
-    monkeypatch.setattr(embedkit.retrieve.common, "cuda_available", lambda: True)
     monkeypatch.setattr(faiss, "StandardGpuResources", lambda: object(), raising=False)
     monkeypatch.setattr(faiss, "index_cpu_to_gpu", lambda res, dev, index: moved.append(dev) or index, raising=False)
     monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda index: index, raising=False)
@@ -155,7 +153,7 @@ def test_faiss_gpu_index_goes_to_the_chosen_device_and_caps_nprobe(fake_faiss_gp
 
 def test_knn_classifiers_take_the_device(monkeypatch, fake_faiss_gpu):
     """cuda:N reaches the kNN index; cpu without FAISS searches with torch instead of failing."""
-    import embedkit.retrieve.common
+    import embedkit.device
     from embedkit.classify.knn import KNNCodesClassifier
     from embedkit.retrieve.knn_classifier import KNNClassifier
 
@@ -163,7 +161,8 @@ def test_knn_classifiers_take_the_device(monkeypatch, fake_faiss_gpu):
     knn = KNNCodesClassifier(n_neighbors=3, device="cuda:1").fit(X, y)
     assert knn._index().index_.backend_ == "faiss-gpu" and fake_faiss_gpu == [1]
     assert KNNClassifier(device="cuda:1").get_params()["device"] == "cuda:1"
-    monkeypatch.setattr(embedkit.retrieve.common, "has_module", lambda m: m != "faiss")
+    real = embedkit.device.has_module
+    monkeypatch.setattr(embedkit.device, "has_module", lambda m: m != "faiss" and real(m))
     cpu = KNNCodesClassifier(n_neighbors=3, device="cpu").fit(X, y)
     assert cpu._index().index_.backend_ == "torch" and (cpu.predict(X) == y).mean() > 0.9
 
@@ -223,3 +222,65 @@ def test_device_decode_out_of_memory_backs_off_instead_of_skipping(monkeypatch):
     assert keep == [0, 1, 2] and torch.equal(batch, expected)
     assert [k for k, _ in failed] == [3] and failed[0][1].startswith("corrupt JPEG")
     assert calls[:2] == ["device", "cpu"] and len(resized) == 4  # batch OOM -> CPU; the first resize retried
+
+
+# --------------------------------------------------------------------------- Ray workers
+
+
+def test_ray_worker_plan_follows_the_device():
+    """Which resources Ray actors ask for, from --device and the cluster's GPUs (no cluster needed)."""
+    from embedkit.runner.ray_engine import check_ray_options, worker_plan
+
+    assert worker_plan("cpu", None, 4, None, 16) == (0.0, 1, "cpu", 16)  # GPUs there, none asked for
+    assert worker_plan("auto", None, 4, None, 16) == (1.0, 4, "auto", 1)
+    assert worker_plan("auto", None, 0, 2, 16) == (0.0, 2, "cpu", 8)
+    assert worker_plan("cuda", 0.5, 1, None, 16) == (0.5, 2, "cuda", 1)
+    with pytest.raises(ConfigError, match="the Ray cluster has no GPUs"):
+        worker_plan("cuda", None, 0, None, 8)
+    with pytest.raises(ConfigError, match="--num-gpus 1 asks GPUs for workers that --device cpu"):
+        check_ray_options("cpu", "cpu", 1)
+    with pytest.raises(ConfigError, match="--device cuda \\(or auto\\) with --engine ray"):
+        check_ray_options("cuda:1", "cpu", None)
+
+
+# --------------------------------------------------------------------------- codes: fp32 reduction, numerics recorded
+
+
+def test_spatial_reduction_runs_in_fp32_under_autocast():
+    """A bf16 code layer is reduced in fp32: the mean of 1 and 1 + 2^-7 is 1 + 2^-8, which bf16 cannot hold."""
+    import torch
+    from torch import nn
+
+    from embedkit.models.features import FeatureModel
+    from embedkit.models.registry import LOGITS
+
+    class BF16Map(nn.Module):
+        def forward(self, x):
+            v = torch.tensor([1.0, 1.0 + 2 ** -7], dtype=torch.bfloat16)
+            return v.repeat(x.shape[0], 1, 1, 1).reshape(x.shape[0], 1, 1, 2)
+
+    fm = FeatureModel(BF16Map(), LOGITS, "timm", "avg")  # the logits node: the whole module is the body
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fm(torch.zeros(2, 3, 4, 4))
+    assert out.dtype == torch.float32 and out[0, 0].item() == 1.0 + 2 ** -8
+
+
+def test_store_records_precision_and_decode_and_refuses_a_mix(shapes_dir, tmp_path):
+    import embedkit
+    from embedkit.classify.model_folder import check_store_matches
+    from embedkit.errors import MismatchError
+    from embedkit.models.backbone import Backbone
+
+    store = embedkit.embed(shapes_dir, tmp_path / "s", device="cpu", workers=0, progress=False).store
+    assert store.identity["precision"] == "fp32" and store.identity["decode"] == "cpu"
+    for kw, fix in ((dict(precision="bf16"), "--precision fp32"), (dict(decode="device"), "--decode cpu")):
+        with pytest.raises(MismatchError, match=f"computed another way .*give {fix} to match"):
+            embedkit.embed(shapes_dir, tmp_path / "s", device="cpu", workers=0, append=True, progress=False, **kw)
+    # queries and models: comparable codes, a note instead of a refusal
+    gpu_made = {**store.identity, "precision": "bf16"}
+    with captured_logs() as logs:
+        Backbone.from_identity(gpu_made, device="cpu")
+        check_store_matches({"identity": gpu_made, "dim": store.dim, "postprocess": store.postprocess.identity},
+                            store)
+    assert "made in bf16, new images are embedded in fp32" in logs.text and "--precision bf16" in logs.text
+    assert "computed another way than store" in logs.text

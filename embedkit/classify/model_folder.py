@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import numpy as np
 
 from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
 from embedkit.errors import ConfigError, MismatchError, StoreError
+from embedkit.models.identity import numerics_mismatch
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "embedkit-classifier/2"
 #: files a model folder may hold (checked before training into an existing folder)
@@ -114,6 +118,10 @@ def check_store_matches(meta: dict, store, model_path="the model") -> None:
                             f"{'without' if store_id is None else 'with'} one; use codes made the same way")
     if model_id is not None:
         store.check_compatible(model_id, what=f"the codes model {str(model_path)!r} was trained on")
+        mix = numerics_mismatch(model_id, store_id)
+        if mix:  # comparable codes, slightly off: a note, not a refusal
+            log.warning("model %r was trained on codes computed another way than store %r's (%s)", str(model_path),
+                        str(store.path), "; ".join(mix))
     pp = store.postprocess.identity
     if store.dim != meta["dim"] or pp != meta["postprocess"]:
         raise MismatchError(f"store {str(store.path)!r} has {store.dim}-d codes with post-processing {pp}, model "

@@ -91,9 +91,9 @@ def svm_backend(backend="auto", device="auto") -> str:
     ``device="cpu"`` means scikit-learn (asking for ``backend="cuml"`` with it is an error); otherwise
     :func:`embedkit.device.resolve_backend` picks cuML on a CUDA machine that has it, else scikit-learn.
     """
-    from embedkit.device import DEVICE_CHOICES, resolve_backend
+    from embedkit.device import DEVICE_CHOICES, Compute, requested_device, resolve_backend
 
-    dev = "auto" if device is None else str(device)
+    dev = requested_device(device)
     if dev.split(":")[0] not in DEVICE_CHOICES:
         raise invalid("device", dev, DEVICE_CHOICES)
     if dev == "cpu":
@@ -101,6 +101,8 @@ def svm_backend(backend="auto", device="auto") -> str:
             raise ConfigError(f"backend {backend!r} runs on a GPU but device 'cpu' was asked for; use backend "
                               "'sklearn' (or auto) with --device cpu, or --device cuda")
         return "sklearn"
+    if isinstance(device, Compute) and backend in (None, "auto"):
+        return device.svm  # resolved once by the entry point
     return resolve_backend(backend, gpu="cuml", cpu="sklearn", purpose="SVM classification")
 
 
@@ -134,7 +136,8 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
     class_weight : None, ``"balanced"`` or ``{class: weight}``. With ``ovr``, ``"balanced"`` balances each
         binary problem; a dict weights each item by its true class in every binary problem.
     backend : ``"auto"`` (cuML when CUDA and cuML are there, else scikit-learn), ``"cuml"`` or ``"sklearn"``.
-    device : ``"auto"``, ``"cpu"`` (always scikit-learn) or ``"cuda"``: reaches the backend choice.
+    device : ``"auto"``, ``"cpu"`` (always scikit-learn), ``"cuda"`` or an entry point's
+        :class:`~embedkit.device.Compute`: reaches the backend choice.
     n_jobs : threads for the binary problems of ``ovr`` (libsvm releases the GIL).
     """
 

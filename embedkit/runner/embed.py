@@ -62,6 +62,7 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     ``on_shard(shard_id, rows, skipped)`` is called after each committed shard (local engine).
     Returns an :class:`EmbedResult`.
     """
+    from embedkit.device import DEVICE_CHOICES, requested_device, resolve_compute
     from embedkit.models.backbone import Backbone
     from embedkit.runner.job import prepare
 
@@ -72,6 +73,9 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
                                      spatial=spatial, micro_batch=micro_batch).items() if v is not None}
     if engine == "ray" and micro_batch is not None:
         raise ConfigError("micro_batch (--micro-batch) is not used by engine='ray' (--engine ray); leave it out")
+    asked = requested_device(device)
+    if asked.split(":")[0] not in DEVICE_CHOICES:
+        raise invalid("device", asked, (*DEVICE_CHOICES, "cuda:N"))
     if isinstance(backbone, Backbone):
         if given:
             raise ConfigError(f"{', '.join(given)} given with an already built Backbone, which has its own; "
@@ -80,9 +84,20 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
             raise ConfigError("engine='ray' builds the backbone on each worker: pass the backbone's name, not a "
                               "built Backbone")
         bb = backbone
+    elif engine == "ray":
+        from embedkit.runner.ray_engine import check_ray_options
+
+        check_ray_options(asked, decode, num_gpus)
+        # the driver's backbone, built once on the CPU: preprocessing, code size and identity (workers build theirs)
+        bb = Backbone(backbone, layer, weights or "default", device="cpu", precision="fp32", spatial=spatial or "avg")
     else:
-        bb = Backbone(backbone, layer, weights or "default", device=device or "auto", precision=precision or "auto",
-                      spatial=spatial or "avg", micro_batch=micro_batch)
+        bb = Backbone(backbone, layer, weights or "default", device=resolve_compute(device),
+                      precision=precision or "auto", spatial=spatial or "avg", micro_batch=micro_batch)
+    identity = {**bb.identity(), "decode": decode}
+    if engine == "ray":
+        identity.pop("precision")  # the workers' precision, known here only when it does not depend on their GPU
+        if precision not in (None, "auto") or asked == "cpu":
+            identity["precision"] = precision if precision not in (None, "auto") else "fp32"
     from pathlib import Path
 
     from embedkit.store.lock import FolderLock
@@ -90,7 +105,7 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
     with FolderLock(out, "embed"):
-        job, resumed = prepare(source, out, bb.identity(), bb.dim, dtype=dtype, l2_normalize=l2_normalize,
+        job, resumed = prepare(source, out, identity, bb.dim, dtype=dtype, l2_normalize=l2_normalize,
                                pca_whiten=pca_whiten, resume=resume, append=append, overwrite=overwrite,
                                shard_rows=shard_rows)
         if resume and not resumed:
@@ -99,9 +114,9 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
         if engine == "ray":
             from embedkit.runner.ray_engine import run_ray
 
-            n_emb, n_skip = run_ray(job, backbone=bb.name if not isinstance(backbone, str) else backbone,
-                                    layer=layer, weights=weights or "default", precision=precision or "auto",
-                                    spatial=spatial or "avg", batch_size=batch_size, decode=decode,
+            n_emb, n_skip = run_ray(job, backbone=backbone, layer=layer, weights=weights or "default", device=asked,
+                                    precision=precision or "auto", spatial=spatial or "avg",
+                                    preprocessing=bb.preprocessing.to_dict(), batch_size=batch_size,
                                     address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
                                     progress=progress)
         else:

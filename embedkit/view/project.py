@@ -188,7 +188,7 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     if method not in METHODS:
         raise invalid("method", method, METHODS)
     gpu, cpu, extra = BACKENDS[method]
-    name = "auto" if device is None else str(device)
+    name = _device.requested_device(device)
     dev = name.split(":")[0]
     if dev not in _device.DEVICE_CHOICES:
         raise invalid("device", name, _device.DEVICE_CHOICES, "or cuda:N")
