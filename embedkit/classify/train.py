@@ -102,9 +102,12 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     from embedkit.classify.model_folder import check_out_folder, save_classifier
     from embedkit.classify.svm import LogisticBaseline, SVMClassifier, check_labels, svm_backend
 
+    from embedkit.device import resolve_compute
+
     t0 = time.perf_counter()
     if method not in METHODS:
         raise invalid("method", method, METHODS)
+    compute = resolve_compute(device)  # once: the Gram matrices and the SVM library follow it
     out = check_out_folder(out, overwrite)
     if len(store) == 0:
         raise DataError(f"store {str(store.path)!r} holds no codes; embed some images first")
@@ -120,7 +123,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
             if method == "svm" else {"mode": "knn", "n_fit": len(fit_rows), "reason": f"{n_neighbors}-NN vote"})
     gs, search_rows = None, fit_rows
     if method == "svm":
-        final_backend = svm_backend(backend, device)
+        final_backend = svm_backend(backend, compute)
         if final_backend == "cuml":
             notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
             final_backend = "sklearn"
@@ -136,7 +139,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
             gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
-                                 decision=decision, class_weight=class_weight, device=device, n_jobs=n_jobs,
+                                 decision=decision, class_weight=class_weight, device=compute, n_jobs=n_jobs,
                                  max_gram_bytes=1 << 62, progress=progress)
         if plan["mode"] == "exact":
             clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,

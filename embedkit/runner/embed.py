@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from embedkit.defaults import BACKBONE, ENGINES
 from embedkit.errors import ConfigError, invalid
+from embedkit.runner.stages import StageTimes
 
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EmbedResult:
-    """What :func:`embed` did: counts, time, throughput and where the store is."""
+    """What :func:`embed` did: counts, time, throughput, where the store is, and the seconds of each stage
+    (``stages``: decode / forward / write, :meth:`StageTimes.line` says which one bounds the run)."""
 
     store: object  # CodeStore
     embedded: int
@@ -32,6 +34,7 @@ class EmbedResult:
     seconds: float
     resumed: bool = False
     engine: str = "local"
+    stages: StageTimes = field(default_factory=StageTimes)
 
     @property
     def images_per_s(self) -> float:
@@ -111,6 +114,7 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
         if resume and not resumed:
             log.warning("nothing to resume in %s: %s", out, "appending to the store" if job.base_shards
                         else "starting a new run")
+        times = StageTimes()
         if engine == "ray":
             from embedkit.runner.ray_engine import run_ray
 
@@ -118,11 +122,11 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
                                     precision=precision or "auto", spatial=spatial or "avg",
                                     preprocessing=bb.preprocessing.to_dict(), batch_size=batch_size,
                                     address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
-                                    progress=progress)
+                                    progress=progress, times=times)
         else:
             from embedkit.runner.local import run_local
 
             n_emb, n_skip = run_local(job, bb, batch_size=batch_size, workers=workers, decode=decode,
-                                      progress=progress, on_shard=on_shard)
+                                      progress=progress, on_shard=on_shard, times=times)
         store = job.finish()
-    return EmbedResult(store, n_emb, n_skip, job.base_rows, time.perf_counter() - t0, resumed, engine)
+    return EmbedResult(store, n_emb, n_skip, job.base_rows, time.perf_counter() - t0, resumed, engine, times)

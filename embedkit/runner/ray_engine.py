@@ -43,11 +43,15 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
     """CPU task: decode and preprocess a batch of files exactly as the local loader does.
 
     Bad files keep their row (``ok`` False, ``reason`` set), so rows never get out of step with paths.
+    Each row carries its share of the batch's seconds (``decode_s``) for the driver's stage timing.
     """
+    import time
+
     from embedkit.io.discover import Item
     from embedkit.io.loader import ImageDataset
     from embedkit.models.preprocessing import Preprocessing
 
+    t0 = time.perf_counter()
     pre = Preprocessing.from_dict(preprocessing)
     raw = batch.get("path_bytes")
     paths = [_exact(p, raw[i] if raw is not None else None) for i, p in enumerate(batch["path"])]
@@ -70,7 +74,8 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
         for k in info:
             info[k][i] = meta[k]
     return {**batch, "image": image, "ok": ok, "reason": np.array(reason, dtype=object),
-            "sha1": np.array(sha1, dtype=object), **info}
+            "sha1": np.array(sha1, dtype=object), **info,
+            "decode_s": np.full(n, (time.perf_counter() - t0) / max(n, 1))}
 
 
 class EmbedActor:
@@ -93,6 +98,8 @@ class EmbedActor:
             raise MismatchError(f"the backbone built on this worker differs from the job's: {'; '.join(diffs)}")
 
     def __call__(self, batch: dict) -> dict:
+        import time
+
         import torch
 
         fault = os.environ.get(FAULT_ENV)
@@ -100,11 +107,13 @@ class EmbedActor:
             open(fault, "w").close()
             os._exit(1)  # noqa: SLF001 - simulate a worker killed mid-run
         ok = np.asarray(batch["ok"], bool)
+        t0 = time.perf_counter()
         codes = np.zeros((len(ok), self.bb.dim), np.float32)
         if ok.any():
             codes[ok] = self.bb.forward(torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))).numpy()
         out = {k: v for k, v in batch.items() if k != "image"}
         out["code"] = codes
+        out["forward_s"] = np.full(len(ok), (time.perf_counter() - t0) / max(len(ok), 1))
         return out
 
 
@@ -160,9 +169,13 @@ def worker_plan(device: str, num_gpus: float | None, cluster_gpus: float, num_wo
 
 def run_ray(job, *, backbone: str, layer, weights: str, device: str, precision: str, spatial: str,
             preprocessing: dict, batch_size: int | None, address: str | None, num_workers: int | None,
-            num_gpus: float | None, progress: bool) -> tuple[int, int]:
+            num_gpus: float | None, progress: bool, times=None) -> tuple[int, int]:
     """Embed every pending shard of ``job`` on Ray with actors on ``device`` (see :func:`worker_plan`);
-    ``preprocessing`` is the driver's backbone's. Returns ``(embedded, skipped)``."""
+    ``preprocessing`` is the driver's backbone's. Returns ``(embedded, skipped)``; ``times`` (a
+    :class:`~embedkit.runner.stages.StageTimes`) receives the workers' decode and forward seconds and the
+    driver's write seconds."""
+    from embedkit.runner.stages import StageTimes
+
     import pyarrow as pa
     from tqdm.auto import tqdm
 
@@ -200,19 +213,19 @@ def run_ray(job, *, backbone: str, layer, weights: str, device: str, precision: 
                                                              spatial, job.identity, threads),
                             batch_size=bs, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=per_actor, num_cpus=0 if per_actor else 1)
-        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm)
+        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm, times if times is not None else StageTimes())
     finally:
         if started:
             ray.shutdown()
 
 
-def _write_stream(ds, job, pending, sizes, bs, progress, tqdm) -> tuple[int, int]:
+def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, times) -> tuple[int, int]:
     """The writer: cut the ordered stream of rows into shards and commit each with the store writer."""
     bar = tqdm(total=job.files, initial=job.files - sum(sizes), unit="img", disable=not progress,
                desc="embed (ray)")
     stream = iter(ds.iter_batches(batch_size=bs, batch_format="numpy"))
     try:
-        return _consume(stream, job, pending, sizes, bar)
+        return _consume(stream, job, pending, sizes, bar, times)
     finally:
         # a writer that stops (a kill, a full disk) shuts the pipeline down now, freeing its actors' CPUs
         # and GPUs for the next job, instead of leaving it to the garbage collector
@@ -222,25 +235,34 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm) -> tuple[int, int
         bar.close()
 
 
-def _consume(stream, job, pending, sizes, bar) -> tuple[int, int]:
+def _consume(stream, job, pending, sizes, bar, times) -> tuple[int, int]:
     from embedkit.runner.job import ShardBuffer
 
     k, seen, n_emb, n_skip, shard = 0, 0, 0, 0, ShardBuffer(job)
     for batch in stream:
-        for i in range(len(batch["path"])):
-            if int(batch["shard"][i]) != pending[k]:
-                raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
-            path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
-            if batch["ok"][i]:
-                shard.add(batch["code"][i:i + 1], [(path, str(batch["label"][i] or ""), int(batch["width"][i]),
-                                                     int(batch["height"][i]), int(batch["bytes"][i]),
-                                                     str(batch["sha1"][i]))])
-            else:
-                shard.skip(path, str(batch["reason"][i]))
-            seen += 1
-            if seen == sizes[k]:
-                rows, skipped = shard.commit(pending[k], sizes[k])
-                n_emb, n_skip = n_emb + rows, n_skip + skipped
-                k, seen = k + 1, 0
+        times.decode += float(np.sum(batch["decode_s"]))
+        times.forward += float(np.sum(batch["forward_s"]))
+        with times.timing("write"):
+            k, seen, n_emb, n_skip = _write_rows(batch, pending, sizes, shard, k, seen, n_emb, n_skip)
         bar.update(len(batch["path"]))
     return n_emb, n_skip
+
+
+def _write_rows(batch, pending, sizes, shard, k, seen, n_emb, n_skip):
+    """Add one batch's rows to the shard in progress, committing each shard whose last row it holds."""
+    for i in range(len(batch["path"])):
+        if int(batch["shard"][i]) != pending[k]:
+            raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
+        path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
+        if batch["ok"][i]:
+            shard.add(batch["code"][i:i + 1], [(path, str(batch["label"][i] or ""), int(batch["width"][i]),
+                                                 int(batch["height"][i]), int(batch["bytes"][i]),
+                                                 str(batch["sha1"][i]))])
+        else:
+            shard.skip(path, str(batch["reason"][i]))
+        seen += 1
+        if seen == sizes[k]:
+            rows, skipped = shard.commit(pending[k], sizes[k])
+            n_emb, n_skip = n_emb + rows, n_skip + skipped
+            k, seen = k + 1, 0
+    return k, seen, n_emb, n_skip
