@@ -82,10 +82,7 @@ class Compute:
     @cached_property
     def projection(self) -> str:
         """``cuml`` on a GPU where it is installed, else ``cpu`` (``view`` picks the CPU library per method)."""
-        return self.svm if self.svm == "cuml" else "cpu"
-
-    def __str__(self) -> str:
-        return self.requested
+        return "cuml" if self.on_gpu and has_module("cuml") else "cpu"
 
 
 def requested_device(device) -> str:

@@ -284,3 +284,28 @@ def test_store_records_precision_and_decode_and_refuses_a_mix(shapes_dir, tmp_pa
                             store)
     assert "made in bf16, new images are embedded in fp32" in logs.text and "--precision bf16" in logs.text
     assert "computed another way than store" in logs.text
+
+
+# --------------------------------------------------------------------------- the device, resolved once
+
+
+def test_one_compute_value_decides_every_library(monkeypatch):
+    """resolve_compute turns --device into one value; every resolver takes it and keeps its choices."""
+    import embedkit.device as device
+    from embedkit.classify.svm import svm_backend
+    from embedkit.retrieve.common import resolve_knn_backend
+    from embedkit.view.project import resolve_view_backend
+
+    cpu = device.resolve_compute("cpu")
+    assert device.resolve_compute(cpu) is cpu and device.resolve_device(cpu).type == "cpu"
+    assert resolve_view_backend("pca", "auto", cpu) == "sklearn" and svm_backend("auto", cpu) == "sklearn"
+
+    monkeypatch.setattr(device, "cuda_available", lambda: True)  # a CUDA machine with cuML and CPU-only FAISS
+    monkeypatch.setattr(device, "has_module", lambda m: True)
+    gpu = device.resolve_compute("auto")
+    assert (gpu.name, gpu.svm, gpu.knn, gpu.projection) == ("cuda", "cuml", "torch", "cuml")
+    monkeypatch.setattr(device, "has_module", lambda m: pytest.fail("resolved again"))
+    assert svm_backend("auto", gpu) == "cuml"  # decided once, then kept
+    assert resolve_knn_backend("auto", "flat", gpu) == "torch" and resolve_knn_backend("auto", "ivf", gpu) == "faiss"
+    with pytest.raises(ConfigError, match="device 'cpu'"):
+        svm_backend("cuml", cpu)
