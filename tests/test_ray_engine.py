@@ -101,6 +101,7 @@ def test_device_cpu_reaches_the_workers(cluster, images, local_store, tmp_path, 
     assert plans[0][0] == 0.0 and plans[0][2] == "cpu"  # no GPU per actor, actors on the CPU
     _same(res.store, local_store)
     assert res.store.identity["precision"] == local_store.identity["precision"] == "fp32"
+    assert res.stages.decode > 0 and res.stages.forward > 0 and res.stages.write > 0  # the workers' seconds too
 
 
 def test_ray_options_are_checked(cluster, images, tmp_path):
