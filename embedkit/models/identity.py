@@ -61,5 +61,5 @@ def numerics_mismatch(made: dict | None, new: dict | None) -> list[str]:
     mixed in one store.
     """
     made, new = made or {}, new or {}
-    return [f"{key} {made[key]} vs {new[key]} (give {option} {made[key]} to match)"
+    return [f"{key} {made[key]} vs {new[key]}: give {option} {made[key]} to match"
             for key, option in NUMERICS.items() if made.get(key) and new.get(key) and made[key] != new[key]]
