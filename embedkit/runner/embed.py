@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from embedkit.defaults import BACKBONE, ENGINES
+from embedkit.defaults import BACKBONE, DECODES, ENGINES
 from embedkit.errors import ConfigError, invalid
 from embedkit.runner.stages import StageTimes
 
@@ -76,6 +76,8 @@ def embed(source: str | os.PathLike | Sequence[str], out: str | os.PathLike, bac
                                      spatial=spatial, micro_batch=micro_batch).items() if v is not None}
     if engine == "ray" and micro_batch is not None:
         raise ConfigError("micro_batch (--micro-batch) is not used by engine='ray' (--engine ray); leave it out")
+    if decode not in DECODES:  # before it is recorded in the store's identity
+        raise invalid("decode", decode, DECODES)
     asked = requested_device(device)
     if asked.split(":")[0] not in DEVICE_CHOICES:
         raise invalid("device", asked, (*DEVICE_CHOICES, "cuda:N"))
