@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import numpy as np
 
 from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
 from embedkit.errors import ConfigError, MismatchError, StoreError
+from embedkit.models.identity import numerics_mismatch
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "embedkit-classifier/2"
 #: files a model folder may hold (checked before training into an existing folder)
@@ -48,6 +52,10 @@ def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None)
     from embedkit import __version__
     from embedkit.classify.serialize import dump_estimator
 
+    if getattr(clf, "backend_", None) == "cuml":  # checked before the folder is touched
+        raise ConfigError(f"a {type(clf).__name__} fitted with cuML cannot be saved (model folders hold "
+                          "scikit-learn's SVM, which loads on any machine); fit it with backend='sklearn' "
+                          "(or device='cpu') before saving it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands
@@ -111,6 +119,10 @@ def check_store_matches(meta: dict, store, model_path="the model") -> None:
                             f"{'without' if store_id is None else 'with'} one; use codes made the same way")
     if model_id is not None:
         store.check_compatible(model_id, what=f"the codes model {str(model_path)!r} was trained on")
+        mix = numerics_mismatch(model_id, store_id)
+        if mix:  # comparable codes, slightly off: a note, not a refusal
+            log.warning("model %r was trained on codes computed another way than store %r's (%s)", str(model_path),
+                        str(store.path), "; ".join(mix))
     pp = store.postprocess.identity
     if store.dim != meta["dim"] or pp != meta["postprocess"]:
         raise MismatchError(f"store {str(store.path)!r} has {store.dim}-d codes with post-processing {pp}, model "

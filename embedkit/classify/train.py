@@ -165,10 +165,12 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     from embedkit.classify.metrics import classification_report
     from embedkit.classify.model_folder import check_out_folder, save_classifier
     from embedkit.classify.svm import LogisticBaseline
+    from embedkit.device import resolve_compute
 
     t0 = time.perf_counter()
     if method not in METHODS:
         raise invalid("method", method, METHODS)
+    compute = resolve_compute(device)  # once: the Gram matrices and the SVM library follow it
     out = check_out_folder(out, overwrite)
     if calibrate and method != "svm":
         raise ConfigError(f"--calibrate calibrates an SVM's decision values; --method {method} has none: "
@@ -184,7 +186,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if len(fit_rows) == 0:
         raise DataError("the split leaves no items to train on; change --split-by/--fractions/--split-file")
     opts = dict(method=method, kernels=kernels, Cs=Cs, gammas=gammas, cv=cv, decision=decision,
-                class_weight=class_weight, backend=backend, device=device, n_jobs=n_jobs,
+                class_weight=class_weight, backend=backend, device=compute, n_jobs=n_jobs,
                 max_kernel_rows=max_kernel_rows, memory_budget=memory_budget, n_neighbors=n_neighbors,
                 approx_params=approx_params, calibrate=calibrate)
     clf, gs, plan, notes, X_search, y_search = _fit(store, labels, fit_rows, seed, progress, **opts)

@@ -63,6 +63,8 @@ def command(source, out, backbone, layer, weights, device, batch_size, workers, 
                 engine=engine, ray_address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
                 progress=not quiet)
     click.echo(res.summary())
+    if res.embedded + res.skipped:
+        click.echo(res.stages.line())
     skipped = res.store.skipped
     for row in skipped[:10]:
         click.echo(f"  skipped {row['path']!r}: {row['reason']}")

@@ -176,7 +176,8 @@ class _Trainer:
         self.opt.load_state_dict(state["optimizer"])
         if self.sched is not None:
             self.sched.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # {} from a disabled scaler (CPU, bf16): an fp16 resume starts at the default scale
+            self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"], self.device)
         saved_epochs = int(state["config"]["epochs"])
         if saved_epochs != cfg.epochs and self.sched is not None:

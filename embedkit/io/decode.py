@@ -250,32 +250,68 @@ def decode_on_device(samples: list, pre, device):
     (nvJPEG on CUDA), resize and centre-crop them there like ``pre.transform_uint8()``.
 
     ``samples`` mixes ready uint8 crops (3-D) and JPEG bytes (1-D). Returns
-    ``(uint8 batch on device or None, kept positions, [(position, reason)])``.
+    ``(uint8 batch on device or None, kept positions, [(position, reason)])``. Only a file the CPU
+    decoder refuses too is "corrupt": a GPU out-of-memory or CUDA error decodes (or resizes) on the CPU instead.
     """
     import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as F
 
     pos = [k for k, t in enumerate(samples) if t.ndim == 1]
-    decoded, failed = {}, {}
-    if pos:
-        try:
-            decoded = dict(zip(pos, decode_jpeg([samples[k] for k in pos], mode=ImageReadMode.RGB, device=device)))
-        except RuntimeError:  # one bad file fails the batched call: decode one by one to find it
-            for k in pos:
-                try:
-                    decoded[k] = decode_jpeg(samples[k], mode=ImageReadMode.RGB, device=device)
-                except RuntimeError as exc:
-                    failed[k] = f"corrupt JPEG: {exc}"
+    decoded, failed = _decode_jpegs({k: samples[k] for k in pos}, device) if pos else ({}, {})
     interp = InterpolationMode(pre.interpolation)
     out, keep = [], []
     for k, t in enumerate(samples):
         if k in failed:
             continue
         if t.ndim == 1:
-            t = F.center_crop(F.resize(decoded[k], [pre.resize], interpolation=interp, antialias=True),
-                              [pre.input_size])
+            t = decoded[k]
+            try:
+                t = F.center_crop(F.resize(t, [pre.resize], interpolation=interp, antialias=True), [pre.input_size])
+            except torch.OutOfMemoryError:  # a full-resolution photo the GPU has no room to resize
+                _free_cuda()
+                t = F.center_crop(F.resize(t.cpu(), [pre.resize], interpolation=interp, antialias=True),
+                                  [pre.input_size])
         out.append(t.to(device, non_blocking=True))
         keep.append(k)
     return (torch.stack(out) if out else None), keep, sorted(failed.items())
+
+
+def _free_cuda() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _decode_jpegs(data: dict, device) -> tuple[dict, dict]:
+    """``({position: RGB uint8 tensor}, {position: reason})`` of JPEG bytes: batched on ``device``; the
+    batch on the CPU after an out-of-memory; one by one when one file fails the batched call."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    keys = list(data)
+    try:
+        return dict(zip(keys, decode_jpeg([data[k] for k in keys], mode=ImageReadMode.RGB, device=device))), {}
+    except torch.OutOfMemoryError:
+        _free_cuda()
+        try:
+            return dict(zip(keys, decode_jpeg([data[k] for k in keys], mode=ImageReadMode.RGB, device="cpu"))), {}
+        except RuntimeError:
+            pass
+    except RuntimeError:  # a bad file (or a CUDA error) fails the batched call: decode one by one
+        pass
+    decoded, failed = {}, {}
+    for k in keys:
+        try:
+            decoded[k] = decode_jpeg(data[k], mode=ImageReadMode.RGB, device=device)
+            continue
+        except torch.OutOfMemoryError:
+            _free_cuda()
+        except RuntimeError:  # the bitstream or the device: the CPU decoder tells them apart
+            pass
+        try:
+            decoded[k] = decode_jpeg(data[k], mode=ImageReadMode.RGB, device="cpu")
+        except RuntimeError as exc:
+            failed[k] = f"corrupt JPEG: {exc}"
+    return decoded, failed

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from embedkit.classify.svm import EstimatorNotFittedError
-from embedkit.device import cuda_available, has_module, optional_import, resolve_backend, resolve_device
+from embedkit.device import cuda_available, has_module, optional_import, resolve_backend, resolve_compute
 from embedkit.errors import ConfigError, invalid
 from embedkit.store.postprocess import l2_normalize
 
@@ -73,14 +73,10 @@ def resolve_knn_backend(backend: str | None, kind: str, device: str | None = "au
     if req not in BACKENDS:
         raise invalid("backend", req, BACKENDS)
     if req == "auto":
-        on_gpu = resolve_device(device).type == "cuda"
-        if kind == "hnsw":
+        exact = resolve_compute(device).knn  # the entry point's choice for exact search
+        if kind == "hnsw" or (kind != "flat" and exact == "torch"):
             return "faiss"
-        if on_gpu and faiss_gpu_available():
-            return "faiss-gpu"
-        if kind == "flat" and (on_gpu or not has_module("faiss")):
-            return "torch"
-        return "faiss"
+        return exact
     if req == "torch" and kind != "flat":
         raise ConfigError(f"backend='torch' does exact search only; use kind='flat' or backend='faiss' for kind={kind!r}")
     if req == "faiss-gpu":

@@ -147,6 +147,10 @@ class KNNIndex(BaseEstimator):
 
         return resolve_device(self.device)
 
+    def _gpu(self) -> int:
+        """The CUDA device number a ``faiss-gpu`` index goes to (N of ``device='cuda:N'``, else 0)."""
+        return (self._device().index or 0) if self.backend_ == "faiss-gpu" else 0
+
     def _build(self, source, progress):
         cs = int(self.chunk_size)
         if self.storage_ == "stream":
@@ -160,7 +164,7 @@ class KNNIndex(BaseEstimator):
         from embedkit.retrieve.faiss_backend import FaissSearcher
 
         return FaissSearcher.build(source, kind=self.kind_, metric=self.metric, nlist=self.nlist_, M=self.M,
-                                   backend=self.backend_, chunk_size=cs, progress=progress)
+                                   backend=self.backend_, chunk_size=cs, progress=progress, gpu=self._gpu())
 
     @property
     def device_(self):
@@ -327,7 +331,7 @@ class KNNIndex(BaseEstimator):
             if (path / "vectors.npy").exists():
                 vecs = np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False)
             else:
-                searcher = FaissSearcher.read(path, "faiss" if self.backend_ == "torch" else self.backend_)
+                searcher = FaissSearcher.read(path, "faiss" if self.backend_ == "torch" else self.backend_, self._gpu())
                 persist.check_faiss_index(searcher.index, self.kind_, self.metric, self.dim_, path)
                 if self.backend_ != "torch":
                     return searcher
@@ -340,4 +344,4 @@ class KNNIndex(BaseEstimator):
         if self.backend_ == "torch":  # saved vectors are already normalised for cosine; normalising again is a no-op
             return TorchSearcher.build(CodeSource.of(vecs), metric=self.metric, device=self.device, chunk_size=cs)
         return FaissSearcher.build(CodeSource.of(vecs), kind="flat", metric=self.metric, nlist=None, M=self.M,
-                                   backend=self.backend_, chunk_size=cs)
+                                   backend=self.backend_, chunk_size=cs, gpu=self._gpu())

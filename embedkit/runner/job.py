@@ -18,7 +18,7 @@ import numpy as np
 
 from embedkit.atomic import write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
-from embedkit.models.identity import identity_mismatch
+from embedkit.models.identity import identity_mismatch, numerics_mismatch
 from embedkit.store.layout import DTYPES, FOLDERS, META, SHARDS, WORK
 from embedkit.store.postprocess import PostProcess
 from embedkit.store import writer
@@ -172,6 +172,7 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
         if diffs:
             raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer "
                                 f"({'; '.join(diffs)}); resume with the same options or --overwrite (overwrite=True)")
+        _refuse_numerics_mix(job.identity, identity, f"the interrupted run in {str(out)!r}")
         return job, True
     old = CodeStore.open(out) if exists else None
     if old is not None:
@@ -179,8 +180,17 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
             raise StoreError(f"{str(out)!r} is a store of an older format (read-only); convert it with "
                              f"`embedkit store upgrade {out}` and append again")
         old.check_compatible(identity, what="the new codes")
+        _refuse_numerics_mix(old.identity, identity, f"store {str(out)!r}")
         dtype, l2_normalize, pca_whiten = old.meta["dtype"], bool(old.meta.get("l2_normalize")), old.meta.get("pca_whiten")
     return _plan(source, out, old, identity, dim, dtype, l2_normalize, pca_whiten, shard_rows), False
+
+
+def _refuse_numerics_mix(made: dict | None, new: dict | None, where: str) -> None:
+    """One store holds codes computed one way: refuse new codes of another precision or decoder."""
+    diffs = numerics_mismatch(made, new)
+    if diffs:
+        raise MismatchError(f"{where} holds codes computed another way ({'; '.join(diffs)}); adding these would mix "
+                            "the two in one store: match its options, or start over with --overwrite")
 
 
 def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> Job:

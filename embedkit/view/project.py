@@ -194,7 +194,7 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     if method not in METHODS:
         raise invalid("method", method, METHODS)
     gpu, cpu, extra = BACKENDS[method]
-    name = "auto" if device is None else str(device)
+    name = _device.requested_device(device)
     dev = name.split(":")[0]
     if dev not in _device.DEVICE_CHOICES:
         raise invalid("device", name, _device.DEVICE_CHOICES, "or cuda:N")
@@ -208,6 +208,8 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
         if req not in ("auto", gpu):
             raise ConfigError(f"device {name!r} was asked but backend {req!r} runs on the CPU; use backend auto or {gpu}")
         req = gpu
+    elif req == "auto" and isinstance(device, _device.Compute):  # the entry point's choice
+        req = gpu if device.projection == "cuml" else cpu
     chosen = _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
     if asked_auto and chosen == "opentsne" and not _device.has_module("openTSNE"):
         # openTSNE comes with the `view` extra; scikit-learn's TSNE (always installed) does the same, slower
