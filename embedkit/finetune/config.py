@@ -7,6 +7,7 @@ from pathlib import Path
 
 from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, invalid
+from embedkit.words import plural
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
 AUGMENT_STYLES = ("photo", "illustration", "glyph")
@@ -106,14 +107,29 @@ class FinetuneConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str | None = None, **options) -> "FinetuneConfig":
-        """The options of ``recipe`` (default :data:`~embedkit.finetune.recipes.DEFAULT_RECIPE`), then ``options``."""
+        """The options of ``recipe`` (default :data:`~embedkit.finetune.recipes.DEFAULT_RECIPE`), then ``options``.
+
+        An option given overrides the recipe's, and the recipe's settings that only make sense with what it
+        replaced are dropped (named in ``recipe_notes``, which ``finetune`` logs): another strategy than
+        head-then-top has no linear probe to average with, and the adaptive strategy re-initialises the
+        layers a logistic head would be fitted on.
+        """
         from embedkit.finetune.recipes import DEFAULT_RECIPE, recipe_options
 
         name = DEFAULT_RECIPE if recipe is None else recipe
         merged = {**recipe_options(name), **options, "recipe": name}
-        if merged.get("strategy") != "head-then-top" and "average" not in options:
-            merged["average"] = "none"  # the recipe's mix needs head-then-top's probe; another strategy given has none
-        return cls(**merged)
+        notes = []
+        if merged.get("strategy") != "head-then-top" and "average" not in options and merged.get("average") != "none":
+            merged["average"] = "none"
+            notes.append(f"--strategy {merged.get('strategy')} has no linear probe to average with: the {name} "
+                         "recipe's --average wise is left out")
+        if merged.get("strategy") == "adaptive" and "head_init" not in options and merged.get("head_init") != "random":
+            merged["head_init"] = "random"
+            notes.append(f"--strategy adaptive re-initialises the layers a fitted head would sit on: the {name} "
+                         "recipe's --head-init logistic is left out (a random head)")
+        cfg = cls(**merged)
+        cfg.recipe_notes = notes  # not a field: not saved, not compared on resume
+        return cfg
 
 
 @dataclass
@@ -140,11 +156,11 @@ class FinetuneResult:
         train_s = sum(float(r["seconds"]) for r in self.history[-self.epochs_run:]) if self.epochs_run else 0.0
         ips = self.images / train_s if train_s > 0 else 0.0
         last = self.history[-1] if self.history else {}
-        s = (f"fine-tuned {self.epochs_run} epochs (to epoch {last.get('epoch', 0)}) in {self.seconds:.1f} s, "
+        s = (f"fine-tuned {plural(self.epochs_run, 'epoch')} (to epoch {last.get('epoch', 0)}) in {self.seconds:.1f} s, "
              f"training at {ips:.1f} images/s{' (stopped early)' if self.stopped_early else ''}; best {self.monitor} "
-             f"{self.best_metric:.4f} at epoch {self.best_epoch}; {len(self.skipped)} images skipped")
+             f"{self.best_metric:.4f} at epoch {self.best_epoch}; {plural(len(self.skipped), 'image')} skipped")
         if self.test:
-            s += f"; test acc {self.test['test_acc']:.4f} ({self.test['test_images']} images)"
+            s += f"; test acc {self.test['test_acc']:.4f} ({plural(self.test['test_images'], 'image')})"
         s += f"\nbest backbone: {self.best_path} (use --weights {self.best_path}); history, curves, split in {self.out}"
         return s + (f"\n{self.note}" if self.note else "")
 

@@ -340,7 +340,10 @@ def _finetune(source, out: Path, resume, overwrite, progress, log, on_epoch_end,
     if resume and overwrite:
         raise ConfigError("--overwrite starts the run over and --resume continues it (overwrite=True with "
                           "resume=True); give only one of them")
-    cfg, state = open_run(out, FinetuneConfig.from_recipe(**options).validate(), resume, overwrite)
+    asked = FinetuneConfig.from_recipe(**options)
+    for note in asked.recipe_notes:
+        log(f"note: {note}")
+    cfg, state = open_run(out, asked.validate(), resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if cfg.workers is None:
