@@ -98,6 +98,20 @@ def test_default_weights_are_real_imagenet_weights():
     assert categories[int(np.argmax(logits))] == "daisy"
 
 
+@pytest.mark.parametrize("name,size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260), ("mobilenet_v2", 224)])
+def test_packaged_backbones_have_real_imagenet_weights(name, size):
+    """Lite1/Lite2 and MobileNetV2 load offline from their packages, at their own input size, and know a palace."""
+    from sklearn.datasets import load_sample_image
+    from torchvision.models import ResNet50_Weights
+
+    categories = ResNet50_Weights.DEFAULT.meta["categories"]
+    bb = Backbone(name, layer="logits", device="cpu")
+    assert bb.weights_info.kind == "package" and bb.preprocessing.input_size == size
+    logits = bb.embed_images([Image.fromarray(load_sample_image("china.jpg"))])[0]
+    assert categories[int(np.argmax(logits))] == "palace"
+    assert Backbone(name, device="cpu").dim == 1280
+
+
 def test_offline_without_cached_weights_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
 

