@@ -4,7 +4,7 @@ Lagunas & Garces fine-tune on one large labelled illustration set and classify a
 the tuned network's codes + SVM. This measures that on one data set with class-disjoint folds:
 
 - the classes are dealt into ``--class-folds`` halves (seeded); for each, the network is fine-tuned with a
-  recipe (``glyph`` by default) on the images of the *other* classes only, its epoch chosen on validation
+  recipe (``small`` by default) on the images of the *other* classes only, its epoch chosen on validation
   icon families of those classes;
 - the held-out classes' images are embedded with the tuned backbone and with the ImageNet backbone, and an SVM
   (3-fold CV grid search over rbf + sigmoid, as ``paper_table.py``) is fitted and tested on leave-family-out
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--backbone", default="efficientnet_lite0")
-    ap.add_argument("--recipe", default="glyph")
+    ap.add_argument("--recipe", default="small")
     ap.add_argument("--class-folds", type=int, default=2)
     ap.add_argument("--folds", type=int, default=5, help="leave-family-out folds of the held-out classes")
     ap.add_argument("--group-by", default="family", help="manifest.csv column of the held-out groups")

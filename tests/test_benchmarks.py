@@ -152,10 +152,10 @@ def test_paper_table_toy(tmp_path):
     """Leave-family-out folds from the manifest, ImageNet codes + SVM and one recipe per fold, the report."""
     data = _icon_like_set(tmp_path / "icons")
     out = tmp_path / "table"
-    load("paper_table").main(["--data", str(data), "--folds", "2", "--seeds", "", "--recipes", "glyph", *FAST,
-                              "--name", "glyph-toy", "--work", str(tmp_path / "w"), "--out", str(out)])
+    load("paper_table").main(["--data", str(data), "--folds", "2", "--seeds", "", "--recipes", "small", *FAST,
+                              "--set", "monitor=val_codes", "--name", "small-toy", "--work", str(tmp_path / "w"), "--out", str(out)])
     text = out.with_suffix(".md").read_text()
-    assert "leave-family-out folds" in text and "glyph-toy: fine-tuned codes + SVM" in text
+    assert "leave-family-out folds" in text and "small-toy: fine-tuned codes + SVM" in text
     folds = __import__("json").loads(out.with_suffix(".json").read_text())["folds"]
     tested = [set(f["test"]) for f in folds]  # families, disjoint and covering all four
     assert tested[0] | tested[1] == {f"fam{i}" for i in range(4)} and not tested[0] & tested[1]
@@ -165,7 +165,7 @@ def test_transfer_table_toy(tmp_path):
     """Adapt on some classes, SVM on the others with both codes, paired over every unit."""
     data = _icon_like_set(tmp_path / "icons", classes=("circle", "square", "triangle", "line"))
     out = tmp_path / "transfer"
-    load("transfer_table").main(["--data", str(data), "--folds", "2", *FAST, "--work", str(tmp_path / "w"),
+    load("transfer_table").main(["--data", str(data), "--folds", "2", "--recipe", "small", *FAST, "--work", str(tmp_path / "w"),
                                  "--out", str(out)])
     res = __import__("json").loads(out.with_suffix(".json").read_text())
     assert sorted(res["units"]) == ["class0-fold0", "class0-fold1", "class1-fold0", "class1-fold1"]

@@ -96,11 +96,13 @@ def unchanged_note(cfg: FinetuneConfig, best_epoch: int, alpha: float | None) ->
     """What to tell a user whose best.pt has the starting weights' codes, and what to change."""
     why = ("the mix chosen on validation is the linear probe (mix 0)" if alpha == 0 else
            f"the best epoch ({best_epoch}, by {cfg.monitor}) trained only the classifier head")
+    change = ("more --epochs after --head-epochs, or keep the starting weights for codes: no fine-tuned epoch's "
+              "codes classified the validation images better" if cfg.monitor == "val_codes" else
+              "--monitor val_codes chooses the epoch by the codes themselves, and more --epochs after --head-epochs "
+              "train the backbone longer")
     return (f"note: best.pt's codes are exactly those of the starting weights ({cfg.weights}): {why}. Embedding with "
-            f"it gives the same codes as --weights {cfg.weights}; only its own classifier changed. Fine-tuning did "
-            "not improve the codes on the validation images: keep the starting weights for codes, or train the "
-            "backbone longer or harder (more --epochs after --head-epochs, a higher --lr-low; for icons and line "
-            "art --recipe glyph) and check the codes again")
+            f"it gives the same codes as --weights {cfg.weights}; only its own classifier changed. To change that: "
+            f"{change}")
 
 
 def no_backbone_epoch(cfg: FinetuneConfig, head_epochs: int) -> str | None:
