@@ -11,7 +11,7 @@ Methods, measured on the same test images in every fold (top-1 / top-5 precision
 
 Protocol (issue: "Fine-tuning that pays off on unseen styles"):
 
-- ``design`` folds: the 14 designs (file names) are dealt into K folds with disjoint test designs
+- ``design`` folds: the designs (file names; emoji-dev's 14) are dealt into K folds with disjoint test designs
   (``embedkit.splits.group_folds``); each fold also names validation designs among the others. Fine-tuning
   trains on the remaining designs and chooses its epoch on the validation designs (never on the test ones);
   the SVM is fitted on train + validation designs. Every design is tested exactly once.
@@ -24,6 +24,11 @@ one); an improvement is claimed only when the interval excludes 0.
     python benchmarks/paper_table.py                              # 7 design folds + 3 stratified seeds, small + paper
     python benchmarks/paper_table.py --recipes small --seeds ""   # design folds only, default recipe
     python benchmarks/paper_table.py --recipes small --set lr_low=3e-3 --name small-lr3e-3 --only-folds 0,1
+    python benchmarks/paper_table.py --data ../shared/datasets/icons-dev --folds 5 --seeds "" \
+        --recipes small --set monitor=val_codes --name small-codes    # leave-family-out (its manifest's family)
+
+With ``--group-by COLUMN`` (default ``family`` where the data's ``manifest.csv`` has it) the folds hold out
+whole groups of that column: icons-dev's sets that share drawings (one family) never sit on both sides.
 
 Each (method, fold) result is cached in ``benchmarks/results/tmp/paper_table/cache/`` (git-ignored), so an
 interrupted run continues and new recipes add to the same table; ``--report-only`` rewrites the report from

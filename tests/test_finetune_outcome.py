@@ -14,7 +14,7 @@ from helpers import write_shapes
 from embedkit.finetune.config import FinetuneConfig
 from embedkit.finetune.train import finetune
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # fine-tuning runs
 FAST = dict(input_size=32, batch_size=8, workers=0, augment=False)
 
 
@@ -93,3 +93,24 @@ def test_glyph_augmentation_varies_pose_and_polarity():
     # a white ground (mean near +1 after [-1, 1] scaling) in most renderings, a dark one in the inverted ones
     # (p = 0.2); jitter, erasing and the affine make no two alike
     assert sum(m > 0.5 for m in means) >= 20 and sum(m < -0.3 for m in means) >= 3 and len(set(means)) > 50
+
+
+def test_adapt_on_some_classes_then_embed_and_classify_others(tmp_path):
+    """The transfer workflow of the README: fine-tune on one labelled set, codes + SVM for other classes."""
+    import shutil
+
+    from embedkit import CodeStore, embed
+    from embedkit.classify.train import train
+
+    both = write_shapes(tmp_path / "all", per_class=8, size=32, classes=("c0", "c1", "c2", "c3", "c4"))
+    adapt, other = tmp_path / "adapt", tmp_path / "other"
+    for i, name in enumerate(("c0", "c1", "c2", "c3", "c4")):
+        shutil.move(str(both / name), str((adapt if i < 3 else other) / name))
+    run = finetune(adapt, tmp_path / "run", progress=False, log=lambda m: None, strategy="full", lr=1e-2, epochs=1,
+                   average="none", head_init="random", **FAST)
+    tuned = embed(str(other), tmp_path / "tuned", weights=str(run.best_path), progress=False).store
+    base = embed(str(other), tmp_path / "base", progress=False).store
+    assert tuned.dim == base.dim and sorted(set(tuned.labels.tolist())) == ["c3", "c4"]
+    assert not np.allclose(np.asarray(tuned.codes), np.asarray(base.codes))  # other codes for the unseen classes
+    res = train(CodeStore.open(tmp_path / "tuned"), tmp_path / "model", progress=False, baseline=False)
+    assert res.test["n"] > 0 and res.test["top1"] >= 0.5

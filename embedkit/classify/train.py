@@ -85,7 +85,7 @@ def _jobs(n_jobs) -> int:
 
 
 def _fit(store, labels, fit_rows, seed, progress, *, method, kernels, Cs, gammas, cv, decision, class_weight,
-         backend, device, n_jobs, max_kernel_rows, memory_budget, n_neighbors, approx_params, calibrate):
+         backend, device, compute, n_jobs, max_kernel_rows, memory_budget, n_neighbors, approx_params, calibrate):
     """Fit the classifier on ``fit_rows``: ``(clf, grid search or None, plan, notes, X_search, y_search)``."""
     from embedkit.classify.apply import read_rows
     from embedkit.classify.gridsearch import effective_folds, grid_search_svm
@@ -99,7 +99,7 @@ def _fit(store, labels, fit_rows, seed, progress, *, method, kernels, Cs, gammas
             if method == "svm" else {"mode": "knn", "n_fit": len(fit_rows), "reason": f"{n_neighbors}-NN vote"})
     gs, search_rows = None, fit_rows
     if method == "svm":
-        final_backend = svm_backend(backend, device)
+        final_backend = svm_backend(backend, compute)
         if final_backend == "cuml":
             notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
             final_backend = "sklearn"
@@ -115,7 +115,7 @@ def _fit(store, labels, fit_rows, seed, progress, *, method, kernels, Cs, gammas
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
             gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
-                                 decision=decision, class_weight=class_weight, device=device, n_jobs=n_jobs,
+                                 decision=decision, class_weight=class_weight, device=compute, n_jobs=n_jobs,
                                  max_gram_bytes=1 << 62, progress=progress)
         if plan["mode"] == "exact":
             clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,
@@ -186,7 +186,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if len(fit_rows) == 0:
         raise DataError("the split leaves no items to train on; change --split-by/--fractions/--split-file")
     opts = dict(method=method, kernels=kernels, Cs=Cs, gammas=gammas, cv=cv, decision=decision,
-                class_weight=class_weight, backend=backend, device=compute, n_jobs=n_jobs,
+                class_weight=class_weight, backend=backend, device=device, compute=compute, n_jobs=n_jobs,
                 max_kernel_rows=max_kernel_rows, memory_budget=memory_budget, n_neighbors=n_neighbors,
                 approx_params=approx_params, calibrate=calibrate)
     clf, gs, plan, notes, X_search, y_search = _fit(store, labels, fit_rows, seed, progress, **opts)
