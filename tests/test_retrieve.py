@@ -27,7 +27,8 @@ from embedkit.models.identity import identity_mismatch
 from embedkit.retrieve.cache import cached_index
 from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
 from embedkit.retrieve.exhaustive import exhaustive_search
-from embedkit.retrieve.index import KNNIndex, resolve_knn_backend
+from embedkit.retrieve.common import resolve_knn_backend
+from embedkit.retrieve.index import KNNIndex
 from embedkit.retrieve.knn_classifier import KNNClassifier
 from embedkit.retrieve.queries import embed_queries
 

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedkit.checks import check_codes
-from embedkit.classify.svm import DECISIONS, KERNELS, SVMClassifier, check_labels, resolve_gamma
+from embedkit.classify.constants import DECISIONS, KERNELS
+from embedkit.classify.svm import SVMClassifier, resolve_gamma
 from embedkit.defaults import CV_FOLDS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.estimators import check_labels
 
 
 def effective_folds(y, cv: int = CV_FOLDS) -> tuple[int, str | None]:

@@ -100,7 +100,8 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     from embedkit.classify.large import ApproxKernelSVM, plan_training, stratified_sample
     from embedkit.classify.metrics import classification_report
     from embedkit.classify.model_folder import check_out_folder, save_classifier
-    from embedkit.classify.svm import LogisticBaseline, SVMClassifier, check_labels, svm_backend
+    from embedkit.classify.svm import LogisticBaseline, SVMClassifier, svm_backend
+    from embedkit.estimators import check_labels
 
     t0 = time.perf_counter()
     if method not in METHODS:

@@ -38,7 +38,8 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.device import optional_import
 from embedkit.errors import ConfigError
-from embedkit.retrieve.common import check_positive_int, prep
+from embedkit.estimators import check_positive_int
+from embedkit.retrieve.common import prep
 from embedkit.retrieve.dedupe import DuplicateGroup, UnionFind, collect_groups
 from embedkit.retrieve.source import CodeSource
 from embedkit.store.postprocess import fit_whitening

@@ -15,7 +15,9 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.device import optional_import, resolve_device
 from embedkit.errors import StoreError
-from embedkit.retrieve.common import METRICS, check_positive_int, largest_first, prep, to_distance
+from embedkit.estimators import check_positive_int
+from embedkit.retrieve.common import largest_first, prep, to_distance
+from embedkit.retrieve.constants import METRICS
 from embedkit.retrieve.source import CodeSource
 
 

@@ -13,7 +13,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from embedkit.errors import DataError, invalid
-from embedkit.retrieve.common import METRICS, NotFittedError, check_positive_int
+from embedkit.estimators import EstimatorNotFittedError, check_positive_int
+from embedkit.retrieve.constants import METRICS
 from embedkit.retrieve.index import KNNIndex
 
 WEIGHTS = ("uniform", "distance")
@@ -91,7 +92,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "index_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+            raise EstimatorNotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
         return _validate(self, X, reset=False)
 
     def predict_proba(self, X) -> np.ndarray:
