@@ -77,7 +77,7 @@ class TableItems:
 
     def __init__(self, table):
         self.paths = table.column("path")
-        # names that are not UTF-8 are kept byte for byte beside the readable column (store.writer.items_table)
+        # names that are not UTF-8 are kept byte for byte beside the readable column (store.items.items_table)
         self.raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
         if self.raw is not None and self.raw.null_count == len(self.raw):
             self.raw = None

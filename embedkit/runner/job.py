@@ -19,12 +19,11 @@ import numpy as np
 from embedkit.atomic import write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
-from embedkit.store.layout import DTYPES, META, SHARDS, WORK
-from embedkit.store.postprocess import PostProcess
 from embedkit.store import writer
-from embedkit.store.writer import (
-    ITEM_FIELDS, default_shard_rows, finalize, items_table, remove_store_files, shard_marker,
-)
+from embedkit.store.items import items_table
+from embedkit.store.layout import DTYPES, ITEM_FIELDS, META, SHARDS, WORK
+from embedkit.store.postprocess import PostProcess
+from embedkit.store.writer import default_shard_rows, finalize, remove_store_files, shard_marker
 
 QUEUE = "queue.parquet"
 JOB = "job.json"
@@ -80,16 +79,18 @@ class Job:
 
     def finish(self):
         """Install the store (PCA, manifest, meta last) and remove the plan."""
+        from embedkit.store.codestore import CodeStore
+
         try:
-            store = finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
-                             dtype=self.dtype, postprocess=self.postprocess())
+            finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
+                     dtype=self.dtype, postprocess=self.postprocess())
         except DataError:
             if not self.base_shards:  # nothing readable: no store, only skipped.csv saying why
                 shutil.rmtree(Path(self.folder) / SHARDS, ignore_errors=True)
                 shutil.rmtree(self.work, ignore_errors=True)
             raise
         shutil.rmtree(self.work, ignore_errors=True)
-        return store
+        return CodeStore.open(self.folder)
 
 
 class ShardBuffer:

@@ -10,7 +10,6 @@ table (``store.items``) and NumPy columns (``store.paths``, ``store.labels``,
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from functools import cached_property
@@ -21,17 +20,10 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
-from embedkit.store.layout import DTYPES, ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, STORE_FORMAT, WORK, shard_file
+from embedkit.store.items import exact_paths, read_csv_rows, text_array
+from embedkit.store.layout import ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, STORE_FORMAT, WORK, shard_file
 
-__all__ = ["CodeStore", "DTYPES", "ITEM_FIELDS", "read_csv_rows"]
-
-
-def read_csv_rows(path: Path) -> list[dict]:
-    """Rows of a CSV file as dicts ([] when it does not exist)."""
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return list(csv.DictReader(f))
+__all__ = ["CodeStore"]
 
 
 class CodeStore:
@@ -117,8 +109,6 @@ class CodeStore:
         import pyarrow.parquet as pq
 
         if self.version == 1:
-            from embedkit.store.writer import text_array
-
             rows = read_csv_rows(self.path / "items.csv")
             names = list(rows[0]) if rows else list(ITEM_FIELDS)
             cols = {}
@@ -145,8 +135,6 @@ class CodeStore:
     @cached_property
     def paths(self) -> np.ndarray:
         """Path of every row, exactly as on disk (object array, computed once)."""
-        from embedkit.store.writer import exact_paths
-
         return np.array(exact_paths(self.items), dtype=object)
 
     @cached_property
@@ -162,8 +150,6 @@ class CodeStore:
         if self.version == 1:
             return read_csv_rows(self.path / SKIPPED_CSV)
         import pyarrow.parquet as pq
-
-        from embedkit.store.writer import exact_paths
 
         out = []
         for s in self.shards:
@@ -231,4 +217,5 @@ class CodeStore:
         """Write a store from codes made elsewhere; see :func:`embedkit.store.writer.from_arrays`."""
         from embedkit.store.writer import from_arrays
 
-        return from_arrays(out, codes, paths, labels, identity, **kwargs)
+        from_arrays(out, codes, paths, labels, identity, **kwargs)
+        return cls.open(out)
