@@ -95,7 +95,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     ``overwrite``. ``device="cpu"`` keeps every step (Gram matrix, final SVM) on the CPU.
     """
     from embedkit.classify.apply import read_rows, score_rows
-    from embedkit.classify.evaluate import evaluate_scores, model_extra, recorded_sha1, write_evaluation
+    from embedkit.classify.evaluate import evaluate_scores, model_extra, write_evaluation
     from embedkit.classify.gridsearch import effective_folds, grid_search_svm
     from embedkit.classify.large import ApproxKernelSVM, plan_training, stratified_sample
     from embedkit.classify.metrics import classification_report
@@ -161,7 +161,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     test = base = rep = None
     if len(split.test):
         rep, failures = evaluate_scores(score_rows(clf, store, split.test), clf.classes_, labels[split.test],
-                                        store.paths[split.test], sha1=recorded_sha1(store, split.test))
+                                        store.paths[split.test], sha1=store.recorded_sha1(split.test))
         test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures)}
         if baseline:
             lr = LogisticBaseline().fit(X_search, y_search)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
-from embedkit.errors import ConfigError, DataError, EmbedkitError
+from embedkit.errors import ConfigError, DataError
 from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS
 
 __all__ = ["command", "cached_index"]
@@ -38,17 +38,6 @@ def _csv_distance(d, metric: str) -> str:
     if metric != "ip" and d < 0:
         d = 0.0
     return f"{d + 0.0:.6g}"  # + 0.0: no "-0"
-
-
-def recorded_sha1(store) -> "np.ndarray":  # noqa: F821 (numpy is imported inside)
-    """The sha1 recorded for each store row at embed time ("" where none was recorded)."""
-    import numpy as np
-
-    try:
-        col = store.column("sha1")
-    except (EmbedkitError, KeyError, ValueError):  # imported codes without a sha1 column
-        return np.full(len(store), "", dtype=object)
-    return np.array(["" if v is None else str(v) for v in col], dtype=object)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -142,7 +131,7 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
     D, ids = index.search(codes, min(k + 1, len(store)) if exclude_self else k)
     labels = store.labels
-    sha1 = recorded_sha1(store) if html_out else None
+    sha1 = store.recorded_sha1() if html_out else None
     in_store = _store_rows_of(store, paths)
     rows, sections = [], []
     for qi, qpath in enumerate(paths):
@@ -204,7 +193,7 @@ def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out,
         threshold = DEFAULT_COSINE_THRESHOLD
     groups, described = _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, device)
     labels, paths = store.labels, store.paths
-    sha1 = recorded_sha1(store) if html_out else None
+    sha1 = store.recorded_sha1() if html_out else None
     rows, sections = [], []
     for gi, g in enumerate(groups, 1):
         dmax = format_distance(g.max_distance, metric)

@@ -144,6 +144,18 @@ class CodeStore:
             return np.full(len(self), "", dtype=object)
         return np.array(["" if v is None else v for v in self.column("label")], dtype=object)
 
+    def recorded_sha1(self, rows=None) -> np.ndarray:
+        """The sha1 recorded at embed time for each row (``rows`` of them when given); "" where none was
+        recorded (imported codes may have no sha1 column). Galleries inline a picture only when the file
+        still has it."""
+        n = len(self) if rows is None else len(np.asarray(rows))
+        if "sha1" not in self.columns:
+            return np.full(n, "", dtype=object)
+        col = self.items.column("sha1")
+        if rows is not None:  # only the rows asked for become Python strings (a million sha1s are ~100 MB)
+            col = col.take(np.asarray(rows, dtype=np.int64))
+        return np.array(["" if v is None else str(v) for v in col.to_pylist()], dtype=object)
+
     @property
     def skipped(self) -> list[dict]:
         """Files that could not be read, with the reason (``[{"path", "reason"}]``)."""

@@ -165,8 +165,6 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         found = [find_split_json(s) for s in stores]
         first = next((f for f in found if f is not None), None)
         splits = [f or first for f in found]
-    from embedkit.classify.evaluate import recorded_sha1
-
     panels, dirs, params, reused, drawn = [], [], [], [], []
     split_notes = []
     for k, (store, name) in enumerate(zip(stores, names)):
@@ -235,7 +233,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
             lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
         panels.append(ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
-                                m, m_test, sha1=recorded_sha1(store, rows)))  # thumbnails only of unchanged files
+                                m, m_test, sha1=store.recorded_sha1(rows)))  # thumbnails only of unchanged files
         dirs.append(folder)
         params.append(proj.params)
         drawn.append((len(rows), len(proj.indices)))
