@@ -15,7 +15,10 @@ from PIL import Image
 from embedkit.device import has_module
 from embedkit.errors import ConfigError, DataError, MissingDependencyError, StoreError
 from embedkit.store.codestore import CodeStore
-from embedkit.view.project import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
+from embedkit.view.metrics import code_metrics
+from embedkit.view.pipeline import view
+from embedkit.view.plot import ViewPanel, palette, plot_views
+from embedkit.view.project import Projection, project
 from embedkit.view.html import write_view_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,8 +11,9 @@ import pytest
 import embedkit.device
 import embedkit.view.project as vp
 from embedkit.errors import ConfigError
-from embedkit.view.project import code_metrics, project, resolve_view_backend
+from embedkit.view.metrics import code_metrics
 from embedkit.view.pipeline import view
+from embedkit.view.project import project, resolve_view_backend
 
 
 class SyntheticStore:

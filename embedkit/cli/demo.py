@@ -66,7 +66,7 @@ def _run(ctx, src: Path, out: Path, backbone, device, quiet):
     from embedkit.cli.neighbors import command as neighbors
     from embedkit.runner.embed import embed
     from embedkit.store.codestore import CodeStore
-    from embedkit.view.project import view
+    from embedkit.view.pipeline import view
 
     t0 = time.perf_counter()
     codes = out / "codes"

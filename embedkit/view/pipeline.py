@@ -20,16 +20,9 @@ from typing import Callable
 import numpy as np
 
 from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.view.metrics import code_metrics
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
-from embedkit.view.project import (
-    Projection,
-    Rows,
-    _fmt,
-    _sample_indices,
-    code_metrics,
-    describe,
-    project,
-)
+from embedkit.view.project import Projection, Rows, _fmt, _sample_indices, describe, project
 
 COLOR_BY = ("label", "design", "none")
 #: points drawn per panel at most (a seeded sample of the projected points above it)

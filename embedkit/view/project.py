@@ -42,13 +42,7 @@ from embedkit import device as _device
 from embedkit.checks import check_codes
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
-from embedkit.view.plot import (  # noqa: F401 (public API)
-    ViewPanel,
-    metrics_line,
-    palette,
-    plot_views,
-    spread_sample,
-)
+from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap
 
 METHODS = ("umap", "tsne", "pca")
 BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
@@ -68,7 +62,6 @@ CHUNK_ELEMENTS = 1 << 24
 #: UMAP: above this many rows to transform, fit with umap-learn's approximate index (fast to query) even on < 4096 rows
 UMAP_APPROX_REST = 20_000
 MIN_POINTS = 3
-CHUNK = CHUNK_ROWS  # kept for callers of the old name
 
 
 def pca_fit_rows(dim: int) -> int:
@@ -341,15 +334,3 @@ def _chunks_bar(src: Rows, progress: bool, desc: str):
         for i, block in src.chunks():
             yield i, block
             bar.update(len(block))
-
-
-from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap  # noqa: E402,F401
-from embedkit.view.metrics import code_metrics  # noqa: E402,F401 (public API)
-
-
-def __getattr__(name):  # view() and friends live in embedkit.view.pipeline; importable from here as before
-    if name in ("COLOR_BY", "ViewResult", "view"):
-        from embedkit.view import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
