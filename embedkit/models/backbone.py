@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -170,15 +169,6 @@ class Backbone:
             return np.zeros((0, self.dim), np.float32)
         tf = self.preprocessing.transform_uint8()
         return self.forward(torch.stack([tf(to_rgb(im)) for im in images])).numpy()
-
-    def embed_paths(self, paths: Sequence[str], batch_size: int | None = None, workers: int | None = None):
-        """Codes of image files in memory: ``(codes, kept_indices, skipped[(index, reason)])``.
-
-        A convenience for small sets (queries); the loader belongs to :func:`embedkit.runner.local.embed_files`.
-        """
-        from embedkit.runner.local import embed_files
-
-        return embed_files(self, paths, batch_size=batch_size, workers=workers)
 
 
 __all__ = ["Backbone", "WeightsInfo", "default_workers"]
