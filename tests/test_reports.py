@@ -207,8 +207,8 @@ def test_train_report_carries_svm_parameters_baseline_and_macro(tmp_path):
     clf = rep["classifier"]
     assert clf["kernel"] == "rbf" and clf["C"] == 1.0 and clf["decision"] == "ovr"
     assert isinstance(clf["gamma"], float) and clf["gamma"] > 0  # "scale" resolved on the training codes
-    assert rep["baseline"]["top1"] == pytest.approx(res.baseline["top1"])
-    assert rep["baseline"]["top5"] == pytest.approx(res.baseline["top5"])
+    assert rep["logistic_baseline"]["top1"] == pytest.approx(res.baseline["top1"])
+    assert rep["logistic_baseline"]["top5"] == pytest.approx(res.baseline["top5"])
     txt = (tmp_path / "m" / "report.txt").read_text()
     assert "MACRO" in txt and "kernel rbf" in txt and "decision ovr" in txt
     assert "logistic-regression baseline" in txt and f"top-1 {res.baseline['top1']:.4f}" in txt

@@ -28,7 +28,8 @@ from embedkit.defaults import TOP_K
 def model_extra(meta: dict) -> dict:
     """What a report says about the model that made it, from its ``model.json`` (or the same keys): the
     classifier's parameters (``classifier``: method, kernel, C, gamma, decision, ...) and the
-    logistic-regression baseline's figures (``baseline``, on the model's own test split)."""
+    logistic-regression baseline's figures (``logistic_baseline``, on the model's own test split; not
+    ``baseline``, which a softmax baseline's report uses for its own summary)."""
     params = dict(meta.get("params") or {})
     method = meta.get("method") or ("knn" if "n_neighbors" in params else "svm")
     if method == "knn":
@@ -43,7 +44,7 @@ def model_extra(meta: dict) -> dict:
     base = meta.get("baseline")
     if base:
         base = {**base, "where": "on the model's own test split, fitted on its training codes"}
-    return {"classifier": clf, "baseline": base}
+    return {"classifier": clf, "logistic_baseline": base}
 
 
 def evaluate(clf, X, y, paths, k: int = TOP_K, sha1=None):
