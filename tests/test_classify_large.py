@@ -97,6 +97,21 @@ def test_train_falls_back_above_max_kernel_rows_and_beats_majority(tmp_path):
     assert f"evaluated {res.test['n']} items: top-1 {res.test['top1']:.4f}" in r.output
 
 
+def test_fallback_report_says_what_was_fitted_not_what_was_asked(tmp_path):
+    from embedkit.classify.train import train
+
+    X, y = blobs(n_per=100, k=3, d=8, sep=2.0, seed=3)
+    res = train(make_store(tmp_path / "codes", X, list(y)), tmp_path / "m", kernels=("rbf",), Cs=[1], gammas=["scale"],
+                decision="ovo", class_weight="balanced", max_kernel_rows=100, n_jobs=1, progress=False,
+                approx_params={"n_components": 64, "batch_rows": 100}, device="cpu")
+    assert res.plan["mode"] == "approx"
+    assert any("one-vs-rest without class weights" in n and "'ovo'" in n and "'balanced'" in n for n in res.notes)
+    clf = json.loads((tmp_path / "m" / "report.json").read_text())["classifier"]
+    assert clf["decision"] == "ovr" and clf["class_weight"] is None and clf["estimator"] == "ApproxKernelSVM"
+    txt = (tmp_path / "m" / "report.txt").read_text()
+    assert "decision ovr" in txt and "balanced" not in txt
+
+
 def test_cli_max_kernel_rows(tmp_path):
     X, y = blobs(n_per=150, k=3, d=8, seed=2)
     store = make_store(tmp_path / "codes", X, list(y))

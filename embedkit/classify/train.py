@@ -79,6 +79,16 @@ def _jobs(n_jobs) -> int:
     return os.cpu_count() or 1 if n_jobs in (None, -1) else max(1, int(n_jobs))
 
 
+def _fitted_params(method: str, mode: str, best: dict, decision: str, class_weight) -> dict:
+    """The parameters of the model really fitted, for its report: the fall-back (SGD, one-vs-rest) takes
+    neither ``decision`` nor ``class_weight``."""
+    if method != "svm":
+        return best
+    if mode == "approx":
+        return {**best, "decision": "ovr", "class_weight": None}
+    return {**best, "decision": decision, "class_weight": class_weight}
+
+
 def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FOLDS, seed: int = 0,
           decision: str = "ovr", class_weight=None, backend="auto", device="auto", n_jobs=None,
           fractions=SPLIT_FRACTIONS, split_by=None, test_groups=(), val_groups=(), split_file=None,
@@ -127,6 +137,9 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
             final_backend = "sklearn"
         if plan["mode"] == "approx":
             notes.append(plan["reason"])
+            if decision != "ovr" or class_weight is not None:
+                notes.append(f"the fall-back is one-vs-rest without class weights: decision {decision!r} and "
+                             f"class_weight {class_weight!r} applied to the grid search only")
             search_rows = fit_rows[stratified_sample(y_fit, plan["max_kernel_rows"], seed)]
         plan["search_rows"] = len(search_rows)
         X_search = read_rows(store, search_rows)
@@ -178,7 +191,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
 
         write_text_atomic(out / "grid_search.txt", gs.table())
     if rep is not None:
-        chosen = {**best, "decision": decision, "class_weight": class_weight} if method == "svm" else best
+        chosen = _fitted_params(method, plan["mode"], best, decision, class_weight)
         files = write_evaluation(out, rep, failures, title=f"{method.upper()} on test",
                                  extra={"training": plan, "method": method, **model_extra(
                                      {"method": method, "params": chosen, "gamma": getattr(clf, "gamma_", None),
