@@ -200,6 +200,20 @@ def test_grid_search_bad_input():
         grid_search_svm(*blobs(), max_gram_bytes=1000)
 
 
+def test_grid_search_refuses_a_bad_C_before_building_the_gram_matrix(monkeypatch):
+    import embedkit.classify.gridsearch as gsm
+
+    def no_gram(*a, **k):
+        raise AssertionError("the N x N Gram matrix was built before C was checked")
+
+    monkeypatch.setattr(gsm, "centred_gram", no_gram)
+    for bad in (-1, 0, float("nan"), "ten"):
+        with pytest.raises(ConfigError, match="C .* is not valid; use a positive number"):
+            grid_search_svm(*blobs(), Cs=[1, bad], gammas=["scale"])
+    with pytest.raises(ConfigError, match="C -2 is not valid"):
+        SVMClassifier(C=-2).fit(*blobs())
+
+
 # --------------------------------------------------------------------------- pipeline and CLI
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from embedkit.checks import check_codes
 from embedkit.classify.constants import DECISIONS, KERNELS
-from embedkit.classify.svm import SVMClassifier, resolve_gamma
+from embedkit.classify.svm import SVMClassifier, check_C, resolve_gamma
 from embedkit.defaults import CV_FOLDS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.estimators import check_labels
@@ -77,7 +77,7 @@ def param_grid(kernels, Cs, gammas) -> list[dict]:
     for k in kernels:
         if k not in KERNELS:
             raise invalid("kernel", k, KERNELS)
-        d = {"kernel": [k], "C": [float(c) for c in Cs]}
+        d = {"kernel": [k], "C": [check_C(c) for c in Cs]}
         if k != "linear":
             d["gamma"] = [float(g) for g in gammas]
         grid.append(d)
@@ -162,6 +162,7 @@ def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=
     X = check_codes(X, copy=False)
     y = check_labels(y, X.shape[0])
     n = X.shape[0]
+    grid = list(ParameterGrid(param_grid(kernels, Cs, resolve_gammas(gammas, X))))  # C checked before the Gram
     if gram_dtype not in ("float32", "float64"):
         raise invalid("gram_dtype", gram_dtype, ("float64", "float32"), "float64 is exact, float32 faster but may flip near-ties")
     need = n * n * np.dtype(gram_dtype).itemsize
@@ -179,7 +180,6 @@ def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=
             folds = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
     else:
         folds = [(np.asarray(a), np.asarray(b)) for a, b in cv]
-    grid = list(ParameterGrid(param_grid(kernels, Cs, resolve_gammas(gammas, X))))
     gram, sq, a, c = centred_gram(X, device, dtype=gram_dtype)
 
     def base(kind, rows, cols):

@@ -20,6 +20,17 @@ from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.estimators import validated
 
 
+def check_C(C) -> float:
+    """The SVM's C as a float, or a :class:`ConfigError`: a positive number (checked before any kernel is built)."""
+    try:
+        c = float(C)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not c > 0 or c == float("inf"):
+        raise invalid("C", C, "a positive number")
+    return c
+
+
 def resolve_gamma(gamma, X) -> float:
     """A numeric gamma: ``"scale"`` = 1 / (D * X.var()) (scikit-learn's), ``"auto"`` = 1 / D, or a number."""
     if isinstance(gamma, str):
@@ -110,8 +121,7 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
             raise invalid("kernel", self.kernel, KERNELS)
         if self.decision not in DECISIONS:
             raise invalid("decision", self.decision, DECISIONS, "ovr = one-vs-rest, ovo = one-vs-one")
-        if not float(self.C) > 0:
-            raise invalid("C", self.C, "a positive number")
+        check_C(self.C)
         backend = svm_backend(self.backend, self.device)
         if backend == "cuml" and self.kernel == "precomputed":
             raise ConfigError("kernel='precomputed' works only with backend='sklearn'")
