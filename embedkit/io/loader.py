@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Iterable, Sequence
 
+from embedkit.defaults import BATCH_SIZE
 from embedkit.io.decode import load_image, raw_jpeg
 from embedkit.io.discover import Item
 
@@ -68,8 +69,8 @@ def default_workers() -> int:
 
 
 def default_batch_size(device) -> int:
-    """Images per loader batch: GPUs want large batches, CPUs gain nothing past a few dozen."""
-    return 128 if getattr(device, "type", str(device)) == "cuda" else 32
+    """Images per loader batch on ``device`` (a torch device or its name): :data:`embedkit.defaults.BATCH_SIZE`."""
+    return BATCH_SIZE["cuda" if getattr(device, "type", str(device)).split(":")[0] == "cuda" else "cpu"]
 
 
 class TableItems:

@@ -125,6 +125,7 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
 
     from embedkit.device import optional_import
     from embedkit.errors import ConfigError
+    from embedkit.io.loader import default_batch_size
     from embedkit.models.backbone import Backbone
 
     ray = optional_import("ray", "--engine ray")
@@ -159,7 +160,7 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
             raise ConfigError(f"--num-gpus {per_actor:g} per worker, but the cluster has {gpus:g} GPUs; "
                               "use --num-gpus 0 for CPU workers")
         actors = int(num_workers or (max(1, int(gpus // per_actor)) if per_actor else 1))
-        bs = int(batch_size or (128 if per_actor else 32))
+        bs = int(batch_size or default_batch_size("cuda" if per_actor else "cpu"))
         cpus = float(ray.cluster_resources().get("CPU", 1))
         # CPU actors: torch uses the cores left to each actor (the decode tasks are light, 0.5 CPU each, and
         # run beside it); GPU actors need one thread to feed the GPU
