@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.atomic import write_json_atomic
+from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
 from embedkit.store import writer
@@ -201,9 +201,8 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
     (out / SHARDS).mkdir(exist_ok=True)
-    tmp = work / (QUEUE + ".tmp")
-    pq.write_table(queue, tmp, row_group_size=rows)
-    tmp.replace(work / QUEUE)
+    with atomic_path(work / QUEUE) as tmp:
+        pq.write_table(queue, tmp, row_group_size=rows)
     job = Job(str(out), identity, int(dim), dtype, bool(l2), int(pca) if pca else None, rows, queue.num_rows,
               list(range(start, start + n_shards)), base, len(old) if old is not None else 0)
     job.save()  # the plan is committed last: a .work/ without job.json is "not started"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkit.atomic import atomic_path
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import StoreError
 
@@ -107,17 +108,14 @@ class PostProcess:
     def save(self, folder: str | os.PathLike) -> None:
         """Write ``pca.npz`` into ``folder`` (nothing without PCA); atomic."""
         if self.pca_whiten and self.components is not None:
-            folder = Path(folder)
-            tmp = folder / (PCA_FILE + ".tmp.npz")
-            np.savez(tmp, mean=self.mean, components=self.components, scale=self.scale)
-            os.replace(tmp, folder / PCA_FILE)
+            with atomic_path(Path(folder) / PCA_FILE, suffix=".npz") as tmp:  # np.savez wants the .npz ending
+                np.savez(tmp, mean=self.mean, components=self.components, scale=self.scale)
 
     def copy_to(self, folder: str | os.PathLike, source_folder: str | os.PathLike) -> None:
         """Copy the fitted ``pca.npz`` from ``source_folder`` to ``folder`` (write then rename)."""
         if self.pca_whiten:
-            tmp = Path(folder) / (PCA_FILE + ".tmp")
-            shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
-            os.replace(tmp, Path(folder) / PCA_FILE)
+            with atomic_path(Path(folder) / PCA_FILE) as tmp:
+                shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
 
     @classmethod
     def load(cls, info: dict | None, folder: str | os.PathLike | None = None) -> "PostProcess":

@@ -39,6 +39,7 @@ from typing import Callable
 import numpy as np
 
 from embedkit import device as _device
+from embedkit.atomic import atomic_path, write_text_atomic
 from embedkit.checks import check_codes
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
@@ -93,13 +94,10 @@ class Projection:
             if arr is None:
                 (folder / f"{name}.npy").unlink(missing_ok=True)
                 continue
-            tmp = folder / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, folder / f"{name}.npy")
+            with atomic_path(folder / f"{name}.npy", suffix=".npy") as tmp:  # np.save wants the .npy ending
+                np.save(tmp, arr)
         doc = {"params": self.params, "indices": None if full else "indices.npy"}
-        tmp = folder / "proj.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, folder / "proj.json")
+        write_text_atomic(folder / "proj.json", json.dumps(doc, indent=1, default=str))
         return folder
 
     @classmethod
