@@ -12,7 +12,7 @@ from torch import nn
 from embedkit.errors import ConfigError
 from embedkit.inspect.filters import first_conv
 from embedkit.inspect.patches import TopK, inspect_patches, parse_channels
-from embedkit.inspect.probe import LoadedNet, Probe, load_net
+from embedkit.inspect.activations import LoadedNet, Probe, load_net
 from embedkit.inspect.receptive import receptive_field, sequential_field
 from embedkit.models.preprocessing import Preprocessing
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from embedkit.errors import DataError, invalid
-from embedkit.inspect.probe import LoadedNet, Probe
+from embedkit.inspect.activations import LoadedNet, Probe
 from embedkit.inspect.receptive import ReceptiveField, receptive_field
 
 TOP_K = 9
@@ -225,8 +225,8 @@ def inspect_patches(source, out, backbone: str = "efficientnet_lite0", layer: st
     """
     from pathlib import Path
 
-    from embedkit.inspect.probe import load_net
-    from embedkit.inspect.render import write_outputs
+    from embedkit.inspect.activations import load_net
+    from embedkit.inspect.outputs import write_outputs
 
     t0 = time.perf_counter()
     items = read_source(source)
