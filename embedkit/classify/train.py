@@ -23,7 +23,7 @@ import numpy as np
 from embedkit.classify.constants import METHODS
 from embedkit.defaults import CV_FOLDS, SPLIT_FRACTIONS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import DataError, invalid
-from embedkit.splits import DESIGN, designs, make_split, pick_groups  # noqa: F401 - pick_groups re-exported
+from embedkit.splits import DESIGN, designs, make_split
 
 
 def store_groups(store, column: str) -> np.ndarray:

@@ -18,11 +18,10 @@ import torch
 from embedkit.defaults import BACKBONE, PRECISIONS
 from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import MismatchError, invalid
-from embedkit.io.loader import default_workers
 from embedkit.models.features import FeatureModel
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec, get_spec
-from embedkit.models.weights import WeightsInfo, load_model, resolve_preprocessing
+from embedkit.models.weights import load_model, resolve_preprocessing
 
 CPU_MICRO_BATCH = 8
 
@@ -171,4 +170,4 @@ class Backbone:
         return self.forward(torch.stack([tf(to_rgb(im)) for im in images])).numpy()
 
 
-__all__ = ["Backbone", "WeightsInfo", "default_workers"]
+__all__ = ["Backbone"]

@@ -84,9 +84,6 @@ class StreamSearcher:
     def ntotal(self) -> int:
         return len(self.source) if self.source is not None else 0
 
-    def attach(self, source) -> None:
-        self.source = source
-
     def search(self, Q: np.ndarray, k: int, metric: str):
         if self.source is None:
             raise StoreError("this exact index streams the codes of its store and was loaded without it; "

@@ -236,7 +236,7 @@ class KNNIndex(BaseEstimator):
     # -------------------------------------------------------- store & disk
     @classmethod
     def from_store(cls, store, *, progress=False, **params) -> "KNNIndex":
-        """Build an index on a :class:`~embedkit.store.CodeStore`'s codes, with its paths and identity."""
+        """Build an index on a :class:`~embedkit.store.codestore.CodeStore`'s codes, with its paths and identity."""
         return cls(**params).fit(store, progress=progress)
 
     def check_store(self, store) -> None:

@@ -1,4 +1,4 @@
-"""A k-nearest-neighbour classifier on a :class:`~embedkit.retrieve.KNNIndex`, to compare with the SVMs.
+"""A k-nearest-neighbour classifier on a :class:`~embedkit.retrieve.index.KNNIndex`, to compare with the SVMs.
 
 A scikit-learn classifier (``BaseEstimator`` + ``ClassifierMixin``: ``fit``
 returns self, fitted attributes end in ``_``, ``classes_``, ``predict``,
@@ -47,7 +47,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     n_neighbors : neighbours that vote (capped at the number of training codes).
     weights : ``"uniform"`` (majority) or ``"distance"`` (each vote weighs 1 / distance;
         Euclidean distance for ``l2``, ``1 - cos`` for ``cosine``; an exact match takes all the weight).
-    metric, kind, backend, index_params : passed to :class:`~embedkit.retrieve.KNNIndex`.
+    metric, kind, backend, index_params : passed to :class:`~embedkit.retrieve.index.KNNIndex`.
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``index_`` (the fitted KNNIndex), ``y_``
     (training labels as positions in ``classes_``).

@@ -75,10 +75,6 @@ class PostProcess:
         """The JSON form recorded in ``meta.json`` / ``model.json`` (compared between artifacts)."""
         return {"l2_normalize": bool(self.l2_normalize), "pca_whiten": self.pca_whiten}
 
-    @property
-    def is_identity(self) -> bool:
-        return not self.l2_normalize and not self.pca_whiten
-
     def out_dim(self, dim: int) -> int:
         """Dimension of processed codes given raw codes of ``dim``."""
         return int(self.components.shape[0]) if self.components is not None else dim
