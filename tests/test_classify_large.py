@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import CountingStore
 from test_classify import app, blobs, make_store
 
 from embedkit.classify.large import ApproxKernelSVM, exact_bytes, plan_training, rows_within, stratified_sample
@@ -42,29 +43,6 @@ def test_approx_svm_in_memory():
     Xb, yb = blobs(n_per=100, k=2, d=8, seed=1)
     b = ApproxKernelSVM(kernel="linear", C=1).fit(Xb, yb)
     assert b.decision_function(Xb).shape == (200,) and b.score(Xb, yb) > 0.95
-
-
-class CountingStore:
-    """A store that records how many rows each read asked for (the budget must be checked before reading)."""
-
-    def __init__(self, store):
-        self._s = store
-        self.reads = []
-
-    def __getattr__(self, name):
-        return getattr(self._s, name)
-
-    def __len__(self):
-        return len(self._s)
-
-    def take(self, idx):
-        self.reads.append(len(idx))
-        return self._s.take(idx)
-
-    def iter_chunks(self, rows=65536, start=0, stop=None):
-        for first, block in self._s.iter_chunks(rows, start, stop):
-            self.reads.append(len(block))
-            yield first, block
 
 
 def test_train_falls_back_above_max_kernel_rows_and_beats_majority(tmp_path):

@@ -11,19 +11,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import click
 from click.testing import CliRunner
 
-try:
-    from helpers import make_shape_image
-except ImportError:  # until tests/helpers.py exists everywhere
-    from conftest import make_shape_image
+from helpers import FakeStore, make_shape_image
 from embedkit.errors import ConfigError, DataError, MismatchError, NotFittedError, StoreError
-from embedkit.models.identity import identity_mismatch
 from embedkit.retrieve.cache import cached_index
 from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
 from embedkit.retrieve.exhaustive import exhaustive_search
@@ -35,52 +30,6 @@ from embedkit.retrieve.queries import embed_queries
 #: path names that str.splitlines() cuts in two (U+2028/2029, NEL, VT, FF, FS/GS/RS) and other awkward ones
 AWKWARD = ["a\u2028b.png", "c\u2029d.png", "e\x85f.png", "g\x0bh.png", "i\x0cj.png", "k\x1cl.png", "m\x1dn.png",
            "o\x1ep.png", "line\nbreak.png", "cr\rret.png", "tab\t.png", "caf\u00e9 \U0001f600.png"]
-
-
-class FakeStore:
-    """The CodeStore surface retrieval may use, and nothing more: no ``codes`` attribute, so every code
-    must come through ``iter_chunks``/``take``; records the largest block read to show memory stays bounded."""
-
-    def __init__(self, path, X, paths=None, identity=None, sha1=None):
-        self.path = Path(path)
-        self._X = np.asarray(X, dtype=np.float32)
-        n = len(self._X)
-        self.paths = np.array(paths if paths is not None else [f"img/{i:05d}.png" for i in range(n)], dtype=object)
-        self.labels = np.array([""] * n, dtype=object)
-        self.identity = identity
-        self.meta = {"count": n, "dim": self._X.shape[1]}
-        self._sha1 = sha1
-        self.largest_block = 0
-
-    def __len__(self):
-        return len(self._X)
-
-    @property
-    def dim(self):
-        return self._X.shape[1]
-
-    def iter_chunks(self, rows=65536, start=0, stop=None):
-        stop = len(self) if stop is None else min(stop, len(self))
-        for i in range(start, stop, rows):
-            block = self._X[i:min(i + rows, stop)].copy()
-            self.largest_block = max(self.largest_block, len(block))
-            yield i, block
-
-    def take(self, indices):
-        idx = np.asarray(indices, dtype=np.int64)
-        return self._X[idx].copy()
-
-    def column(self, name):
-        if name == "sha1" and self._sha1 is not None:
-            return np.array(self._sha1, dtype=object)
-        if name == "path":
-            return self.paths
-        raise ConfigError(f"column {name!r} is not valid")
-
-    def check_compatible(self, identity, what="these codes"):
-        diffs = identity_mismatch(self.identity, identity)
-        if diffs:
-            raise MismatchError(f"{what} come from another backbone/layer ({'; '.join(diffs)})")
 
 
 def brute_force(X, Q, k, metric):
