@@ -15,11 +15,6 @@ from embedkit.io.discover import discover
 from embedkit.io.decode import load_image
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return Backbone("efficientnet_lite0", device="cpu")
-
-
 def _write_zoo(root):
     """Every awkward kind of file: good ones that must be converted, bad ones that must be skipped."""
     root.mkdir(parents=True, exist_ok=True)
