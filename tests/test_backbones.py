@@ -99,16 +99,30 @@ def test_default_weights_are_real_imagenet_weights():
 
 
 def test_offline_without_cached_weights_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    import socket
 
-    def offline(*a, **k):
-        raise urllib.error.URLError("Temporary failure in name resolution")
+    import embedkit.models.weights
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(WeightsError) as e:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached
+
+    def no_network(*a, **k):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)  # what embedkit's reachability check opens
+    with pytest.raises(WeightsError, match="offline") as e:
         Backbone("resnet50", device="cpu")
     msg = str(e.value)
     assert "resnet50-" in msg and "--weights" in msg and str(tmp_path) in msg
+    # reachable, but the download breaks off: the same advice with the library's reason, and no file left
+    monkeypatch.setattr(embedkit.models.weights, "reachable", lambda url, timeout=3.0: True)
+
+    def reset(url, dst, *a, **k):
+        raise urllib.error.URLError("connection reset by peer")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", reset)
+    with pytest.raises(WeightsError, match="could not download .*connection reset by peer") as e:
+        Backbone("resnet50", device="cpu")
+    assert str(tmp_path) in str(e.value) and not list(tmp_path.rglob("*.pth"))
 
 
 def test_local_state_dict_and_bad_files(tmp_path):
