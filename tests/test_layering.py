@@ -110,3 +110,17 @@ def test_the_layering_test_sees_lazy_imports():
     assert ("embedkit.models.registry", "embedkit.models.zoo") in found  # inside a function
     assert ("embedkit.retrieve.queries", "embedkit.runner.local") in found  # inside a function
     assert ("embedkit.view.backends", "embedkit.device") in found  # `from embedkit import device`
+
+
+def test_readme_layout_names_every_module():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme[readme.index("## Layout"):]
+    layout = layout[:layout.find("\n## ", 1)] if "\n## " in layout[1:] else layout
+    rows = {line.split("|")[1].strip(" `/"): line for line in layout.splitlines() if line.startswith("| `")}
+    missing = []
+    for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        for mod in sorted(folder.glob("*.py")):
+            if mod.stem != "__init__" and f"`{mod.stem}`" not in rows.get(folder.name, ""):
+                missing.append(f"{folder.name}/{mod.name}")
+    missing += [p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__") and p.stem not in layout]
+    assert missing == []

@@ -21,9 +21,9 @@ Nothing N x N or N x D is ever built: peak memory is the fit sample after PCA
 (``max_points`` x ``pca_dims``), one chunk, and the N x 2 output.
 
 A :class:`Projection` is saved as ``proj.npy`` + ``proj.json`` so a figure can be
-redrawn without recomputing. :func:`code_metrics` gives the silhouette score and
-leave-one-out kNN accuracy of the codes themselves (not of the 2-D picture), on a
-bounded seeded sample of labelled rows.
+redrawn without recomputing. How well classes group in the codes themselves is
+:func:`embedkit.view.metrics.code_metrics`; drawing is :mod:`embedkit.view.plot` / :mod:`embedkit.view.html`,
+and :func:`embedkit.view.pipeline.view` puts them together.
 """
 
 from __future__ import annotations
