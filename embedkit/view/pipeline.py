@@ -113,6 +113,57 @@ def _title(name: str, store) -> str:
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
+def _saved_projection(folder: Path, method: str, want: dict, name: str, say) -> Projection:
+    """The projection saved in ``folder``, refused when it was made with other settings than ``want``."""
+    proj = Projection.load(folder)
+    diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
+            if key in _MATCH_KEYS and proj.params.get(key) != v]
+    if diff:
+        raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
+                          "drop --reuse to recompute it")
+    say(f"{name}: reusing the {method} projection in {folder}")
+    return proj
+
+
+def _metrics(store, src: Rows, labels: np.ndarray, name: str, split, split_json, seed: int, metrics_points: int,
+             say) -> tuple[dict | None, dict | None, str | None]:
+    """``(figures on every labelled code, figures on the split's test images, a note on that split)``."""
+    m = m_test = note = None
+    if len(set(labels.tolist()) - {""}) >= 2:
+        t1 = time.perf_counter()
+        m = code_metrics(src, labels, seed=seed, max_points=metrics_points)
+        say(f"{name}: silhouette / {m['k']}-NN on {_fmt(m['n'])} codes in {time.perf_counter() - t1:.1f}s")
+    if split is not None:
+        test = split_rows(store.paths, split_test_paths(split))
+        how = "given" if split_json is not None else "found next to the weights"
+        if not len(test) and split_json is not None:
+            raise DataError(f"none of the {len(store)} images of store {str(store.path)!r} is in the test split "
+                            f"of {str(split_json)!r}; give the split.json of the run these codes come from")
+        if len(set(labels[test].tolist()) - {""}) >= 2:
+            m_test = code_metrics(src, labels, seed=seed, max_points=metrics_points, rows=test)
+            note = f"test split of {split} ({how}): {_fmt(len(test))} images"
+        elif len(test):
+            note = f"test split of {split}: {len(test)} images of fewer than 2 classes, no figures"
+    return m, m_test, note
+
+
+def _panel(store, name: str, proj: Projection, labels: np.ndarray, color_by: str, limit_draw: int, seed: int,
+           m, m_test) -> ViewPanel:
+    """What is drawn of one store: a bounded seeded sample of the projected points; vectorised indexing."""
+    show = np.arange(len(proj.indices)) if len(proj.indices) <= limit_draw else \
+        _sample_indices(len(proj.indices), limit_draw, seed + 7)
+    rows = proj.indices[show]
+    lab = None
+    if color_by == "label":
+        lab = labels[rows]
+    elif color_by == "design":
+        from embedkit.splits import design_of
+
+        lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
+    return ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
+                     m, m_test, sha1=store.recorded_sha1(rows))  # thumbnails only of unchanged files
+
+
 def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
@@ -176,60 +227,27 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
-        if not reuse and not overwrite and (folder / "proj.json").exists():
-            raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
-                              "from it, or --overwrite to recompute and replace it")
         if reuse:
-            proj = Projection.load(folder)
-            diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
-                    if key in _MATCH_KEYS and proj.params.get(key) != v]
-            if diff:
-                raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
-                                  "drop --reuse to recompute it")
-            reused.append(True)
-            say(f"{name}: reusing the {method} projection in {folder}")
+            proj = _saved_projection(folder, method, want, name, say)
         else:
+            if not overwrite and (folder / "proj.json").exists():
+                raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
+                                  "from it, or --overwrite to recompute and replace it")
             say(f"{name}: {method} projection of {_fmt(len(store))} x {store.dim} codes")
             proj = project(src, method, backend, seed, max_points, pca_dims, rest=rest, device=device, log=say,
                            progress=progress)
             proj.params.update(store=str(store.path), store_created=meta.get("created"))
             proj.save(folder)
-            reused.append(False)
             say(f"{name}: {describe(proj.params)} in {proj.params['seconds']:.1f}s")
-        m = None
-        if metrics and has_labels and len(set(labels.tolist()) - {""}) >= 2:
-            t1 = time.perf_counter()
-            m = code_metrics(src, labels, seed=seed, max_points=metrics_points)
-            say(f"{name}: silhouette / {m['k']}-NN on {_fmt(m['n'])} codes in {time.perf_counter() - t1:.1f}s")
-        m_test, note = None, None
-        if metrics and has_labels and splits[k] is not None:
-            test = split_rows(store.paths, split_test_paths(splits[k]))
-            how = "given" if split_json is not None else "found next to the weights"
-            if not len(test) and split_json is not None:
-                raise DataError(f"none of the {len(store)} images of store {str(store.path)!r} is in the test split "
-                                f"of {str(split_json)!r}; give the split.json of the run these codes come from")
-            if len(set(labels[test].tolist()) - {""}) >= 2:
-                m_test = code_metrics(src, labels, seed=seed, max_points=metrics_points, rows=test)
-                note = f"test split of {splits[k]} ({how}): {_fmt(len(test))} images"
-            elif len(test):
-                note = f"test split of {splits[k]}: {len(test)} images of fewer than 2 classes, no figures"
+        reused.append(reuse)
+        m = m_test = note = None
+        if metrics and has_labels:
+            m, m_test, note = _metrics(store, src, labels, name, splits[k], split_json, seed, metrics_points, say)
         split_notes.append(note)
-        # Draw a bounded seeded sample of the projected points; vectorised indexing of paths and labels.
-        show = np.arange(len(proj.indices)) if len(proj.indices) <= limit_draw else \
-            _sample_indices(len(proj.indices), limit_draw, seed + 7)
-        rows = proj.indices[show]
-        lab = None
-        if color_by == "label":
-            lab = labels[rows]
-        elif color_by == "design":
-            from embedkit.splits import design_of
-
-            lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
-        panels.append(ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
-                                m, m_test, sha1=store.recorded_sha1(rows)))  # thumbnails only of unchanged files
+        panels.append(_panel(store, name, proj, labels, color_by, limit_draw, seed, m, m_test))
         dirs.append(folder)
         params.append(proj.params)
-        drawn.append((len(rows), len(proj.indices)))
+        drawn.append((len(panels[-1].xy), len(proj.indices)))
     n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
     head = title or f"{method.upper()} of neural codes, coloured by {color_by}"
     t1 = time.perf_counter()
