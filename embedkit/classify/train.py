@@ -89,6 +89,65 @@ def _fitted_params(method: str, mode: str, best: dict, decision: str, class_weig
     return {**best, "decision": decision, "class_weight": class_weight}
 
 
+def _fit_svm(store, labels, fit_rows, y_fit, plan: dict, notes: list, kernels, Cs, gammas, cv, seed, decision,
+             class_weight, backend, device, n_jobs, progress, approx_params):
+    """Grid search then the final SVM on the training rows: exact, or the fall-back with its search on a
+    stratified subsample (``plan["mode"]``). Returns ``(classifier, grid search, search codes, their labels)``."""
+    from embedkit.classify.apply import read_rows
+    from embedkit.classify.gridsearch import effective_folds, grid_search_svm
+    from embedkit.classify.large import ApproxKernelSVM, stratified_sample
+    from embedkit.classify.svm import SVMClassifier, svm_backend
+
+    final_backend = svm_backend(backend, device)
+    if final_backend == "cuml":
+        notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
+        final_backend = "sklearn"
+    search_rows = fit_rows
+    if plan["mode"] == "approx":
+        notes.append(plan["reason"])
+        if decision != "ovr" or class_weight is not None:
+            notes.append(f"the fall-back is one-vs-rest without class weights: decision {decision!r} and "
+                         f"class_weight {class_weight!r} applied to the grid search only")
+        search_rows = fit_rows[stratified_sample(y_fit, plan["max_kernel_rows"], seed)]
+    plan["search_rows"] = len(search_rows)
+    X_search = read_rows(store, search_rows)
+    y_search = labels[search_rows]
+    folds, note = effective_folds(y_search, cv)
+    if note:
+        notes.append(note)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
+        gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
+                             decision=decision, class_weight=class_weight, device=device, n_jobs=n_jobs,
+                             max_gram_bytes=1 << 62, progress=progress)
+    if plan["mode"] == "exact":
+        clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,
+                            device=device, n_jobs=n_jobs).fit(X_search, y_search)
+    else:
+        clf = ApproxKernelSVM(**gs.best_params, seed=seed, **(approx_params or {})).fit_reader(
+            lambda pos: read_rows(store, fit_rows[pos]), y_fit, store.dim)
+    return clf, gs, X_search, y_search
+
+
+def _test(clf, store, labels, rows, X_fit, y_fit, baseline: bool):
+    """``(report, failures, test figures, logistic baseline figures or None)`` of ``clf`` on the test ``rows``;
+    the baseline is fitted on the same training codes as the classifier's final fit."""
+    from embedkit.classify.apply import score_rows
+    from embedkit.classify.evaluate import evaluate_scores
+    from embedkit.classify.metrics import classification_report
+    from embedkit.classify.svm import LogisticBaseline
+
+    rep, failures = evaluate_scores(score_rows(clf, store, rows), clf.classes_, labels[rows], store.paths[rows],
+                                    sha1=store.recorded_sha1(rows))
+    test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures)}
+    base = None
+    if baseline:
+        lr = LogisticBaseline().fit(X_fit, y_fit)
+        b = classification_report(labels[rows], score_rows(lr, store, rows), lr.classes_)
+        base = {"top1": b["top1"], "top5": b["top5"], "n": b["n"], "fit_rows": len(y_fit)}
+    return rep, failures, test, base
+
+
 def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FOLDS, seed: int = 0,
           decision: str = "ovr", class_weight=None, backend="auto", device="auto", n_jobs=None,
           fractions=SPLIT_FRACTIONS, split_by=None, test_groups=(), val_groups=(), split_file=None,
@@ -104,13 +163,10 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     ``method="knn"``: a vote of ``n_neighbors`` nearest training codes. ``out`` must be new or empty unless
     ``overwrite``. ``device="cpu"`` keeps every step (Gram matrix, final SVM) on the CPU.
     """
-    from embedkit.classify.apply import read_rows, score_rows
-    from embedkit.classify.evaluate import evaluate_scores, model_extra, write_evaluation
-    from embedkit.classify.gridsearch import effective_folds, grid_search_svm
-    from embedkit.classify.large import ApproxKernelSVM, plan_training, stratified_sample
-    from embedkit.classify.metrics import classification_report
+    from embedkit.classify.apply import read_rows
+    from embedkit.classify.evaluate import model_extra, write_evaluation
+    from embedkit.classify.large import plan_training
     from embedkit.classify.model_folder import check_out_folder, save_classifier
-    from embedkit.classify.svm import LogisticBaseline, SVMClassifier, svm_backend
     from embedkit.estimators import check_labels
 
     t0 = time.perf_counter()
@@ -129,36 +185,11 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     # decide from sizes alone, before any code is read
     plan = (plan_training(len(fit_rows), store.dim, max_kernel_rows, memory_budget, jobs).to_dict()
             if method == "svm" else {"mode": "knn", "n_fit": len(fit_rows), "reason": f"{n_neighbors}-NN vote"})
-    gs, search_rows = None, fit_rows
+    gs = None
     if method == "svm":
-        final_backend = svm_backend(backend, device)
-        if final_backend == "cuml":
-            notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
-            final_backend = "sklearn"
-        if plan["mode"] == "approx":
-            notes.append(plan["reason"])
-            if decision != "ovr" or class_weight is not None:
-                notes.append(f"the fall-back is one-vs-rest without class weights: decision {decision!r} and "
-                             f"class_weight {class_weight!r} applied to the grid search only")
-            search_rows = fit_rows[stratified_sample(y_fit, plan["max_kernel_rows"], seed)]
-        plan["search_rows"] = len(search_rows)
-        X_search = read_rows(store, search_rows)
-        y_search = labels[search_rows]
-        folds, note = effective_folds(y_search, cv)
-        if note:
-            notes.append(note)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
-            gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
-                                 decision=decision, class_weight=class_weight, device=device, n_jobs=n_jobs,
-                                 max_gram_bytes=1 << 62, progress=progress)
-        if plan["mode"] == "exact":
-            clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,
-                                device=device, n_jobs=n_jobs).fit(X_search, y_search)
-        else:
-            dim = store.dim
-            clf = ApproxKernelSVM(**gs.best_params, seed=seed, **(approx_params or {})).fit_reader(
-                lambda pos: read_rows(store, fit_rows[pos]), y_fit, dim)
+        clf, gs, X_search, y_search = _fit_svm(store, labels, fit_rows, y_fit, plan, notes, kernels, Cs, gammas, cv,
+                                               seed, decision, class_weight, backend, device, n_jobs, progress,
+                                               approx_params)
         best, cv_score = gs.best_params, gs.best_score
     else:
         from embedkit.classify.knn import KNNCodesClassifier
@@ -171,15 +202,9 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if gs is not None:
         extra["grid_search"] = {**gs.to_dict(), "kernels": list(kernels), "cv": len(gs.folds), "cv_asked": cv,
                                 "seed": seed, "decision": decision}
-    test = base = rep = None
+    test = base = rep = failures = None
     if len(split.test):
-        rep, failures = evaluate_scores(score_rows(clf, store, split.test), clf.classes_, labels[split.test],
-                                        store.paths[split.test], sha1=store.recorded_sha1(split.test))
-        test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures)}
-        if baseline:
-            lr = LogisticBaseline().fit(X_search, y_search)
-            b = classification_report(labels[split.test], score_rows(lr, store, split.test), lr.classes_)
-            base = {"top1": b["top1"], "top5": b["top5"], "n": b["n"], "fit_rows": len(y_search)}
+        rep, failures, test, base = _test(clf, store, labels, split.test, X_search, y_search, baseline)
     del X_search
     extra.update(test=test, baseline=base)
     # the model first: drawing plots can fail (odd labels, fonts) and must never lose a trained model
