@@ -112,7 +112,7 @@ def test_cli_baseline_on_emoji_dev(emoji_dir, tmp_path):
     assert (out / "failures.csv").is_file()
     # the softmax baseline's own summary is not a logistic-regression baseline: no empty line for one
     txt = (out / "report.txt").read_text()
-    assert txt.startswith("softmax baseline efficientnet_lite0\n") and "logistic-regression" not in txt
+    assert txt.startswith("softmax baseline efficientnet_lite0: top-1") and "logistic-regression" not in txt
     assert txt.rstrip().splitlines()[-1].startswith("MACRO")
 
 
