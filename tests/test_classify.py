@@ -178,6 +178,7 @@ def test_grid_search_equals_sklearn_synthetic():
     _compare(X, y, ["rbf", "sigmoid"], [0.1, 10], ["scale", 1e-4], "ovr", SVMClassifier(backend="sklearn"))
 
 
+@pytest.mark.slow
 def test_grid_search_equals_sklearn_emoji(emoji_store):
     X = emoji_store.take(np.arange(len(emoji_store)))
     y = emoji_store.labels
@@ -310,6 +311,7 @@ def test_model_folder_errors(tmp_path, synth_store):
         check_store_matches(meta, short, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     model = tmp_path / "model"
     r = CliRunner().invoke(app(), ["classify", "train", str(emoji_store.path), "-o", str(model), "--quiet",

@@ -92,6 +92,7 @@ def test_baseline_report_excludes_unmapped_and_counts_them():
         baseline_report(logits[:, :30], y, m)
 
 
+@pytest.mark.slow
 def test_cli_baseline_on_emoji_dev(emoji_dir, tmp_path):
     from embedkit.cli.main import app
 

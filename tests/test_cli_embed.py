@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from embedkit import CodeStore
@@ -32,6 +33,7 @@ def test_embed_cli_errors_are_one_line(tmp_path, shapes_dir):
     assert r.exit_code != 0
 
 
+@pytest.mark.slow
 def test_end_to_end_on_emoji_dev(emoji_store):
     """The real illustration set: every image embedded, and the codes already carry class information."""
     store = emoji_store

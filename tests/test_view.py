@@ -106,6 +106,7 @@ def test_tsne_groups_blobs_reproducible_and_subsamples():
     assert np.all(np.diff(s.indices) > 0) and s.params["fraction"] == 0.25
 
 
+@pytest.mark.slow
 def test_umap_groups_blobs_and_is_reproducible():
     x, y = blobs(n_per=30, d=16)
     a = project(x, "umap", seed=0)
@@ -272,6 +273,7 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     assert page.remote == [] and len(page.data["panels"][0]["xy"]) == 24
 
 
+@pytest.mark.slow
 def test_real_codes_group_by_class(emoji_store, tmp_path):
     """On the real illustration codes, neighbours share the class far above chance (1/30), and the map is drawn."""
     res = view(emoji_store, tmp_path / "emoji.png", method="tsne", thumbnails=10, max_points=200)

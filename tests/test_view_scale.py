@@ -51,6 +51,7 @@ def test_pca_fits_on_a_sample_and_transforms_every_row_in_chunks(small_chunks):
     assert (resid ** 2).sum() / ((full - full.mean(0)) ** 2).sum() < 0.01
 
 
+@pytest.mark.slow
 def test_umap_fits_on_a_sample_and_transforms_the_rest(monkeypatch):
     monkeypatch.setattr(vp, "chunk_rows", lambda d: 400)
     store = synthetic_store(2000, 96, k=3)
