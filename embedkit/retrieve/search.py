@@ -20,6 +20,7 @@ from typing import Callable
 from embedkit.errors import ConfigError, DataError
 from embedkit.estimators import check_positive_int
 from embedkit.retrieve.constants import DEFAULT_COSINE_THRESHOLD
+from embedkit.store.codestore import CodeStore
 
 #: neighbours per query when none is asked for
 DEFAULT_K = 10
@@ -38,12 +39,6 @@ def _clipped(d, metric: str) -> float:
     """A distance as a float; cosine/l2 distances below 0 (float rounding) are 0, and -0.0 is 0.0."""
     d = float(d)
     return (0.0 if metric != "ip" and d < 0 else d) + 0.0
-
-
-def _open(store):
-    from embedkit.store.codestore import CodeStore
-
-    return store if hasattr(store, "iter_chunks") else CodeStore.open(store)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -194,7 +189,7 @@ def neighbors(store, queries, k: int = DEFAULT_K, *, metric: str = "cosine", kin
     from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
 
     t0 = time.perf_counter()
-    store = _open(store)
+    store = CodeStore.of(store)
     queries = [queries] if isinstance(queries, (str, os.PathLike)) else list(queries)
     if not queries:
         raise ConfigError("give at least one query image or folder of images (or --dedupe)")
@@ -289,7 +284,7 @@ def dedupe(store, threshold: float | None = None, *, metric: str = "cosine", kin
     from embedkit.retrieve.dedupe_quantized import describe, quantized_duplicate_groups
 
     t0 = time.perf_counter()
-    store = _open(store)
+    store = CodeStore.of(store)
     if threshold is None:
         if metric != "cosine":
             raise ConfigError(f"--dedupe with --metric {metric} needs --threshold (a {metric} distance); "

@@ -40,6 +40,12 @@ class CodeStore:
         return f"CodeStore({str(self.path)!r}, {len(self)} x {self.dim} {self.meta.get('dtype')}, {who})"
 
     @classmethod
+    def of(cls, store) -> "CodeStore":
+        """``store`` itself when it already is a store (anything read through ``take`` / ``iter_chunks``), else
+        the store opened at that path: what the library functions that take "a store or its folder" call."""
+        return store if hasattr(store, "take") and hasattr(store, "iter_chunks") else cls.open(store)
+
+    @classmethod
     def open(cls, path: str | os.PathLike) -> "CodeStore":
         """Open and validate a store (format 2, or a format-1 store read-only)."""
         path = Path(path)

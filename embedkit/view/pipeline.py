@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.store.codestore import CodeStore
 from embedkit.view.metrics import code_metrics
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
 from embedkit.view.project import Projection, Rows, _fmt, _sample_indices, describe, project
@@ -97,14 +98,6 @@ def split_rows(paths, test: set) -> np.ndarray:
         norm = {os.path.normpath(os.path.abspath(p)) for p in test}
         hit = np.fromiter((os.path.normpath(os.path.abspath(p)) in norm for p in paths), bool, len(paths))
     return np.flatnonzero(hit)
-
-
-def _open(store):
-    if hasattr(store, "take") and hasattr(store, "iter_chunks"):
-        return store
-    from embedkit.store.codestore import CodeStore
-
-    return CodeStore.open(store)
 
 
 def _title(name: str, store) -> str:
@@ -186,7 +179,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     """
     t0 = time.perf_counter()
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
-    stores = [_open(s) for s in ([stores] if single else stores)]
+    stores = [CodeStore.of(s) for s in ([stores] if single else stores)]
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in (".png", ".html"):
