@@ -17,6 +17,7 @@ __all__ = ["command", "echo_note", "print_dedupe", "print_neighbors"]
 # The library pieces (NumPy, FAISS, scikit-learn) are imported inside the functions that use them, not
 # when the CLI starts: `embedkit --help` and TAB completion stay fast.
 
+
 def echo_note(message: str) -> None:
     """A library note (cache rebuilt, CPU fall-back) as a ``note:`` line on stderr."""
     click.echo(f"note: {message}", err=True)
