@@ -106,6 +106,28 @@ def _title(name: str, store) -> str:
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
+def _splits(stores, split_json) -> list:
+    """The split.json of each store: the one given, else the one found next to fine-tuned weights, applied to
+    every store (so the same images of a baseline store are compared on it too)."""
+    if split_json is not None:
+        return [Path(split_json)] * len(stores)
+    found = [find_split_json(s) for s in stores]
+    first = next((f for f in found if f is not None), None)
+    return [f or first for f in found]
+
+
+def _draw(out: Path, panels: list, thumbnails: int | None, seed: int, title: str) -> None:
+    """The PNG figure or the HTML page (by ``out``'s suffix); by default thumbnails on the page only."""
+    png = out.suffix.lower() == ".png"
+    n_thumbs = (0 if png else 300) if thumbnails is None else int(thumbnails)
+    if png:
+        plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=title)
+    else:
+        from embedkit.view.html import write_view_html
+
+        write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=title)
+
+
 def _saved_projection(folder: Path, method: str, want: dict, name: str, say) -> Projection:
     """The projection saved in ``folder``, refused when it was made with other settings than ``want``."""
     proj = Projection.load(folder)
@@ -196,12 +218,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     names = [Path(s.path).name for s in stores]
     if len(set(names)) < len(names):
         names = [str(s.path) for s in stores]
-    if split_json is not None:
-        splits = [Path(split_json)] * len(stores)
-    else:  # found next to fine-tuned weights: the same images of a baseline store are compared on it too
-        found = [find_split_json(s) for s in stores]
-        first = next((f for f in found if f is not None), None)
-        splits = [f or first for f in found]
+    splits = _splits(stores, split_json)
     panels, dirs, params, reused, drawn = [], [], [], [], []
     split_notes = []
     for k, (store, name) in enumerate(zip(stores, names)):
@@ -241,14 +258,7 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         dirs.append(folder)
         params.append(proj.params)
         drawn.append((len(panels[-1].xy), len(proj.indices)))
-    n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
-    head = title or f"{method.upper()} of neural codes, coloured by {color_by}"
     t1 = time.perf_counter()
-    if kind == ".png":
-        plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=head)
-    else:
-        from embedkit.view.html import write_view_html
-
-        write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=head)
+    _draw(out, panels, thumbnails, seed, title or f"{method.upper()} of neural codes, coloured by {color_by}")
     say(f"drew {out} in {time.perf_counter() - t1:.1f}s")
     return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0, drawn, split_notes)
