@@ -41,6 +41,7 @@ def test_any_timm_or_torchvision_model_resolves_with_its_own_preprocessing():
     assert bb.dim == 512  # penultimate layer = pooled features feeding the classifier
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer,dim", [("fc7", 4096), ("fc6", 4096), ("pool5", 512)])
 def test_vgg19_code_layers(layer, dim):
     bb = Backbone("vgg19", layer=layer, weights="none", device="cpu")
@@ -51,6 +52,7 @@ def test_vgg19_code_layers(layer, dim):
         assert (codes >= 0).all()  # taken after the ReLU
 
 
+@pytest.mark.slow
 def test_fc7_equals_the_second_fully_connected_layer_after_relu():
     bb = Backbone("vgg16", layer="fc7", weights="none", device="cpu")
     model = get_spec("vgg16").create_model()

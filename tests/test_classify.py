@@ -139,6 +139,7 @@ def test_svm_errors():
         clf.predict(X[:, :8])
 
 
+@pytest.mark.slow
 def test_sklearn_contract():
     from sklearn.base import clone
     from sklearn.utils.estimator_checks import check_estimator

@@ -10,6 +10,7 @@ from embedkit import CodeStore
 from embedkit.cli.main import app
 
 
+@pytest.mark.slow
 def test_embed_cli_writes_a_store_and_a_summary(tmp_path, shapes_dir):
     (shapes_dir / "circle" / "broken.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "codes"
@@ -60,6 +61,7 @@ def test_hostile_inputs_give_one_line_errors(tmp_path, shapes_dir):
     assert r.exit_code == 2 and "is a file, not a folder" in r.output and len(r.output.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, shapes_dir):
     import json
     import socket
@@ -83,6 +85,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, sha
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_previous_store_stays(tmp_path, shapes_dir, monkeypatch):
     import errno
 
