@@ -26,6 +26,7 @@ from PIL import Image
 
 import embedkit
 from embedkit.io.discover import discover
+from embedkit.io.loader import default_batch_size
 from embedkit.io.decode import to_rgb
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +53,7 @@ def main(argv=None):
     items = discover(args.images)
     paths = [items[i % len(items)].path for i in range(args.n)]
     bb = embedkit.Backbone(args.backbone, args.layer, device=args.device)
-    bs = args.batch_size or bb.default_batch_size()
+    bs = args.batch_size or default_batch_size(bb.device)
     tf = bb.transform
     sync = torch.cuda.synchronize if bb.device.type == "cuda" else (lambda: None)
     print(f"backbone {bb.name}/{bb.layer} dim {bb.dim} on {bb.device}, {args.n} images from {args.images}, "

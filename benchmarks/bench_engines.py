@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default="efficientnet_lite0")
     ap.add_argument("--weights", default="default")
     ap.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray cluster")
+    ap.add_argument("--size", type=int, default=256, help="width of the generated images (toy runs: smaller)")
     ap.add_argument("--out", default=None, help="Also write the figures to this file.")
     args = ap.parse_args(argv)
 
@@ -57,9 +58,9 @@ def main(argv=None) -> int:
         lines.append(s)
 
     try:
-        make_images(tmp / "imgs", args.images)
+        make_images(tmp / "imgs", args.images, size=args.size)
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-        say(f"# bench_engines: {args.images} JPEG images 256x192, {args.backbone}, "
+        say(f"# bench_engines: {args.images} JPEG images {args.size}x{args.size * 3 // 4}, {args.backbone}, "
             f"{'CUDA' if cuda_available() else 'CPU'}, {os.cpu_count()} cores, python {platform.python_version()}")
         best = {"local": 0.0, "ray": 0.0}
         stores = {}

@@ -92,7 +92,7 @@ def bench_large(args, skip) -> list[str]:
         x, y = large_codes(Path(tmp) / "codes.npy", args.large, args.d, args.classes, args.seed)
         full_mb = x.shape[0] * x.shape[1] * 4 / 1e6
         for method, backend, rest in LARGE_RUNS:
-            if backend in skip:
+            if backend in skip or method not in args.methods:
                 continue
             # Warm-up: imports and numba JIT (umap-learn's approximate index and transform too) are not counted.
             warm = 300 + (UMAP_APPROX_REST + 1 if method == "umap" else 0)
@@ -120,6 +120,7 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--codes", default=None, help="a code store to use instead of synthetic codes")
     ap.add_argument("--skip", nargs="*", default=[], help="backends to skip, e.g. sklearn")
+    ap.add_argument("--methods", nargs="*", default=["umap", "tsne", "pca"], help="methods to time (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--large", type=int, default=100_000, help="rows of the bounded-memory rows (0: skip them)")
     ap.add_argument("--fit", type=int, default=5_000, help="fit sample of the bounded-memory rows")
@@ -142,6 +143,7 @@ def main(argv=None):
         runs += GPU_RUNS
     else:
         print("no CUDA device with cuML here: GPU backends not timed")
+    runs = [r for r in runs if r[0] in args.methods]
     head = (f"# {time.strftime('%Y-%m-%d')} {x.shape[0]} x {x.shape[1]} codes ({what}); "
             f"{platform.processor() or platform.machine()}, cuda={cuda_available()}")
     print(head)

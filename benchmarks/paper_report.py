@@ -56,8 +56,9 @@ def section(kind: str, units: list, res: dict, recipes: list) -> tuple[list, dic
     if not have:
         return [], {}
     b1 = [base[u]["top1"] for u in have]
-    row("ImageNet softmax (1000-way)", [base[u]["softmax"]["top1"] for u in have],
-        [base[u]["softmax"]["top5"] for u in have])
+    if all(base[u].get("softmax") for u in have):  # no softmax row where no label is an ImageNet class
+        row("ImageNet softmax (1000-way)", [base[u]["softmax"]["top1"] for u in have],
+            [base[u]["softmax"]["top5"] for u in have])
     row("ImageNet codes + SVM", b1, [base[u]["top5"] for u in have])
     for name in recipes:
         r = res[name]
@@ -78,21 +79,22 @@ def write_report(cache: Path, folds, seeds, out: Path, meta: dict) -> None:
     design_units = [f"design-{f.index}" for f in folds]
     strat_units = [f"stratified-{s}" for s in seeds] or sorted(
         {u for r in res.values() for u in r if u.startswith("stratified-")})
-    L = ["# Fine-tuned vs ImageNet codes on emoji-dev, leave-designs-out folds", "",
+    data, by = meta.get("data", "emoji-dev"), meta.get("group_by", "design")
+    L = [f"# Fine-tuned vs ImageNet codes on {data}, leave-{by}-out folds", "",
          f"Command (last): `{meta['command']}`  ", f"Date: {meta['date']}  ", f"Machine: {meta['machine']}  ",
-         f"Backbone: {meta['backbone']}; data: emoji-dev (366 images, 30 classes, 14 designs)", "",
+         f"Backbone: {meta['backbone']}; data: {data}; folds hold out whole groups by {by}", "",
          "Top-1 / top-5 precision in %, on the test images of each fold (the same images for every method of a fold; "
          "asserted). Codes + SVM: 3-fold CV grid search over rbf + sigmoid x C x gamma on train + validation, refitted, "
-         "tested. Fine-tuning chooses its epoch on the validation designs only. The paired difference is taken fold by "
+         f"tested. Fine-tuning chooses its epoch on the validation {by} groups only. The paired difference is taken fold by "
          "fold against ImageNet codes + SVM; an improvement is claimed only when its 95% interval excludes 0.", ""]
     numbers = {"meta": meta, "folds": [f.to_dict() for f in folds]}
-    for kind, units, title in (("design", design_units, f"## Leave-designs-out ({len(folds)} folds, disjoint test designs)"),
+    for kind, units, title in (("design", design_units, f"## Leave-{by}-out ({len(folds)} folds, disjoint test {by} groups)"),
                                ("stratified", strat_units, "## Stratified 64/16/20 split, several seeds (new images of known designs)")):
         table, nums = section(kind, units, res, recipes)
         if table:
             L += [title, ""] + table + [""]
             numbers[kind] = nums
-    L += ["## Folds", "", "| fold | test designs | validation designs | test images |", "|---|---|---|---:|"]
+    L += ["## Folds", "", f"| fold | test {by} groups | validation {by} groups | test images |", "|---|---|---|---:|"]
     base = res.get(BASE, {})
     for f in folds:
         n = base.get(f"design-{f.index}", {}).get("n", "-")

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # paper_report, a sibling script
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/datasets/emoji-dev"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,9 +62,12 @@ def parse_value(v: str):
     return {"true": True, "false": False, "none": None}.get(v.lower(), v)
 
 
-def embed_store(data, out, backbone, layer=None, weights="default"):
-    from embedkit import embed
+def embed_store(data, out, backbone, layer=None, weights="default", reuse=False):
+    """The codes of ``data``; with ``reuse``, a finished store already in ``out`` (runs over other folds share it)."""
+    from embedkit import CodeStore, embed
 
+    if reuse and (Path(out) / "meta.json").is_file():
+        return CodeStore.open(out)
     return embed(str(data), out, backbone=backbone, layer=layer, weights=str(weights), overwrite=True,
                  progress=False).store
 
@@ -89,7 +93,10 @@ def imagenet_mapping(labels):
     return m
 
 
-def softmax_row(logits_store, split, mapping) -> dict:
+def softmax_row(logits_store, split, mapping) -> dict | None:
+    """The ImageNet classifier's own top-1/top-5 on the test images (None when no label is an ImageNet class)."""
+    if not mapping.mapped:
+        return None
     from embedkit.classify.baseline import baseline_report
 
     rep, _ = baseline_report(np.asarray(logits_store.codes, dtype=np.float64)[split.test],
@@ -98,12 +105,42 @@ def softmax_row(logits_store, split, mapping) -> dict:
     return {"top1": b["top1"], "top5": b["top5"], "n": rep["n"], "restricted_top1": rep["top1"]}
 
 
-def units(folds, seeds):
-    """Every evaluation unit: ("design", fold) and ("stratified", seed), with its classify/finetune split options."""
+def manifest_columns(data: Path) -> list:
+    """The header of the data's ``manifest.csv`` (none without one)."""
+    m = data / "manifest.csv"
+    return m.read_text(encoding="utf-8").split("\n", 1)[0].strip().split(",") if m.is_file() else []
+
+
+def group_column(data: Path, paths, by: str) -> np.ndarray:
+    """One group per path: its design (file name), or a column of the data's ``manifest.csv`` (e.g. ``family``)."""
+    import csv
+
+    from embedkit.splits import designs
+
+    if by == "design":
+        return designs(paths)
+    with open(data / "manifest.csv", newline="", encoding="utf-8") as f:
+        of = {row["file"]: row[by] for row in csv.DictReader(f)}
+    return np.array([of[str(Path(p).relative_to(data))] for p in paths], dtype=object)
+
+
+def units(folds, seeds, paths=(), groups=()):
+    """Every evaluation unit: ("design", fold) and ("stratified", seed), with its classify/finetune split options.
+
+    Folds over a coarser group than the design (icon families: sets that share drawings) are given to
+    classify and finetune as the designs (file names) of their groups: both split by design.
+    """
+    from embedkit.splits import designs
+
+    sets = designs(paths) if len(paths) else None
+
+    def members(gs):
+        return tuple(gs) if sets is None else tuple(sorted(set(sets[np.isin(groups, list(gs))].tolist())))
+
     out = []
     for f in folds:
-        out.append((f"design-{f.index}", {"split_by": "design", "test_groups": tuple(f.test),
-                                          "val_groups": tuple(f.val), "seed": 0}))
+        out.append((f"design-{f.index}", {"split_by": "design", "test_groups": members(f.test),
+                                          "val_groups": members(f.val), "seed": 0}))
     for s in seeds:
         out.append((f"stratified-{s}", {"seed": s}))
     return out
@@ -147,7 +184,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--backbone", default="efficientnet_lite0")
-    ap.add_argument("--folds", type=int, default=7, help="leave-designs-out folds (disjoint test designs)")
+    ap.add_argument("--folds", type=int, default=7, help="leave-groups-out folds (disjoint test groups)")
+    ap.add_argument("--group-by", default=None, help="the groups held out: 'design' (file name) or a column of "
+                    "the data's manifest.csv, e.g. 'family' (default: family where the manifest has it)")
     ap.add_argument("--only-folds", default="", help="run only these fold numbers (e.g. 0,1: a quick screen)")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of the stratified split ('' = none)")
     ap.add_argument("--recipes", default="small,paper", help="fine-tuning recipes (embedkit.finetune.recipes)")
@@ -155,11 +194,13 @@ def main(argv=None) -> int:
                     help="override a recipe option (with --name: a variant measured under its own name)")
     ap.add_argument("--name", default=None, help="name of the variant made by --set (one recipe)")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the cache")
-    ap.add_argument("--out", default=str(RESULTS / "paper_table"))
+    ap.add_argument("--work", default=None, help="cache and run folder (default: benchmarks/results/tmp/paper_table)")
+    ap.add_argument("--out", default=None, help="report path without suffix (default: benchmarks/results/"
+                    "paper_table for emoji-dev, paper_table_<data> otherwise)")
     args = ap.parse_args(argv)
 
     from embedkit.classify.train import split_store
-    from embedkit.splits import designs, group_folds
+    from embedkit.splits import group_folds
 
     t_start = time.perf_counter()
     data = Path(args.data)
@@ -168,16 +209,25 @@ def main(argv=None) -> int:
     recipes = [r for r in args.recipes.split(",") if r]
     names = {r: (args.name if args.name and len(recipes) == 1 else r if not overrides else
                  r + "+" + ",".join(f"{k}={v}" for k, v in overrides.items())) for r in recipes}
+    global WORK
+    if args.work:
+        WORK = Path(args.work)
+    elif data.resolve() != DEFAULT_DATA.resolve():
+        WORK = WORK / data.name  # one cache per data set
+    out = Path(args.out) if args.out else RESULTS / ("paper_table" if data.resolve() == DEFAULT_DATA.resolve()
+                                                     else f"paper_table_{data.name}")
+    by = args.group_by or ("family" if "family" in manifest_columns(data) else "design")
     cache = WORK / "cache"
-    base_codes = embed_store(data, WORK / "imagenet-codes", args.backbone) if not args.report_only else None
+    base_codes = embed_store(data, WORK / "imagenet-codes", args.backbone, reuse=True) if not args.report_only else None
     paths = sorted(str(p) for p in data.glob("*/*.png"))
-    folds = group_folds(designs(paths), args.folds, seed=0)
+    groups = group_column(data, paths, by)
+    folds = group_folds(groups, args.folds, seed=0)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     only = {int(s) for s in args.only_folds.split(",") if s.strip()}
-    todo = [(u, kw) for u, kw in units(folds, seeds) if not only or not u.startswith("design-")
+    todo = [(u, kw) for u, kw in units(folds, seeds, paths if by != "design" else (), groups) if not only or not u.startswith("design-")
             or int(u.split("-")[1]) in only]
     if not args.report_only:
-        logits = embed_store(data, WORK / "imagenet-logits", args.backbone, "logits")
+        logits = embed_store(data, WORK / "imagenet-logits", args.backbone, "logits", reuse=True)
         mapping = imagenet_mapping(sorted(set(base_codes.labels.tolist())))
         for unit, kw in todo:
             s = split_store(base_codes, FRACTIONS, kw["seed"], kw.get("split_by"), kw.get("test_groups", ()),
@@ -188,7 +238,8 @@ def main(argv=None) -> int:
                      if "test_groups" in kw else ""), flush=True)
             r = cached(cache / BASE / f"{unit}.json", lambda: {**svm_row(base_codes, WORK / "svm" / unit, kw),
                                                              "softmax": softmax_row(logits, s, mapping)})
-            print(f"  ImageNet codes + SVM top-1 {r['top1']:.3f}; softmax {r['softmax']['top1']:.3f}", flush=True)
+            print(f"  ImageNet codes + SVM top-1 {r['top1']:.3f}"
+                  + (f"; softmax {r['softmax']['top1']:.3f}" if r["softmax"] else ""), flush=True)
             for recipe in recipes:
                 name = names[recipe]
                 r = cached(cache / name / f"{unit}.json", lambda: {
@@ -198,7 +249,7 @@ def main(argv=None) -> int:
                       f"{r['best_epoch']}/{r['epochs']}, {r['finetune_seconds'] / 60:.1f} min)", flush=True)
     from paper_report import write_report  # noqa: E402 (a sibling script)
 
-    write_report(cache, folds, seeds, Path(args.out), {
+    write_report(cache, folds, seeds, out, {"data": data.name, "group_by": by,
         "command": "python " + " ".join(shlex.quote(a) for a in [f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]),
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"), "backbone": args.backbone,
         "machine": f"{__import__('os').cpu_count()} CPU cores, no GPU ({platform.machine()}, Python {platform.python_version()})",
@@ -207,5 +258,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

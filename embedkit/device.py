@@ -1,17 +1,21 @@
 """The one place where embedkit decides between GPU and CPU.
 
-Every module asks :func:`resolve_device` (torch work) or :func:`resolve_backend`
-(which library implements an algorithm) at the top of a function instead of
-testing ``torch.cuda.is_available()`` itself, so a user's ``--device`` /
-``backend=`` choice is honoured everywhere and errors read the same.
+An entry point (``embed()``, ``classify train``...) turns the user's ``--device`` into one
+:class:`Compute` with :func:`resolve_compute`, once, and passes it to every engine (Ray included):
+the torch device and the library for each algorithm (SVM, kNN search, projection). Everything that
+takes a ``device`` also takes that value, and :func:`resolve_device` / :func:`resolve_backend` (which
+library implements an algorithm) are the only tests of CUDA, so a user's ``--device`` / ``backend=``
+choice is honoured everywhere and errors read the same.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from types import ModuleType
+from typing import Any
 
 from embedkit.errors import ConfigError, MissingDependencyError, invalid
 
@@ -21,7 +25,9 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 _OPTIONAL = {
     "cuml": ("cuml-cu13", "gpu"),
     "cupy": ("cupy-cuda13x", "gpu"),
-    "faiss": ("faiss-cpu (or faiss-gpu)", None),
+    "faiss": ("faiss-cpu", None),  # a base dependency (the gpu extra brings the GPU build)
+    "ray": ("ray[data]", "ray"),
+    "ray.data": ("ray[data]", "ray"),
     "umap": ("umap-learn", "view"),
     "openTSNE": ("openTSNE", "view"),
 }
@@ -39,8 +45,64 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def resolve_device(device: str | None = "auto"):
-    """Return the ``torch.device`` to run on.
+@dataclass(frozen=True)
+class Compute:
+    """One entry point's device choice, resolved once by :func:`resolve_compute`.
+
+    ``requested``: the user's ``--device`` as given (``auto``, ``cpu``, ``cuda``, ``cuda:N``; explicit
+    choices are enforced by each library's resolver); ``device``: the torch device (backbones, Gram
+    matrices, torch search). The library for each algorithm is decided on first use (importing cuML to
+    find out costs seconds an embed does not need) and then kept: :attr:`svm`, :attr:`knn`, :attr:`projection`.
+    """
+
+    requested: str
+    device: Any
+
+    @property
+    def name(self) -> str:
+        """The torch device as text (``cpu``, ``cuda``, ``cuda:1``)."""
+        return str(self.device)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.type == "cuda"
+
+    @cached_property
+    def svm(self) -> str:
+        """SVM library: ``cuml`` on a GPU where it is installed, else ``sklearn``."""
+        return "cuml" if self.on_gpu and has_module("cuml") else "sklearn"
+
+    @cached_property
+    def knn(self) -> str:
+        """Exact kNN search: ``faiss-gpu`` on a GPU with a GPU build of FAISS, ``torch`` on a GPU without one
+        (and on a CPU without FAISS), else ``faiss`` (IVF and HNSW: see ``retrieve.common.resolve_knn_backend``)."""
+        faiss = has_module("faiss")
+        if self.on_gpu and faiss and hasattr(importlib.import_module("faiss"), "StandardGpuResources"):
+            return "faiss-gpu"
+        return "torch" if self.on_gpu or not faiss else "faiss"
+
+    @cached_property
+    def projection(self) -> str:
+        """``cuml`` on a GPU where it is installed, else ``cpu`` (``view`` picks the CPU library per method)."""
+        return "cuml" if self.on_gpu and has_module("cuml") else "cpu"
+
+
+def requested_device(device) -> str:
+    """The user's device choice as text, from a string, None (``auto``) or a :class:`Compute`."""
+    if isinstance(device, Compute):
+        return device.requested
+    return "auto" if device is None else str(device)
+
+
+def resolve_compute(device: "str | Compute | None" = "auto") -> Compute:
+    """Resolve ``device`` once into a :class:`Compute` (a Compute is returned as it is)."""
+    if isinstance(device, Compute):
+        return device
+    return Compute(requested_device(device), resolve_device(device))
+
+
+def resolve_device(device: "str | Compute | None" = "auto"):
+    """Return the ``torch.device`` to run on (a :class:`Compute`'s own, already resolved).
 
     ``"auto"``/None picks CUDA when present, else CPU; ``"cuda"`` on a machine
     without CUDA is an error rather than a silent fall-back, because the user
@@ -48,6 +110,8 @@ def resolve_device(device: str | None = "auto"):
     """
     import torch
 
+    if isinstance(device, Compute):
+        return device.device
     name = "auto" if device is None else str(device)
     base = name.split(":")[0]
     if base not in DEVICE_CHOICES:
@@ -65,16 +129,25 @@ def resolve_device(device: str | None = "auto"):
 def autocast_dtype(device, precision: str = "auto"):
     """The autocast dtype for ``precision`` on ``device`` (None = full fp32).
 
-    ``"auto"``: bf16 on CUDA devices that support it, else fp16 on CUDA, and fp32 on CPU
-    (CPU autocast is slower than fp32 for most conv nets).
+    ``"auto"``: bf16 on CUDA devices with native bf16 (:func:`native_bf16`), else fp16 on CUDA (the
+    fine-tuning GradScaler goes with it), and fp32 on CPU (CPU autocast is slower than fp32 for most conv nets).
     """
     import torch
 
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(torch.cuda.get_device_capability(device)) else torch.float16
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def native_bf16(capability: tuple[int, int]) -> bool:
+    """True for a CUDA compute capability with bf16 in hardware (Ampere, 8.0, and later).
+
+    Not ``torch.cuda.is_bf16_supported()``: it counts emulated bf16 (slow, or failing, on a V100 or T4)
+    and asks the current device rather than the chosen one.
+    """
+    return tuple(capability) >= (8, 0)
 
 
 def optional_import(module: str, purpose: str) -> ModuleType:
@@ -83,7 +156,7 @@ def optional_import(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         req, extra = _OPTIONAL.get(module, (module, None))
-        fix = f"pip install 'embedkit[{extra}]'" if extra else f"pip install {req}"
+        fix = f'pip install "embedkit[{extra}]"' if extra else f'pip install "{req}"'
         raise MissingDependencyError(
             f"{purpose} needs the optional package {module!r}, which is not installed ({exc}); fix: {fix}"
         ) from exc

@@ -40,6 +40,16 @@ class StoreError(EmbedkitError):
     """A code store that is missing, incomplete or corrupt."""
 
 
+class DiskFullError(EmbedkitError, OSError):
+    """A write that failed for lack of space or quota; what was written before it stays intact.
+
+    An ``OSError`` with ``errno.ENOSPC`` too, so code that handles a full disk by its errno sees it.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def invalid(what: str, given, valid, fix: str | None = None) -> ConfigError:
     """The one shape of a "not valid" message: what was given, what is valid, how to fix it.
 

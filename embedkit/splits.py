@@ -13,7 +13,6 @@ fine-tuning never sees the images classification tests on.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass
@@ -130,13 +129,14 @@ def split_from_file(paths, path: str | Path) -> Split:
 
     Paths match as absolute paths, or else after resolving symbolic links.
     """
+    from embedkit.io.tables import read_csv
+
     where = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.reader(f):
-            if len(row) >= 2 and row[1].strip() in SPLITS:
-                p, s = row[0].strip(), row[1].strip()
-                where[os.path.abspath(p)] = s
-                where.setdefault(os.path.realpath(p), s)
+    for row in read_csv(path, "split file", "a CSV of path,split rows (split: train, val or test)"):
+        if len(row) >= 2 and row[1].strip() in SPLITS:
+            p, s = row[0].strip(), row[1].strip()
+            where[os.path.abspath(p)] = s
+            where.setdefault(os.path.realpath(p), s)
     paths = np.asarray(paths, dtype=object)
     part = np.array([where.get(os.path.abspath(str(p))) or where.get(os.path.realpath(str(p)), "")
                      for p in paths.tolist()], dtype=object)

@@ -179,3 +179,20 @@ class CountingStore(ReadLog):
         for first, block in self._s.iter_chunks(rows, start, stop):
             self.reads.append(len(block))
             yield first, block
+
+
+def served_shapes(root):
+    """For the `embedkit serve` tests: shapes (3 classes x 6) plus one exact copy of circle_0, embedded with the
+    default backbone, and an SVM trained on them. Returns ``(images folder, store, model folder)``."""
+    import shutil
+    from pathlib import Path
+
+    import embedkit
+    from embedkit.classify.train import train
+
+    root = Path(root)
+    images = write_shapes(root / "images", per_class=6)
+    shutil.copy(images / "circle" / "circle_0.png", images / "circle" / "circle_copy.png")
+    store = embedkit.embed(images, root / "codes", progress=False).store
+    train(store, root / "model", Cs=[1], gammas=["scale"], n_jobs=1, progress=False, baseline=False)
+    return images, store, root / "model"

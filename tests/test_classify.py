@@ -232,7 +232,9 @@ def test_cli_train_eval_predict_synthetic(synth_store, tmp_path):
     r = CliRunner().invoke(app(), ["classify", "train", str(synth_store.path), "-o", str(model), "--quiet",
                                    "--C", "1,10", "--gamma", "scale", "--jobs", "1"])
     assert r.exit_code == 0, r.output
-    assert "test top-1 1.0000" in r.output
+    # every accuracy with its n and a Wilson interval (9 of 9 right is not "certainly 100%")
+    assert "test top-1 1.000 (95% CI 0.701-1.000)" in r.output and "n=9" in r.output
+    assert "3 classes of 3 have fewer than 5 test items" in r.output
     for name in ("model.npz", "model.json", "split.csv", "report.json", "report.txt", "confusion.png",
                  "per_class.png", "failures.csv", "failures.html", "grid_search.txt"):
         assert (model / name).exists(), name
@@ -241,18 +243,55 @@ def test_cli_train_eval_predict_synthetic(synth_store, tmp_path):
     assert meta["split"] == {"train": 30, "val": 6, "test": 9}
     r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(synth_store.path), "--part", "test"])
     assert r.exit_code == 0, r.output
-    assert "evaluated 9 items: top-1 1.0000" in r.output
+    assert "evaluated 9 items: top-1 1.000 (95% CI 0.701-1.000)" in r.output
+    report = json.loads((model / "eval-codes" / "report.json").read_text())
+    assert report["interval"]["top1"] == pytest.approx([0.7008, 1.0], abs=1e-3)
     out = tmp_path / "pred.csv"
-    r = CliRunner().invoke(app(), ["classify", "predict", str(model), str(synth_store.path), "-o", str(out), "--top-k", "2"])
+    r = CliRunner().invoke(app(), ["classify", "predict", str(model), str(synth_store.path), str(synth_store.path),
+                                   "-o", str(out), "-k", "2", "--json", str(tmp_path / "p.json"),
+                                   "--parquet", str(tmp_path / "p.parquet")])
     assert r.exit_code == 0, r.output
+    assert "predicted 90 images" in r.output and "score = SVM decision value" in r.output
+    assert len([line for line in r.output.splitlines() if line.startswith(f"  {synth_store.paths[0]}: c")]) == 1
     rows = list(csv.DictReader(open(out)))
-    assert len(rows) == 45 and set(rows[0]) == {"path", "pred", "top1", "score1", "top2", "score2"}
+    assert len(rows) == 90 and set(rows[0]) == {"path", "pred", "top1", "score1", "top2", "score2"}
     assert all(r_["pred"] == Path(r_["path"]).parent.name for r_ in rows)
+    # numbers stay numbers: negative decision values are not escaped into text
+    import pandas as pd
+
+    df = pd.read_csv(out)
+    assert df["score1"].dtype.kind == "f" and df["score2"].dtype.kind == "f" and (df["score2"] < 0).any()
+    pq = pd.read_parquet(tmp_path / "p.parquet")
+    assert pq["score2"].dtype.kind == "f" and np.allclose(pq["score2"], df["score2"], atol=1e-5)
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["score"].startswith("SVM decision value") and len(doc["predictions"]) == 90
+    assert doc["predictions"][0]["top"][0]["label"] == doc["predictions"][0]["pred"]
     # codes of another backbone are refused with a clear error
     other = make_store(tmp_path / "other", synth_store.take(np.arange(len(synth_store))), list(synth_store.labels),
                        identity={**IDENTITY, "layer": "fc7"})
     r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(other.path)])
     assert r.exit_code == 2 and "layer" in r.output and "error:" in r.output
+
+
+def test_train_calibrated_and_repeated(synth_store, tmp_path):
+    """--calibrate: probabilities that sum to 1 and survive the model folder; --repeats: mean +- std over splits."""
+    model = tmp_path / "model"
+    r = CliRunner().invoke(app(), ["classify", "train", str(synth_store.path), "-o", str(model), "--quiet",
+                                   "--C", "1", "--gamma", "scale", "--jobs", "1", "--calibrate", "--repeats", "3",
+                                   "--no-baseline"])
+    assert r.exit_code == 0, r.output
+    assert "over 3 splits (seeds 0-2, 9 test items each): top-1 1.000 +- 0.000" in r.output
+    rep = json.loads((model / "report.json").read_text())
+    assert [run["seed"] for run in json.loads((model / "model.json").read_text())["repeats"]["runs"]] == [0, 1, 2]
+    assert rep["classifier"]["estimator"] == "CalibratedSVM" and len(rep["repeats"]["runs"]) == 3
+    assert "over 3 splits (seeds 0-2" in (model / "report.txt").read_text()
+    out = tmp_path / "pred.json"
+    r = CliRunner().invoke(app(), ["classify", "predict", str(model), str(synth_store.path), "-o", str(out), "-k", "3"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["score"].startswith("probability")
+    sums = [sum(t["score"] for t in p["top"]) for p in doc["predictions"]]
+    assert np.allclose(sums, 1.0) and all(p["top"][0]["score"] > 0.5 for p in doc["predictions"])
 
 
 def test_split_by_column_and_split_file(synth_store, tmp_path):
@@ -383,11 +422,11 @@ def test_cli_knn_method(synth_store, tmp_path):
     r = CliRunner().invoke(app(), ["classify", "train", str(synth_store.path), "-o", str(model), "--quiet",
                                    "--method", "knn", "--neighbors", "3"])
     assert r.exit_code == 0, r.output
-    assert "trained KNN on 36 codes" in r.output and "test top-1 1.0000" in r.output
+    assert "trained KNN on 36 codes" in r.output and "test top-1 1.000 (95% CI" in r.output
     meta = json.loads((model / "model.json").read_text())
     assert meta["estimator"] == "KNNCodesClassifier" and meta["method"] == "knn" and "grid_search" not in meta
     r = CliRunner().invoke(app(), ["classify", "eval", str(model), str(synth_store.path)])
-    assert r.exit_code == 0 and "evaluated 45 items: top-1 1.0000" in r.output, r.output
+    assert r.exit_code == 0 and "evaluated 45 items: top-1 1.000 (95% CI 0.921-1.000)" in r.output, r.output
 
 
 def test_imported_codes_train_but_cannot_predict_images(tmp_path):

@@ -34,6 +34,17 @@ def test_mapper_has_no_false_matches():
     assert map_labels(["tige", "tigers", "dragon", "needle"]).mapped == {}
 
 
+def test_near_but_wrong_animals_are_refused_alone_and_beside_the_real_class():
+    """WordNet names 'hedgehog' a porcupine and 'maned wolf' a red wolf: other animals, left unmapped with the
+    reason, and no longer in the way of the porcupine label itself."""
+    from embedkit.classify.baseline import imagenet_classes
+
+    m = map_labels(["hedgehog", "maned_wolf", "porcupine"])
+    assert set(m.unmapped) == {"hedgehog", "maned_wolf"}
+    assert "porcupine" in m.unmapped["hedgehog"] and "different animal" in m.unmapped["maned_wolf"]
+    assert imagenet_classes().names[m.mapped["porcupine"]] == "porcupine"
+
+
 def test_mapper_exact_names_and_synonyms():
     m = map_labels(["tiger", "hot_dog", "lady_beetle", "mobile_phone", "t_shirt", "Spider-Web"])
     cls = imagenet_classes()

@@ -72,7 +72,7 @@ def test_train_falls_back_above_max_kernel_rows_and_beats_majority(tmp_path):
     # eval and predict stream the store through the loaded fall-back model
     r = CliRunner().invoke(app(), ["classify", "eval", str(tmp_path / "m"), str(store.path), "--part", "test"])
     assert r.exit_code == 0, r.output
-    assert f"evaluated {res.test['n']} items: top-1 {res.test['top1']:.4f}" in r.output
+    assert f"evaluated {res.test['n']} items: top-1 {res.test['top1']:.3f} (95% CI" in r.output
 
 
 def test_fallback_report_says_what_was_fitted_not_what_was_asked(tmp_path):

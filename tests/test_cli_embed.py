@@ -63,22 +63,23 @@ def test_hostile_inputs_give_one_line_errors(tmp_path, shapes_dir):
 
 @pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, shapes_dir):
-    import json
-    import socket
     import subprocess
     import sys
 
     out = tmp_path / "s"
     out.mkdir()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # a live run holding the lock (the lock is the kernel's flock, not the file's content)
+    live = subprocess.Popen([sys.executable, "-c", "import sys, time; from embedkit.store.lock import FolderLock; "
+                             "FolderLock(sys.argv[1], 'embed').acquire(); print('held', flush=True); time.sleep(60)",
+                             str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "what": "embed"}))
+        assert live.stdout.readline().strip() == "held"
         r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "-q", "--resume"])
         assert r.exit_code == 2 and "being written by another run" in r.output and str(live.pid) in r.output
     finally:
         live.kill()
         live.wait()
-    # the holder is gone (killed): its lock is stale and taken over
+    # the holder is gone (killed): the system released its lock, the file left behind is no obstacle
     r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(out), "--resume"])
     assert r.exit_code == 0, r.output
     assert "nothing to resume" in r.output and "embedded 24 images" in r.output
@@ -117,3 +118,24 @@ def test_interrupt_advice_only_where_resume_exists(tmp_path, shapes_dir, monkeyp
     monkeypatch.setattr("embedkit.store.codestore.CodeStore.open", interrupted)
     r = CliRunner().invoke(app, ["store", "info", str(tmp_path)])
     assert r.exit_code == 130 and "interrupted" in r.output and "--resume" not in r.output
+
+
+def test_every_embed_says_which_stage_bounds_it(tmp_path, shapes_dir):
+    """decode / forward / write seconds with their shares, printed and kept in EmbedResult.stages."""
+    import embedkit
+    from embedkit.runner.stages import StageTimes
+
+    r = CliRunner().invoke(app, ["embed", str(shapes_dir), "-o", str(tmp_path / "a"), "--quiet", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    line = r.output.strip().splitlines()[1]
+    assert line.startswith("stages: decode ") and ", forward " in line and ", write " in line
+    assert "bounds the run" in line
+    res = embedkit.embed(shapes_dir, tmp_path / "b", workers=0, progress=False)
+    st = res.stages
+    assert st.decode > 0 and st.forward > 0 and st.write > 0 and st.total <= res.seconds
+    assert st.bound in ("decode", "forward", "write") and sum(st.share(s) for s in ("decode", "forward", "write")) \
+        == __import__("pytest").approx(1.0)
+    made = StageTimes(decode=3.0, forward=1.0, write=0.5)
+    assert made.bound == "decode" and made.line() == (
+        "stages: decode 3.0s (67%), forward 1.0s (22%), write 0.5s (11%); decode bounds the run: more --workers "
+        "(or --decode device) would feed the model faster")

@@ -19,13 +19,9 @@ from embedkit.finetune.layers import (
     parse_layers,
     weight_layers,
 )
-from embedkit.finetune.train import (
-    FinetuneConfig,
-    build_model,
-    finetune,
-    make_optimizer,
-    plan_for,
-)
+from embedkit.finetune.config import FinetuneConfig
+from embedkit.finetune.optim import make_optimizer, plan_for
+from embedkit.finetune.train import build_model, finetune
 from embedkit.models.registry import get_spec
 from embedkit.models.weights import load_model
 from embedkit.splits import stratified_split

@@ -52,8 +52,6 @@ def test_finetune_data_leaves_loose_files_out(tmp_path):
 
 
 def test_a_second_finetune_into_the_same_run_folder_is_refused(tmp_path):
-    import json
-    import socket
     import subprocess
     import sys
 
@@ -63,9 +61,11 @@ def test_a_second_finetune_into_the_same_run_folder_is_refused(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    live = subprocess.Popen([sys.executable, "-c", "import sys, time; from embedkit.store.lock import FolderLock; "
+                             "FolderLock(sys.argv[1], 'finetune').acquire(); print('held', flush=True); time.sleep(60)",
+                             str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".lock").write_text(json.dumps({"pid": live.pid, "host": socket.gethostname(), "what": "finetune"}))
+        assert live.stdout.readline().strip() == "held"
         with pytest.raises(embedkit.StoreError, match="being written by another run"):
             finetune(tmp_path, out, progress=False, log=lambda _m: None, weights="none", epochs=1)
     finally:

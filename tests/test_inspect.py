@@ -226,6 +226,10 @@ def test_cli_filters_and_errors(tmp_path):
                               "--compare-weights", "none", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert out.is_file() and "64 filters of conv1" in res.output
+    from PIL import Image
+
+    w, h = Image.open(out).size
+    assert w >= 2 * 480 and h >= 480  # two grids of 8 x 8 filters, each drawn at least 480 px wide
     res = runner.invoke(app, ["inspect", "filters", "--backbone", "torchvision:resnet18", "--weights", "none",
                               "--layer", "layer9.conv", "-o", str(out)])
     assert res.exit_code == 2 and "error: layer 'layer9.conv' is not valid" in res.output

@@ -14,13 +14,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "embedkit"
 
 #: bottom first; a stage may import only stages of lower layers (and itself): one layer's stages are peers
 LAYERS = (
-    ("errors", "defaults"),
-    ("atomic", "checks", "stats", "device", "splits", "io"),
+    ("errors", "defaults", "words"),
+    ("atomic", "checks", "stats", "device", "io", "versions"),
+    ("splits",),  # reads split files through io
     ("estimators", "models", "render"),
     ("store",),
     ("runner", "inspect", "finetune", "view"),
     ("retrieve",),
     ("classify",),
+    ("serve",),  # a long-running search service over stores, models and maps
     ("cli",),
     ("__main__", "__init__"),  # `python -m embedkit`, and the package face (names handed on lazily)
 )

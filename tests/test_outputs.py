@@ -186,3 +186,28 @@ def test_csv_files_for_people_never_start_a_formula(tmp_path):
     assert got == ["'=HYPERLINK(\"x\")", "'+1", "'-cmd", "'@SUM(A1)", "0.5", "plain"]
     write_csv_atomic(tmp_path / "m.csv", list("abcdef"), rows)  # machine-read files (split.csv) stay exact
     assert list(csv.reader(open(tmp_path / "m.csv")))[1][0] == "=HYPERLINK(\"x\")"
+
+
+def test_numbers_stay_numbers_in_every_csv(tmp_path):
+    """Negative scores used to be written as text ('-0.589153): escaping is for text cells only, and every
+    number is written in one format, so pandas reads numeric columns as numbers."""
+    import numpy as np
+    import pandas as pd
+
+    from embedkit.atomic import write_csv_atomic
+    from embedkit.classify.evaluate import evaluate_scores, write_evaluation
+
+    rows = [["-cmd", np.float32(-0.58915312), -1e-7, np.int64(3), -0.0, 7],
+            ["=1+1", 0.1 + 0.2, np.float64(12345678.9), 4, 2.5, np.int32(-2)]]
+    write_csv_atomic(tmp_path / "p.csv", list("abcdef"), rows, spreadsheet=True)
+    df = pd.read_csv(tmp_path / "p.csv")
+    assert df["a"].tolist() == ["'-cmd", "'=1+1"]  # text: escaped
+    assert [df[c].dtype.kind for c in "bcdef"] == ["f", "f", "i", "f", "i"]
+    assert list(csv.reader(open(tmp_path / "p.csv")))[1][1:] == ["-0.589153", "-1e-07", "3", "0", "7"]
+    # failures.csv of a real evaluation: negative decision values, read back as floats
+    scores = np.array([[-0.5, 0.25, -1.5], [0.75, -0.125, -2.0], [-0.3, -0.2, 0.1]])
+    rep, failures = evaluate_scores(scores, ["a", "b", "c"], ["a", "c", "c"], ["x.png", "y.png", "z.png"])
+    files = write_evaluation(tmp_path / "ev", rep, failures)
+    fail = pd.read_csv(files["failures_csv"])
+    assert len(fail) == 2 and all(fail[f"score{j}"].dtype.kind == "f" for j in (1, 2, 3))
+    assert (fail["score3"] < 0).all() and fail["true_rank"].dtype.kind == "i"

@@ -93,10 +93,32 @@ def test_kill_and_resume_redoes_only_unfinished_shards(cluster, images, local_st
     _same(res.store, local_store)
 
 
+def test_device_cpu_reaches_the_workers(cluster, images, local_store, tmp_path, monkeypatch):
+    """--device cpu on a local cluster: CPU workers that ask Ray for no GPU, fp32 codes as the local engine's."""
+    import embedkit.runner.ray_engine as engine
+
+    plans, plan = [], engine.worker_plan
+    monkeypatch.setattr(engine, "worker_plan", lambda *a: plans.append(plan(*a)) or plans[-1])
+    res = embedkit.embed(images, tmp_path / "s", engine="ray", device="cpu", shard_rows=8, progress=False)
+    assert plans[0][0] == 0.0 and plans[0][2] == "cpu"  # no GPU per actor, actors on the CPU
+    _same(res.store, local_store)
+    assert res.store.identity["precision"] == local_store.identity["precision"] == "fp32"
+    assert res.stages.decode > 0 and res.stages.forward > 0 and res.stages.write > 0  # the workers' seconds too
+
+
 def test_ray_options_are_checked(cluster, images, tmp_path):
     with pytest.raises(embedkit.ConfigError, match="--num-gpus"):
         embedkit.embed(images, tmp_path / "a", engine="ray", num_gpus=1, progress=False)
     with pytest.raises(embedkit.ConfigError, match="decode"):
         embedkit.embed(images, tmp_path / "b", engine="ray", decode="device", progress=False)
+    with pytest.raises(embedkit.ConfigError, match="--device cuda, but the Ray cluster has no GPUs"):
+        embedkit.embed(images, tmp_path / "d", engine="ray", device="cuda", progress=False)
     with pytest.raises(embedkit.ConfigError, match="engine"):
         embedkit.embed(images, tmp_path / "c", engine="dask", progress=False)
+
+
+def test_ray_data_reads_a_stores_item_folder_with_skipped_files(cluster, local_store):
+    # the layout other tools rely on (embedkit.store.layout): one schema per folder, skipped files elsewhere
+    assert local_store.skipped
+    got = ray.data.read_parquet(str(local_store.path / "items")).to_pandas()
+    assert sorted(got["path"]) == sorted(local_store.paths) and len(got) == len(local_store)

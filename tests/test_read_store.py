@@ -110,15 +110,14 @@ def test_meta_records_identity(tmp_path, shapes_dir, lite0):
     meta = json.loads((tmp_path / "s" / "meta.json").read_text())
     assert meta["backbone"] == "efficientnet_lite0" and meta["layer"] == "pool" and meta["dim"] == 1280
     assert meta["count"] == 24 and meta["dtype"] == "float32" and meta["embedkit_version"] == embedkit.__version__
-    assert meta["format"] == "embedkit-store/2"
+    assert meta["format"] == "embedkit-store/3"
     assert meta["identity"]["weights"]["sha256"] and meta["identity"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
-    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert sum(s["rows"] for s in manifest["shards"]) == 24
+    assert sum(s["rows"] for s in meta["shards"]) == 24  # the shard list and the count: one file, one commit
     first = np.load(tmp_path / "s" / "shards" / "00000.npy", mmap_mode="r")
     assert np.array_equal(first, CodeStore.open(tmp_path / "s").codes[:len(first)])
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(tmp_path / "s" / "shards" / "00000.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "s" / "items" / "00000.parquet").to_pylist()
     assert rows[0]["label"] == "circle" and rows[0]["width"] == 64 and len(rows[0]["sha1"]) == 40
     assert not (tmp_path / "s" / ".work").exists()
     assert store.labels.tolist()[:len(rows)] == [r["label"] for r in rows]
@@ -195,7 +194,7 @@ def test_l2_and_pca_whitening_are_store_options(tmp_path, shapes_dir, lite0):
     assert w.codes.shape == (24, 8) and w.meta["code_dim"] == 1280
     cov = np.cov(np.asarray(w.codes, np.float64).T)
     assert np.allclose(cov, np.eye(8), atol=1e-3)
-    raw = np.load(tmp_path / "w" / "shards" / "00000.raw.npy")
+    raw = np.load(tmp_path / "w" / "raw" / "00000.npy")
     assert np.allclose(w.transform(raw[:3]), w.codes[:3], atol=1e-4)  # queries get the same transform
     with pytest.raises(ConfigError, match="dtype"):
         embedkit.embed(shapes_dir, tmp_path / "x", lite0, dtype="int8", progress=False)
@@ -225,12 +224,44 @@ def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path
     with pytest.raises(Killed):
         embedkit.embed(shapes_dir, tmp_path / "s", lite0, pca_whiten=4, progress=False)
     monkeypatch.setattr(writer, "write_json_atomic", real)
-    assert (tmp_path / "s" / "manifest.json").exists() and not (tmp_path / "s" / "meta.json").exists()
+    assert (tmp_path / "s" / "pca.npz").exists() and not (tmp_path / "s" / "meta.json").exists()
     with pytest.raises(StoreError, match="--resume"):
         CodeStore.open(tmp_path / "s")
     res = embedkit.embed(shapes_dir, tmp_path / "s", lite0, resume=True, progress=False)
     assert res.embedded == 0 and len(res.store) == 24 and not (tmp_path / "s" / ".work").exists()
     assert res.store.labels.tolist()[0] == "circle" and res.store.dim == 4
+
+
+@pytest.mark.slow
+def test_an_append_killed_at_its_commit_keeps_the_old_store_and_resume_finishes_it(tmp_path, shapes_dir, lite0,
+                                                                                    monkeypatch):
+    import shutil
+
+    import embedkit.store.writer as writer
+
+    grow = tmp_path / "grow"
+    (grow / "circle").mkdir(parents=True)
+    for p in sorted((shapes_dir / "circle").iterdir())[:4]:
+        shutil.copy(p, grow / "circle" / p.name)
+    before = embedkit.embed(grow, tmp_path / "s", lite0, progress=False).store
+    shutil.rmtree(grow)
+    shutil.copytree(shapes_dir, grow)
+    real = writer.write_json_atomic
+
+    def dies_at_meta(path, obj):  # every new shard is written: the commit is all that is left
+        if str(path).endswith("meta.json"):
+            raise Killed()
+        return real(path, obj)
+
+    monkeypatch.setattr(writer, "write_json_atomic", dies_at_meta)
+    with pytest.raises(Killed):
+        embedkit.embed(grow, tmp_path / "s", lite0, append=True, shard_rows=8, progress=False)
+    monkeypatch.setattr(writer, "write_json_atomic", real)
+    old = CodeStore.open(tmp_path / "s")  # the store before the append, whole
+    assert old.paths.tolist() == before.paths.tolist() and np.array_equal(np.asarray(old.codes), np.asarray(before.codes))
+    res = embedkit.embed(grow, tmp_path / "s", lite0, resume=True, progress=False)
+    assert res.embedded == 0 and len(res.store) == 24 and len(set(res.store.paths)) == 24
+    assert res.store.paths.tolist()[:4] == before.paths.tolist()
 
 
 @pytest.mark.slow

@@ -241,3 +241,16 @@ def test_per_class_png_shows_precision_and_recall_and_names_its_means(tmp_path, 
     assert seen["per_class.png"]["bars"][0] == 2 * len(classes)  # precision and recall per class
     conf = " | ".join(seen["confusion.png"]["texts"])
     assert "fraction of the true class" in conf
+
+
+def test_curves_of_a_single_epoch_have_one_integer_tick(tmp_path, monkeypatch):
+    import embedkit.render.plots as plots
+
+    figs = []
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, **k: (figs.append(fig), real(fig, path, **k))[1])
+    plots.learning_curves_png([{"epoch": 1, "train_loss": 1.0, "val_loss": 1.2, "train_acc": 0.5, "val_acc": 0.4}],
+                              tmp_path / "curves.png", best_epoch=1)
+    for ax in figs[0].axes:
+        low, high = ax.get_xlim()
+        assert [t for t in ax.get_xticks() if low <= t <= high] == [1.0]  # was 0.96, 0.975, ... for one epoch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,19 +11,10 @@ from embedkit.errors import ConfigError
 from embedkit.splits import designs, group_folds, group_split
 from embedkit.stats import paired_difference, summarize
 
-EMOJI = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "emoji-dev"
-
-
-def _emoji_groups():
-    paths = sorted(str(p) for p in EMOJI.glob("*/*.png"))
-    if not paths:
-        pytest.skip("emoji-dev is not beside the checkout")
-    return designs(paths)
-
-
 @pytest.mark.parametrize("k", [2, 5, 7])
-def test_group_folds_test_every_design_once_and_select_on_other_designs(k):
-    groups = _emoji_groups()
+def test_group_folds_test_every_design_once_and_select_on_other_designs(k, emoji_dir):
+    """On emoji-dev where conftest finds it (EMBEDKIT_EMOJI_DEV, else beside the checkout)."""
+    groups = designs(sorted(str(p) for p in emoji_dir.glob("*/*.png")))
     folds = group_folds(groups, k, seed=0)
     assert len(folds) == k
     tested = [g for f in folds for g in f.test]

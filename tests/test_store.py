@@ -116,7 +116,7 @@ def test_old_stores_open_read_only_and_upgrade_in_place(tmp_path, codes):
     r = CliRunner().invoke(app, ["store", "upgrade", str(tmp_path / "old"), "--shard-rows", "256"])
     assert r.exit_code == 0, r.output
     new = CodeStore.open(tmp_path / "old")
-    assert new.version == 2 and len(new.shards) == 4 and np.array_equal(np.asarray(new.codes), codes)
+    assert new.version == 3 and len(new.shards) == 4 and np.array_equal(np.asarray(new.codes), codes)
     assert new.paths.tolist() == paths and new.labels.tolist() == labels and new.identity == old.identity
     assert new.column("width")[0] == 64 and new.skipped == [{"path": "/x/broken.png", "reason": "empty file"}]
     assert not (tmp_path / "old" / "codes.npy").exists() and not (tmp_path / "old" / "items.csv").exists()

@@ -203,6 +203,9 @@ def test_html_has_zoom_search_hint_and_hidpi(tmp_path):
     assert "input" in page.tags and "id='search'" in text  # search a path or label
     assert "Hover a point" in text and "Click a legend entry" in text  # the on-page hint
     assert "devicePixelRatio" in text and "'wheel'" in text and "dblclick" in text  # HiDPI, zoom, reset
+    # the legend sits in the row of the maps, right after the last one (it used to span the page below them)
+    assert "</canvas></div>\n<div class='legend' style='grid-template-columns:repeat(1,max-content)'>" in text
+    assert text.index("class='legend'") < text.index("<div id='tip'>")
 
 
 def test_html_survives_nasty_file_names_and_labels(tmp_path):
@@ -258,7 +261,11 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--reuse"])
     assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca"])
-    assert r.exit_code == 2 and "already saved" in r.output and "--overwrite" in r.output
+    assert r.exit_code == 0 and r.output.count("(reused)") == 2, r.output  # the same command again: reused
+    assert "same codes and options" in r.output
+    r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--seed", "3"])
+    assert r.exit_code == 2 and "made differently" in r.output and "seed: saved 0, asked 3" in r.output
+    assert "--overwrite" in r.output
     r = run(app, ["view", str(shape_store.path), str(other.path), "-o", str(out), "--method", "pca", "--overwrite"])
     assert r.exit_code == 0 and "(reused)" not in r.output, r.output
     assert "pca: PCA fitted on 24 x 32 codes in" in r.output  # progress lines with timings (stderr)
@@ -271,6 +278,30 @@ def test_cli_view_compare_reuse_and_errors(tmp_path, shape_store):
     page = _Page()
     page.feed((tmp_path / "m.html").read_text(encoding="utf-8"))
     assert page.remote == [] and len(page.data["panels"][0]["xy"]) == 24
+
+
+def test_default_map_draws_on_the_base_install_and_umap_fails_before_any_work(tmp_path, shape_store, monkeypatch):
+    """Without umap-learn (simulated: its import fails) the default draws a PCA map with a one-line note; an
+    explicit --method umap is refused before any projection (PCA) runs, naming the extra."""
+    import sys
+
+    from embedkit.cli.main import app
+    from embedkit.view import pipeline
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # `import umap` raises ImportError, as on the base install
+    r = CliRunner().invoke(app, ["view", str(shape_store.path), "-o", str(tmp_path / "map.png")])
+    assert r.exit_code == 0, r.output
+    notes = [ln for ln in r.output.splitlines() if "umap-learn is not installed" in ln]
+    assert len(notes) == 1 and 'pip install "embedkit[view]"' in notes[0], r.output
+    assert (tmp_path / "map.proj" / "projection-pca" / "proj.json").exists() and "PCA of all 24 points" in r.output
+
+    def no_work(*_a, **_k):
+        raise AssertionError("a projection started before the projection library was checked")
+
+    monkeypatch.setattr(pipeline, "project", no_work)
+    r = CliRunner().invoke(app, ["view", str(shape_store.path), "-o", str(tmp_path / "u.png"), "--method", "umap"])
+    assert r.exit_code == 2 and "'umap'" in r.output and "embedkit[view]" in r.output, r.output
+    assert "Traceback" not in r.output
 
 
 @pytest.mark.slow
@@ -293,8 +324,9 @@ def test_one_saved_projection_per_method_never_replaced_silently(tmp_path, shape
     again = view(shape_store, out, method="pca", reuse=True)  # so --reuse of the PCA one still works
     assert again.reused == [True]
     np.testing.assert_array_equal(again.panels[0].xy, a.panels[0].xy)
-    with pytest.raises(ConfigError, match="already saved.*--reuse.*--overwrite"):
-        view(shape_store, out, method="tsne", backend="sklearn")
+    assert view(shape_store, out, method="tsne", backend="sklearn").reused == [True]  # the same call again
+    with pytest.raises(ConfigError, match="made differently.*max_points.*--overwrite"):
+        view(shape_store, out, method="tsne", backend="sklearn", max_points=10)
     with pytest.raises(StoreError, match="no saved projection"):
         view(shape_store, out, method="umap", reuse=True)
     assert view(shape_store, out, method="pca", overwrite=True).reused == [False]
@@ -345,3 +377,60 @@ def test_metrics_on_the_test_split_of_a_finetuning_run(tmp_path, shapes_dir):
         view(store, tmp_path / "d.png", method="pca", split_json=other)
     plain = make_store(tmp_path / "plain", np.asarray(store.take(np.arange(24))), store.labels, store.paths)
     assert view(plain, tmp_path / "e.png", method="pca").panels[0].metrics_test is None
+
+
+def _lab(rgb):
+    """CIELAB of sRGB colours (D65), for colour differences (Delta E 1976) in the palette test."""
+    rgb = np.asarray(rgb, float)[:, :3]
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = np.cbrt(np.maximum(xyz / np.array([0.95047, 1.0, 1.08883]), 0.008856))
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def test_thirty_class_palette_has_no_look_alike_colours():
+    from matplotlib.colors import to_rgb
+
+    from embedkit.view.plot import palette
+
+    cols = palette([f"c{i}" for i in range(30)])
+    lab = _lab([to_rgb(c) for c in cols.values()])
+    d = np.sqrt(((lab[:, None] - lab[None]) ** 2).sum(-1)) + np.eye(30) * 1e9
+    assert len(set(cols.values())) == 30 and d.min() > 15  # tab20 + tab20b had pairs at Delta E ~9
+
+
+def test_thumbnails_stay_inside_the_frame_and_do_not_pile_up():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from embedkit.view.plot import thumbnail_places
+
+    rng = np.random.default_rng(0)
+    xy = np.concatenate([rng.normal(0, 1, (300, 2)), [[-4, -4], [4, 4], [4, -4]]])  # points on the corners
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(xy[:, 0], xy[:, 1])
+    ax.set_aspect("equal", adjustable="datalim")
+    px = 50.0
+    places = thumbnail_places(ax, xy, 40, px)
+    frame = ax.get_window_extent()
+    centres = np.array([ax.transData.transform(pos) for _, pos in places])
+    plt.close(fig)
+    assert 5 <= len(places) < 40  # a 4-inch map holds fewer than 40 boxes of 50 px: the rest are passed over
+    assert (centres[:, 0] - px / 2 >= frame.x0).all() and (centres[:, 0] + px / 2 <= frame.x1).all()
+    assert (centres[:, 1] - px / 2 >= frame.y0).all() and (centres[:, 1] + px / 2 <= frame.y1).all()
+    gaps = np.abs(centres[:, None] - centres[None]).max(-1) + np.eye(len(centres)) * 1e9
+    assert gaps.min() >= px  # no two boxes overlap
+
+
+def test_compare_panels_have_distinct_titles_and_t_sne_is_spelt_so(tmp_path, shape_store):
+    res = view([shape_store, shape_store.path], tmp_path / "twice.png", method="tsne", backend="sklearn",
+               thumbnails=3)
+    titles = [p.title for p in res.panels]
+    assert titles[0] != titles[1] and titles[0].startswith("A: ") and titles[1].startswith("B: ")
+    assert "t-SNE of all 24 points" in res.summary()
+    from embedkit.view.pipeline import weights_label  # what tells a fine-tuned store from the ImageNet one
+
+    assert weights_label({"weights": {"kind": "package", "identity": "package:x.pth"}}) == "ImageNet weights"
+    assert weights_label({"weights": {"kind": "checkpoint", "path": "/a/run/best.pt"}}) == "weights run/best.pt"

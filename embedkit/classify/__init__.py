@@ -8,7 +8,7 @@
 - ``knn``: the k-nearest-neighbour vote as a classify method.
 - ``metrics``: top-k precision, globally and per class.
 - ``train``: ``embedkit classify train`` (split, plan, search, refit, save, evaluate).
-- ``apply``: chunked reading and scoring of stores; ``evaluate_store`` and ``predict_paths``.
+- ``apply``: chunked reading and scoring of stores; ``evaluate_store`` and ``predict_sources``.
 - ``model_folder`` / ``serialize``: the on-disk format of a trained classifier (JSON + npz, no pickle).
 - ``evaluate``: evaluation reports (JSON/text, failure gallery, then confusion matrix and per-class plot).
 - ``constants``: names shared with the CLI (cheap to import).

@@ -78,50 +78,52 @@ def evaluate_store(model_path, store, out=None, part: str = "all", chunk: int = 
     return rep, failures, files
 
 
-def _topk_rows(clf, X, paths, k):
-    labels, scores = clf.predict_topk(X, k)
-    return [[p, labels[i, 0]] + [v for j in range(labels.shape[1]) for v in (labels[i, j], f"{scores[i, j]:.6g}")]
-            for i, p in enumerate(paths)]
+def predict_sources(model_path, sources, k: int = TOP_K, device="auto", batch_size=None, chunk: int = CHUNK_ROWS,
+                    workers=None, progress: bool = False):
+    """Rank the classes of a model folder for the items of ``sources``: a :class:`~embedkit.classify.predict.Predictions`.
 
-
-def predict_paths(model_path, source, k: int = TOP_K, device="auto", batch_size=None, chunk: int = CHUNK_ROWS,
-                  workers=None, progress: bool = False):
-    """Embed the images of ``source`` with the model's backbone and rank classes: ``(rows, skipped)``.
-
-    ``rows`` are ``[path, pred, label1, score1, ... labelk, scorek]``; a code store as ``source`` is read in
-    chunks as is. Images need a model trained on codes of a known backbone.
+    Each source is a code store (read in chunks as it is) or images (a folder, manifest, list or file),
+    embedded together with the model's backbone (which needs a model trained on codes of a known backbone).
+    The stores' rows come first, in SOURCE order, then the images.
     """
-    from embedkit.classify.model_folder import (
-        check_store_matches,
-        load_classifier,
-        postprocess_of,
-    )
+    from embedkit.classify.model_folder import check_store_matches, load_classifier, postprocess_of
+    from embedkit.classify.predict import Predictions, score_meaning
+    from embedkit.io.discover import discover
     from embedkit.store.codestore import CodeStore
 
     clf, meta = load_classifier(model_path)
-    if (Path(source) / "meta.json").exists():
-        store = CodeStore.open(source)
-        check_store_matches(meta, store, model_path)
-        rows = []
-        for i, block in iter_rows(store, None, chunk):
-            rows.extend(_topk_rows(clf, block, store.paths[i:i + len(block)].tolist(), k))
-        return rows, []
-    if meta.get("identity") is None:
-        raise ConfigError(f"model {str(model_path)!r} was trained on codes imported without a backbone, so embedkit "
-                          "cannot embed images for it; embed them the same way yourself and predict on that code store")
-    from embedkit.io.discover import discover
-    from embedkit.models.backbone import Backbone
+    paths, labels, scores, skipped, items = [], [], [], [], []
+    for src in sources:
+        if (Path(src) / "meta.json").exists():
+            store = CodeStore.open(src)
+            check_store_matches(meta, store, model_path)
+            for i, block in iter_rows(store, None, chunk):
+                lab, sc = clf.predict_topk(block, k)
+                paths += store.paths[i:i + len(block)].tolist()
+                labels.append(lab)
+                scores.append(sc)
+        elif meta.get("identity") is None:
+            raise ConfigError(f"model {str(model_path)!r} was trained on codes imported without a backbone, so "
+                              f"embedkit cannot embed the images of {str(src)!r} for it; embed them the same way "
+                              "yourself and predict on that code store")
+        else:
+            items += [it for it in discover(src, labels=False) if not it.skip]
+    if items:
+        from embedkit.models.backbone import Backbone
+        from embedkit.runner.local import embed_files
 
-    items = discover(source, labels=False)
-    pp = postprocess_of(meta, model_path)
-    bb = Backbone.from_identity(meta["identity"], device=device)
-    from embedkit.runner.local import embed_files
-
-    raw, kept, bad = embed_files(bb, [it.path for it in items], batch_size=batch_size, workers=workers,
-                                 progress=progress)
-    paths = [items[i].path for i in kept]
-    skipped = [(items[i].path, reason) for i, reason in bad]
+        bb = Backbone.from_identity(meta["identity"], device=device)
+        raw, kept, bad = embed_files(bb, [it.path for it in items], batch_size=batch_size, workers=workers,
+                                     progress=progress)
+        skipped = [(items[i].path, reason) for i, reason in bad]
+        if kept:
+            X = check_codes(postprocess_of(meta, model_path).apply(raw), "codes of the new images", meta["dim"],
+                            copy=False)
+            lab, sc = clf.predict_topk(X, k)
+            paths += [items[i].path for i in kept]
+            labels.append(lab)
+            scores.append(sc)
     if not paths:
-        raise DataError(f"none of the {len(items)} images in {str(source)!r} could be read")
-    X = check_codes(pp.apply(raw), "codes of the new images", meta["dim"], copy=False)
-    return _topk_rows(clf, X, paths, k), skipped
+        raise DataError(f"none of the {len(items)} images in {', '.join(map(str, sources))} could be read")
+    return Predictions(paths, np.concatenate(labels), np.concatenate(scores),
+                       score_meaning(meta.get("estimator", "")), str(model_path), skipped)

@@ -19,7 +19,6 @@ name them); report.json lists them under ``baseline.unmapped`` with their image 
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.errors import ConfigError, DataError, MismatchError, invalid
+from embedkit.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ HOMONYMS: dict[str, tuple[str | None, str]] = {
                             "is not an ImageNet class"),
     "mouse": (None, "ImageNet's 'mouse' (n03793489) is the computer mouse; the animal is not an ImageNet-1k class "
                     "(map it with a --map row 'mouse,computer mouse' where the dataset means the device)"),
+    # WordNet folk names that put another animal in the class: a near-but-wrong animal is not a match
+    "hedgehog": (None, "'hedgehog' is a WordNet folk name of the porcupine (n02346627), a different animal; the "
+                       "hedgehog is not an ImageNet-1k class"),
+    "maned wolf": (None, "'maned wolf' is a WordNet name of the red wolf (n02114712), a different animal; the maned "
+                         "wolf is not an ImageNet-1k class"),
 }
 
 
@@ -177,10 +182,12 @@ def map_labels(labels, overrides: dict | None = None, homonyms: bool = True) -> 
 
 def read_overrides(path) -> dict:
     """An override CSV: ``label,imagenet[,reason]`` rows (header optional); an empty/``none`` target = unmapped."""
+    from embedkit.io.tables import read_csv
+
     path = Path(path)
     try:
-        rows = [r for r in csv.reader(path.read_text(encoding="utf-8").splitlines()) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as exc:
+        rows = read_csv(path, "override table", "a UTF-8 CSV of label,imagenet[,reason] rows")
+    except OSError as exc:
         raise ConfigError(f"override table {str(path)!r} cannot be read ({exc}); give a UTF-8 CSV of "
                           "label,imagenet[,reason] rows") from exc
     if rows and [c.strip().lower() for c in rows[0][:2]] == ["label", "imagenet"]:
@@ -267,11 +274,13 @@ class BaselineResult:
 
     def summary(self) -> str:
         b = self.report["baseline"]
-        lines = [f"softmax baseline: top-1 {self.report['top1']:.4f} top-5 {self.report['top5']:.4f} on "
-                 f"{self.report['n']} images of {b['classes_mapped']} mapped classes (unmapped classes excluded; "
+        from embedkit.classify.metrics import accuracy_line
+
+        lines = [f"softmax baseline: {accuracy_line(self.report)} images of "
+                 f"{plural(b['classes_mapped'], 'mapped class', 'mapped classes')} (unmapped classes excluded; "
                  f"counted as errors: top-1 {b['top1_all']:.4f} top-5 {b['top5_all']:.4f} on {b['images_total']})"]
         for lab, u in b["unmapped"].items():
-            lines.append(f"  unmapped {lab} ({u['images']} images, excluded): {u['reason']}")
+            lines.append(f"  unmapped {lab} ({plural(u['images'], 'image')}, excluded): {u['reason']}")
         return "\n".join(lines)
 
 

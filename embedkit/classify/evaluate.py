@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from embedkit.atomic import write_csv_atomic
-from embedkit.classify.metrics import classification_report, rank_classes, write_report
+from embedkit.classify.metrics import accuracy_line, classification_report, rank_classes, write_report
 from embedkit.defaults import TOP_K
+from embedkit.words import plural
 
 
 def model_extra(meta: dict) -> dict:
@@ -83,7 +84,7 @@ def write_evaluation(out, rep: dict, failures: list, title: str = "evaluation", 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"report": out / "report.json", "table": out / "report.txt", "confusion": out / "confusion.png",
              "per_class": out / "per_class.png", "failures_csv": out / "failures.csv", "failures_html": out / "failures.html"}
-    head = f"{title}: top-1 {rep['top1']:.4f}  top-{TOP_K} {rep[f'top{TOP_K}']:.4f}  ({rep['n']} items)"
+    head = f"{title}: {accuracy_line(rep, (1, TOP_K))} ({plural(rep['n'], 'item')})"
     if rep.get("macro"):
         m = rep["macro"]
         head += (f"\nmacro (mean over classes): precision {m['precision']:.4f}  recall {m['recall']:.4f}  "

@@ -15,7 +15,7 @@ from embedkit.estimators import validated
 
 
 class KNNCodesClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
-    """Vote of the ``n_neighbors`` nearest training codes (``weights``/``metric`` as ``KNNClassifier``)."""
+    """Vote of the ``n_neighbors`` nearest training codes (``weights``/``metric``/``device`` as ``KNNClassifier``)."""
 
     _transient = ("_knn",)
 
@@ -40,9 +40,8 @@ class KNNCodesClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
         if knn is None:
             from embedkit.retrieve.knn_classifier import KNNClassifier
 
-            backend = "faiss" if self.device == "cpu" else "auto"  # the user's device reaches the choice
             knn = KNNClassifier(n_neighbors=int(self.n_neighbors), weights=self.weights, metric=self.metric,
-                                kind="flat", backend=backend).fit(self.fit_X_, self.fit_y_)
+                                kind="flat", device=self.device).fit(self.fit_X_, self.fit_y_)
             self._knn = knn
         return knn
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -25,6 +26,9 @@ import numpy as np
 
 from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic
 from embedkit.errors import ConfigError, MismatchError, StoreError
+from embedkit.models.identity import numerics_mismatch
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "embedkit-classifier/2"
 #: files a model folder may hold (checked before training into an existing folder)
@@ -48,6 +52,10 @@ def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None)
     from embedkit import __version__
     from embedkit.classify.serialize import dump_estimator
 
+    if getattr(clf, "backend_", None) == "cuml":  # checked before the folder is touched
+        raise ConfigError(f"a {type(clf).__name__} fitted with cuML cannot be saved (model folders hold "
+                          "scikit-learn's SVM, which loads on any machine); fit it with backend='sklearn' "
+                          "(or device='cpu') before saving it")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.json").unlink(missing_ok=True)  # the folder is not a model until the new model.json lands
@@ -74,12 +82,14 @@ def save_classifier(out, clf, store, extra: dict | None = None, split_rows=None)
 
 def load_classifier(path):
     """``(estimator, meta)`` of a model folder written by :func:`save_classifier`; never unpickles anything."""
+    from embedkit.classify.checks import check_fitted, read_npz
     from embedkit.classify.serialize import load_estimator
 
     path = Path(path)
     if not (path / "model.json").exists():
-        raise StoreError(f"{str(path)!r} is not a classifier model: model.json is missing; "
-                         f"train one with `embedkit classify train CODES -o {path}`")
+        from embedkit.store.folders import not_a_model
+
+        raise StoreError(f"{str(path)!r} is not a classifier model: {not_a_model(path)}")
     try:
         meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -92,12 +102,11 @@ def load_classifier(path):
                          "`embedkit classify train`")
     if not (path / "model.npz").exists():
         raise StoreError(f"{str(path / 'model.npz')!r} is missing; the model folder is incomplete: retrain it")
-    try:
-        with np.load(path / "model.npz", allow_pickle=False) as arrays:
-            clf = load_estimator(meta.get("classifier"), {k: arrays[k] for k in arrays.files})
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise StoreError(f"{str(path / 'model.npz')!r} holds data that only pickle could load ({exc}); embedkit "
-                         "refuses it because unpickling can run any code: retrain the model") from exc
+    dim = meta.get("dim")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+        raise StoreError(f"{str(path / 'model.json')!r} gives dim {dim!r}, not a positive integer; retrain the model")
+    clf = load_estimator(meta.get("classifier"), read_npz(path / "model.npz"))
+    check_fitted(clf, dim, repr(str(path / "model.npz")))
     return clf, meta
 
 
@@ -110,6 +119,10 @@ def check_store_matches(meta: dict, store, model_path="the model") -> None:
                             f"{'without' if store_id is None else 'with'} one; use codes made the same way")
     if model_id is not None:
         store.check_compatible(model_id, what=f"the codes model {str(model_path)!r} was trained on")
+        mix = numerics_mismatch(model_id, store_id)
+        if mix:  # comparable codes, slightly off: a note, not a refusal
+            log.warning("model %r was trained on codes computed another way than store %r's (%s)", str(model_path),
+                        str(store.path), "; ".join(mix))
     pp = store.postprocess.identity
     if store.dim != meta["dim"] or pp != meta["postprocess"]:
         raise MismatchError(f"store {str(store.path)!r} has {store.dim}-d codes with post-processing {pp}, model "

@@ -19,12 +19,14 @@ from embedkit.errors import ConfigError, StoreError
 def _registry() -> dict:
     from sklearn.svm import SVC
 
+    from embedkit.classify.calibrate import CalibratedSVM
     from embedkit.classify.knn import KNNCodesClassifier
     from embedkit.classify.large import ApproxKernelSVM
     from embedkit.classify.svm import LogisticBaseline, SVMClassifier
 
     return {"SVMClassifier": SVMClassifier, "SVC": SVC, "ApproxKernelSVM": ApproxKernelSVM,
-            "KNNCodesClassifier": KNNCodesClassifier, "LogisticBaseline": LogisticBaseline}
+            "KNNCodesClassifier": KNNCodesClassifier, "LogisticBaseline": LogisticBaseline,
+            "CalibratedSVM": CalibratedSVM}
 
 
 #: attributes holding fitted sub-estimators (lists of them)

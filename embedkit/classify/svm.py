@@ -12,12 +12,16 @@ saving/loading a trained model folder in :mod:`embedkit.classify.model_folder`.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from embedkit.classify.constants import DECISIONS, KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.estimators import validated
+
+log = logging.getLogger(__name__)
 
 
 def check_C(C) -> float:
@@ -52,9 +56,9 @@ def svm_backend(backend="auto", device="auto") -> str:
     ``device="cpu"`` means scikit-learn (asking for ``backend="cuml"`` with it is an error); otherwise
     :func:`embedkit.device.resolve_backend` picks cuML on a CUDA machine that has it, else scikit-learn.
     """
-    from embedkit.device import DEVICE_CHOICES, resolve_backend
+    from embedkit.device import DEVICE_CHOICES, Compute, requested_device, resolve_backend
 
-    dev = "auto" if device is None else str(device)
+    dev = requested_device(device)
     if dev.split(":")[0] not in DEVICE_CHOICES:
         raise invalid("device", dev, DEVICE_CHOICES)
     if dev == "cpu":
@@ -62,6 +66,8 @@ def svm_backend(backend="auto", device="auto") -> str:
             raise ConfigError(f"backend {backend!r} runs on a GPU but device 'cpu' was asked for; use backend "
                               "'sklearn' (or auto) with --device cpu, or --device cuda")
         return "sklearn"
+    if isinstance(device, Compute) and backend in (None, "auto"):
+        return device.svm  # resolved once by the entry point
     return resolve_backend(backend, gpu="cuml", cpu="sklearn", purpose="SVM classification")
 
 
@@ -95,7 +101,8 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
     class_weight : None, ``"balanced"`` or ``{class: weight}``. With ``ovr``, ``"balanced"`` balances each
         binary problem; a dict weights each item by its true class in every binary problem.
     backend : ``"auto"`` (cuML when CUDA and cuML are there, else scikit-learn), ``"cuml"`` or ``"sklearn"``.
-    device : ``"auto"``, ``"cpu"`` (always scikit-learn) or ``"cuda"``: reaches the backend choice.
+    device : ``"auto"``, ``"cpu"`` (always scikit-learn), ``"cuda"`` or an entry point's
+        :class:`~embedkit.device.Compute`: reaches the backend choice.
     n_jobs : threads for the binary problems of ``ovr`` (libsvm releases the GIL).
     """
 
@@ -143,6 +150,12 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
             sw = np.ones(len(yi)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
             if isinstance(self.class_weight, dict):
                 sw = sw * compute_sample_weight({i: self.class_weight.get(c, 1.0) for i, c in enumerate(self.classes_)}, yi)
+        if backend == "cuml" and sw is not None and len(self.classes_) > 2:
+            # cuML's multiclass fit only warns that it ignores sample weights: the weights would be lost on
+            # the GPU while the CPU honours them, so these fits go to scikit-learn
+            backend = self.backend_ = "sklearn"
+            log.warning("cuML ignores sample weights with more than 2 classes: fitting this SVM with scikit-learn "
+                        "on the CPU instead (the weights are honoured)")
         if backend == "cuml":
             self._fit_cuml(X, yi, sw)
         elif self.decision == "ovo":
@@ -172,14 +185,15 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
 
         self.estimators_ = Parallel(n_jobs=self.n_jobs, prefer="threads")(delayed(one)(k) for k in positives)
 
-    def _fit_cuml(self, X, yi, sw):  # pragma: no cover - needs a CUDA machine with cuML
+    def _fit_cuml(self, X, yi, sw):
         from embedkit.device import optional_import
 
         svm = optional_import("cuml", "SVM classification with backend='cuml'").svm
         cw = self.class_weight if self.class_weight in (None, "balanced") else None
+        # cuML's SVC (25.06+) is keyword-only without **kwargs; decision_function_shape picks ovr/ovo
         model = svm.SVC(kernel=self.kernel, C=float(self.C), gamma=self.gamma_, coef0=float(self.coef0),
                         degree=int(self.degree), class_weight=cw, tol=self.tol, cache_size=self.cache_size,
-                        max_iter=self.max_iter, multiclass_strategy=self.decision, output_type="numpy")
+                        max_iter=self.max_iter, decision_function_shape=self.decision, output_type="numpy")
         model.fit(X.astype(np.float32), yi, sample_weight=sw)
         self.estimators_ = [model]
 

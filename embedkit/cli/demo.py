@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from embedkit.cli.options import device_option, verbosity_options
+from embedkit import defaults
+from embedkit.cli.options import backbone_name, device_option, verbosity_options
 from embedkit.errors import ConfigError
 
 DEMO_PACKAGE, DEMO_IMAGES = "embedkit", ("data", "demo", "images")
@@ -34,7 +35,8 @@ def demo_images():
 @click.argument("source", type=click.Path(), required=False, default=None)
 @click.option("-o", "--out", type=click.Path(file_okay=False), default="demo-out", show_default=True,
               help="Folder for the store, model, maps and gallery.")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True, help="Backbone to embed with.")
+@click.option("--backbone", default=defaults.BACKBONE, show_default=True, callback=backbone_name,
+              help="Backbone to embed with.")
 @device_option
 @verbosity_options
 def command(source, out, backbone, device, quiet, verbose):

@@ -15,7 +15,7 @@ from embedkit.store.layout import DTYPES
 @click.command(name="embed")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(),
-              help="Store folder to write (shards/, manifest.json, meta.json, skipped.csv).")
+              help="Store folder to write (meta.json, shards/, items/, skipped/, skipped.csv).")
 @backbone_options
 @device_option
 @batch_size_option
@@ -36,7 +36,7 @@ from embedkit.store.layout import DTYPES
               help="Images per shard, the unit of commit and resume (default: from the number of files, 128-8192).")
 @click.option("--engine", type=click.Choice(ENGINES), default="local", show_default=True,
               help="local: this process and its loader workers; ray: decoding tasks and one model actor per GPU "
-                   "(or CPU actors) on a Ray cluster (pip install 'embedkit[ray]').")
+                   "(or CPU actors) on a Ray cluster (pip install \"embedkit[ray]\").")
 @click.option("--ray-address", default=None,
               help="With --engine ray: 'auto' joins a running cluster (ray start --head), an address joins that one; "
                    "default: start a local cluster.")
@@ -63,6 +63,8 @@ def command(source, out, backbone, layer, weights, device, batch_size, workers, 
                 engine=engine, ray_address=ray_address, num_workers=num_workers, num_gpus=num_gpus,
                 progress=not quiet)
     click.echo(res.summary())
+    if res.embedded + res.skipped:
+        click.echo(res.stages.line())
     skipped = res.store.skipped
     for row in skipped[:10]:
         click.echo(f"  skipped {row['path']!r}: {row['reason']}")

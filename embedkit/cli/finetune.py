@@ -5,9 +5,17 @@ from __future__ import annotations
 import click
 
 from embedkit.cli.options import device_option, split_options, verbosity_options, words
+from embedkit.cli.text import printable
 from embedkit.errors import ConfigError
-from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS
+from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS, MONITORS, SCHEDULES, STRATEGIES
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
+
+
+def _renamed(old: str, new: str, value):
+    if value is not None:  # an old spelling keeps working, with a note (classify's --gamma is the SVM kernel's)
+        click.echo(f"note: {old} is deprecated here, it is now {new}", err=True)
+    return value
+
 
 # the options a recipe may set: left unset on the command line, they come from it
 RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
@@ -23,7 +31,7 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=DEFAULT_RECIPE, show_default=True,
               help="Named set of the options below (any option given here overrides it): "
               + "; ".join(f"{r.name} = {r.summary}" for r in RECIPES.values()) + ".")
-@click.option("--strategy", type=click.Choice(["adaptive", "head", "head-then-top", "full"]), default=None,
+@click.option("--strategy", type=click.Choice(list(STRATEGIES)), default=None,
               help="adaptive = the paper's layer-based optimisation. [default: the recipe's]")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (all phases together). [default: the recipe's]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Training images per batch (also the evaluation batch).")
@@ -40,13 +48,18 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.option("--augment/--no-augment", default=None, help="Random resized crop, flip, colour jitter. [default: the recipe's]")
 @click.option("--augment-strength", type=click.FloatRange(0, 1), default=None, help="Scale of the augmentations (0 = none, 1 = full). [default: the recipe's]")
 @click.option("--augment-style", type=click.Choice(list(AUGMENT_STYLES)), default=None,
-              help="photo, or illustration (adds grey-scale, line weight, flat fills). [default: the recipe's]")
+              help="photo; illustration (adds grey-scale, line weight, flat fills); glyph (icons and line art: line "
+              "weight, small affine, grey-scale, inversion, random erasing). [default: the recipe's]")
 @click.option("--balanced", is_flag=True, help="Class-balanced sampling of training images.")
-@click.option("--schedule", type=click.Choice(["none", "step", "cosine", "plateau"]), default=None, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none. [default: the recipe's]")
+@click.option("--schedule", type=click.Choice(list(SCHEDULES)), default=None, help="Learning-rate schedule: cosine decay, step drops, plateau drops on the monitored metric, or none. [default: the recipe's]")
 @click.option("--step-size", type=click.IntRange(min=1), default=None, help="step schedule: epochs between drops (default a third).")
-@click.option("--gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
-@click.option("--monitor", type=click.Choice(["val_acc", "val_loss"]), default="val_acc", show_default=True,
-              help="Validation metric for the best checkpoint, plateau and early stopping.")
+@click.option("--lr-drop", "gamma", type=float, default=0.1, show_default=True, help="step / plateau: factor of each drop.")
+@click.option("--gamma", "old_gamma", type=float, default=None, hidden=True, expose_value=True,
+              callback=lambda _ctx, _param, v: _renamed("--gamma", "--lr-drop", v))
+@click.option("--monitor", type=click.Choice(list(MONITORS)), default=None,
+              help="Validation metric for the best checkpoint, plateau and early stopping: the softmax's accuracy or "
+              "loss, or val_codes = the accuracy of the codes (nearest class mean of the training codes). "
+              "[default: the recipe's]")
 @click.option("--early-stop", "patience", type=click.IntRange(min=1), default=None, help="Stop after this many epochs without improvement.")
 @split_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, initialisation and sampling.")
@@ -74,6 +87,8 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
     """
     from embedkit.finetune.train import finetune
 
+    old_gamma = options.pop("old_gamma")
+    options["gamma"] = options["gamma"] if old_gamma is None else old_gamma
     for k in ("lr_high", "lr_low", "lr"):
         if options[k] is not None and options[k] <= 0:
             raise ConfigError(f"--{k.replace('_', '-')} {options[k]} is not valid; learning rates must be > 0")
@@ -88,6 +103,6 @@ def command(source, out, resume, overwrite, quiet, verbose, **options):
     res = finetune(source, out, resume=resume, overwrite=overwrite, progress=not quiet, **options)
     click.echo(res.summary())
     for path, reason in res.skipped[:10]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {printable(path)}: {printable(reason)}")
     if len(res.skipped) > 10:
         click.echo(f"  ... {len(res.skipped) - 10} more in {res.out / 'skipped.csv'}")

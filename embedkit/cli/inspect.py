@@ -12,6 +12,7 @@ from embedkit.cli.options import (
     weights_option,
     workers_option,
 )
+from embedkit.cli.text import printable
 
 COMPARE_HELP = ("A second set of weights (e.g. run/best.pt from `embedkit finetune`) drawn beside --weights, "
                 "same layer and images.")
@@ -73,7 +74,7 @@ def patches_cmd(source, backbone, weights, layer, channels, compare_weights, cel
                           compare_weights=compare_weights, channels=channels, device=device, batch_size=batch_size,
                           workers=workers, progress=not quiet, cell=cell)
     for path, reason in run.skipped[:10]:
-        click.echo(f"  skipped {path}: {reason}")
+        click.echo(f"  skipped {printable(path)}: {printable(reason)}")
     if len(run.skipped) > 10:
         click.echo(f"  ... {len(run.skipped) - 10} more listed in {run.outputs[1]}")
     click.echo(run.summary())

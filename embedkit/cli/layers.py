@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli.options import verbosity_options
+from embedkit.cli.options import backbone_name, verbosity_options
 
 
 @click.command(name="layers")
-@click.argument("backbone")
+@click.argument("backbone", callback=backbone_name)
 @click.option("--nodes-only", is_flag=True, help="Print only the graph nodes, without the friendly names.")
 @verbosity_options
 def command(backbone, nodes_only, quiet, verbose):

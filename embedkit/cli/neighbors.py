@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
+from embedkit.cli.text import printable
 from embedkit.errors import ConfigError
 from embedkit.retrieve.constants import BACKENDS, DEFAULT_COSINE_THRESHOLD, KINDS, METRICS
 
@@ -95,13 +96,13 @@ def print_neighbors(res, written: dict | None = None) -> None:
     from embedkit.retrieve.search import format_distance
 
     for p, reason in res.skipped:
-        click.echo(f"skipped query {p}: {reason}", err=True)
+        click.echo(f"skipped query {printable(p)}: {printable(reason)}", err=True)
     for qi, q in enumerate(res.queries):
         where_q = f"  [{q.label}]" if q.label else ("" if q.row is not None else "  (not in the store)")
-        click.echo(f"query {qi + 1}/{len(res.queries)}: {q.path}{where_q}")
+        click.echo(printable(f"query {qi + 1}/{len(res.queries)}: {q.path}{where_q}"))
         for n in q.neighbors:
-            click.echo(f"  {n.rank:3d}  {format_distance(n.distance, res.metric)}  {n.path}"
-                       + (f"  [{n.label}]" if n.label else "") + ("  *" if n.same_label else ""))
+            click.echo(printable(f"  {n.rank:3d}  {format_distance(n.distance, res.metric)}  {n.path}"
+                                 + (f"  [{n.label}]" if n.label else "") + ("  *" if n.same_label else "")))
     nq = len(res.queries)
     click.echo(f"{nq} quer{'y' if nq == 1 else 'ies'} ({len(res.skipped)} skipped) x {res.k} neighbours from "
                f"{res.index} [{res.how}] in {res.seconds:.1f}s{_where(written or {})}")
@@ -115,7 +116,7 @@ def print_dedupe(res, written: dict | None = None) -> None:
     for gi, g in enumerate(res.groups, 1):
         click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {format_distance(g.max_distance, res.metric)}")
         for r in g.rows:
-            click.echo(f"  {paths[r]}" + (f"  [{labels[r]}]" if labels[r] else ""))
+            click.echo(printable(f"  {paths[r]}" + (f"  [{labels[r]}]" if labels[r] else "")))
     n_in = sum(len(g.rows) for g in res.groups)
     click.echo(f"{len(res.groups)} near-duplicate groups ({n_in} images) under {res.metric} distance {res.threshold:g} "
                f"among {len(res.store)} codes, {res.index}, in {res.seconds:.1f}s{_where(written or {})}")

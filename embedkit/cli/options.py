@@ -6,11 +6,13 @@ CLI and the Python API never disagree. Importing this module must stay cheap: no
 
 from __future__ import annotations
 
+import difflib
 import logging
 
 import click
 
 from embedkit import defaults
+from embedkit.cli.text import printable
 from embedkit.device import DEVICE_CHOICES
 
 SPLIT_BY_HELP = "Hold out whole groups: 'design' (file name without extension) or a column of the store's items."
@@ -34,8 +36,21 @@ def device_option(f):
                         help="Where to run: auto picks CUDA when present, else the CPU.")(f)
 
 
+def backbone_name(_ctx, _param, value):
+    """Refuse a near miss of a built-in backbone name at once, before torch and timm are imported (seconds):
+    ``efficientnet_lit0`` -> "did you mean efficientnet_lite0?". Other names are looked up when the model is
+    built (any timm / torchvision model); a library's own model close to a built-in name takes its prefix."""
+    if value is None or value in defaults.BUILTIN_BACKBONES or ":" in value:
+        return value
+    near = difflib.get_close_matches(value, defaults.BUILTIN_BACKBONES, n=1, cutoff=0.85)
+    if near:
+        raise click.BadParameter(f"{value!r} is not known: did you mean {near[0]}? (for timm's or torchvision's "
+                                 f"own model of that name write timm:{value} or torchvision:{value})")
+    return value
+
+
 def backbone_option(f):
-    return click.option("--backbone", default=defaults.BACKBONE, show_default=True,
+    return click.option("--backbone", default=defaults.BACKBONE, show_default=True, callback=backbone_name,
                         help="Registered name (vgg19 = the paper's, resnet50, efficientnet_lite0...) or any "
                              "timm/torchvision model (timm:NAME, torchvision:NAME).")(f)
 
@@ -108,7 +123,8 @@ class _EchoHandler(logging.Handler):
         try:
             # INFO is the commands' running commentary (layer tables, epochs, projection steps): plain lines
             prefix = self.NAMES.get(record.levelname)
-            click.echo(f"{prefix}: {record.getMessage()}" if prefix else record.getMessage(), err=True)
+            text = printable(record.getMessage())  # messages name files: no raw escape sequences
+            click.echo(f"{prefix}: {text}" if prefix else text, err=True)
         except Exception:  # logging must never break the command
             self.handleError(record)
 

@@ -68,6 +68,18 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
     from embedkit.errors import DataError
     from embedkit.store.codestore import CodeStore
 
+    from embedkit.io.decode import open_file
+
+    try:
+        with open_file(codes) as f:  # non-blocking: a FIFO named codes.npy is refused, not waited on
+            head = f.read(64)
+    except ValueError as exc:
+        raise DataError(f"{codes!r} is {exc}; give a .npy file") from exc
+    if not head.startswith(b"\x93NUMPY"):  # say what it is: NumPy's message would call any file pickled data
+        from embedkit.models.checkpoint import describe_file_start
+
+        raise DataError(f"{codes!r} is not a .npy array file (found {describe_file_start(head)}); save the codes "
+                        "with numpy.save(path, codes), an N x D numeric array")
     try:
         arr = np.load(codes, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
@@ -103,11 +115,15 @@ def _read_items(path: str):
 @click.option("--shard-rows", type=click.IntRange(min=1), default=None, help="Rows per shard (default: from the count).")
 @verbosity_options
 def upgrade_cmd(store, shard_rows, quiet, verbose):
-    """Convert an embedkit 0.1 store (codes.npy + items.csv) in place to the sharded format."""
-    from embedkit.store.convert import is_v1, upgrade_store
+    """Convert a store of an older format in place to the current one (embedkit 0.1's codes.npy + items.csv,
+    or format 2's manifest.json with every shard file in shards/)."""
+    from embedkit.store.codestore import CodeStore
+    from embedkit.store.convert import upgrade_store
 
-    if not is_v1(store):
+    before = CodeStore.open(store).version
+    s = upgrade_store(store, shard_rows)
+    if before == s.version:
         click.echo(f"{store} is already in the current format; nothing to do")
         return
-    s = upgrade_store(store, shard_rows)
-    click.echo(f"upgraded {store}: {len(s)} x {s.dim} codes in {len(s.shards)} shard(s)")
+    click.echo(f"upgraded {store} (format {before} -> {s.version}): {len(s)} x {s.dim} codes in "
+               f"{len(s.shards)} shard(s)")

@@ -7,15 +7,16 @@ import click
 
 from embedkit.cli.options import device_option, overwrite_option, seed_option, verbosity_options
 from embedkit.view.pipeline import COLOR_BY, DEFAULT_MAX_DRAW, METRICS_POINTS
-from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, METHODS, REST_CHOICES
+from embedkit.view.project import BACKEND_CHOICES, DEFAULT_MAX_POINTS, DEFAULT_REST, METHODS, REST_CHOICES
 
 
 @click.command(name="view")
 @click.argument("codes", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False),
               help="map.png (figure) or map.html (interactive page, self-contained).")
-@click.option("--method", type=click.Choice(METHODS), default="umap", show_default=True, help="2-D projection.")
-@click.option("--backend", default="auto", show_default=True,
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="2-D projection (default: umap; pca where umap-learn is not installed, with a note).")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True,
               help="auto (cuML on CUDA machines, unless --device cpu), cuml, umap-learn (umap), opentsne or "
                    "sklearn (tsne), sklearn (pca).")
 @device_option

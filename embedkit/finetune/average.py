@@ -61,6 +61,13 @@ def code_accuracy(train_codes, train_y, val_codes, val_y) -> float:
     return float((pred == vy).float().mean())
 
 
+def val_code_accuracy(model, head, train_loader, val_loader, targets, device) -> float:
+    """:func:`code_accuracy` of ``model``: codes of the training split (no augmentation) classify the validation split."""
+    tc, tr = codes_of(model, head, train_loader, device)
+    vc, vr = codes_of(model, head, val_loader, device)
+    return code_accuracy(tc, targets[tr], vc, targets[vr])
+
+
 def choose_alpha(model, probe: dict, tuned: dict, evaluate, alphas=ALPHAS) -> tuple[float, dict]:
     """The ``alpha`` of the best validation score (``evaluate(model) -> accuracy``) and every alpha's score.
 

@@ -9,11 +9,13 @@ from embedkit.defaults import SPLIT_FRACTIONS
 from embedkit.errors import ConfigError, invalid
 
 STRATEGIES = ("adaptive", "head", "head-then-top", "full")
-AUGMENT_STYLES = ("photo", "illustration")
+AUGMENT_STYLES = ("photo", "illustration", "glyph")
 AVERAGES = ("none", "wise")
 HEAD_INITS = ("random", "logistic")
 SCHEDULES = ("none", "step", "cosine", "plateau")
-MONITORS = ("val_acc", "val_loss")
+# val_codes: the validation accuracy of the codes (nearest class mean of the training codes), what the network is
+# kept for when its codes feed an SVM or a search index; val_acc / val_loss: its own softmax
+MONITORS = ("val_acc", "val_loss", "val_codes")
 
 # The paper's re-initialised layers: conv1_1 ... conv4_2, fc6, fc7 and the new head.
 PAPER_REINIT = {"vgg19": "1-10,17-19", "vgg16": "1-9,14-16"}
@@ -97,7 +99,10 @@ class FinetuneConfig:
         self.split = tuple(float(f) for f in self.split)
         self.average_alphas = tuple(float(a) for a in self.average_alphas)
         return self
-
+    @property
+    def maximize(self) -> bool:
+        """Whether the monitored metric is better higher (accuracies) or lower (the loss)."""
+        return self.monitor != "val_loss"
 
     @classmethod
     def from_recipe(cls, recipe: str | None = None, **options) -> "FinetuneConfig":
@@ -128,6 +133,8 @@ class FinetuneResult:
     test: dict | None = None
     skipped: list = field(default_factory=list)
     epochs_run: int = 0  # epochs trained by this call (fewer than len(history) after a resume)
+    backbone_change: float | None = None  # largest relative change of a backbone tensor in best.pt (0: codes unchanged)
+    note: str = ""  # what the user must know about best.pt (its codes are the starting weights')
 
     def summary(self) -> str:
         train_s = sum(float(r["seconds"]) for r in self.history[-self.epochs_run:]) if self.epochs_run else 0.0
@@ -138,12 +145,19 @@ class FinetuneResult:
              f"{self.best_metric:.4f} at epoch {self.best_epoch}; {len(self.skipped)} images skipped")
         if self.test:
             s += f"; test acc {self.test['test_acc']:.4f} ({self.test['test_images']} images)"
-        return s + f"\nbest backbone: {self.best_path} (use --weights {self.best_path}); history, curves, split in {self.out}"
+        s += f"\nbest backbone: {self.best_path} (use --weights {self.best_path}); history, curves, split in {self.out}"
+        return s + (f"\n{self.note}" if self.note else "")
 
 
 def _resume_config(saved: dict, cfg: FinetuneConfig) -> FinetuneConfig:
-    old = FinetuneConfig(**{**saved, "split": tuple(saved["split"]),
-                            "average_alphas": tuple(saved.get("average_alphas", FinetuneConfig.average_alphas))})
+    try:  # last.pt may be damaged or crafted: its config is checked like options given on the command line
+        old = FinetuneConfig(**{**saved, "split": tuple(saved["split"]),
+                                "average_alphas": tuple(saved.get("average_alphas", FinetuneConfig.average_alphas))})
+        old.validate()
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConfigError) else str(exc)
+        raise ConfigError(f"the saved training state (last.pt) holds a configuration that cannot be used "
+                          f"({detail[:200]}); start over with --overwrite (overwrite=True)") from exc
     diffs = [f"{f.name}: {getattr(old, f.name)!r} -> {getattr(cfg, f.name)!r}" for f in fields(cfg)
              if f.name not in RESUMABLE_CHANGES and getattr(old, f.name) != getattr(cfg, f.name)
              and not (f.name == "head_epochs" and cfg.head_epochs is None)]  # None: keep the run's boundary

@@ -63,7 +63,10 @@ def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 
 
     ``style="illustration"`` adds what varies between designs of a drawing: grey-scale renderings (as the
     monochrome emoji sets), line weight (:class:`LineWeight`), flat fills (posterised colours) and a wider hue
-    jitter; each at a probability scaled by ``strength``.
+    jitter; each at a probability scaled by ``strength``. ``style="glyph"`` is for icons and line art, where
+    one icon set differs from the next by stroke, pose and fill rather than by colour: line weight, a small
+    rotation / shift / shear on the white ground, grey-scale, inverted renderings (light glyphs on dark) and
+    random erasing of a part of the drawing.
     """
     from torchvision import transforms as T
 
@@ -84,6 +87,15 @@ def train_transform(pre: Preprocessing, augment: bool = True, strength: float = 
         p = min(1.0, 0.6 * strength)
         steps += [LineWeight(p), T.RandomPosterize(bits=3, p=p / 2),
                   T.ColorJitter(jitter, jitter, jitter, 0.5 * strength), T.RandomGrayscale(p)]
+    elif style == "glyph":
+        p = min(1.0, 0.6 * strength)
+        white = (255, 255, 255)
+        steps += [LineWeight(p), T.RandomAffine(15 * strength, translate=(0.1 * strength, 0.1 * strength),
+                                                shear=10 * strength, fill=white, interpolation=interp),
+                  T.ColorJitter(jitter, jitter, jitter, 0.5 * strength), T.RandomGrayscale(p),
+                  T.RandomInvert(0.2 * strength)]
+        return T.Compose(steps + [T.ToTensor(), T.Normalize(pre.mean, pre.std),
+                                  T.RandomErasing(0.5 * strength, scale=(0.02, 0.15), value=0)])
     else:
         steps.append(T.ColorJitter(jitter, jitter, jitter, 0.1 * strength))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(pre.mean, pre.std)])

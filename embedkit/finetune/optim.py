@@ -60,7 +60,7 @@ def make_optimizer(cfg, model, layers, plan, phase_epochs: int):
     elif cfg.schedule == "cosine":
         sched = S.CosineAnnealingLR(opt, T_max=max(1, phase_epochs))
     elif cfg.schedule == "plateau":
-        sched = S.ReduceLROnPlateau(opt, mode="max" if cfg.monitor == "val_acc" else "min", factor=cfg.gamma,
+        sched = S.ReduceLROnPlateau(opt, mode="max" if cfg.maximize else "min", factor=cfg.gamma,
                                     patience=2)
     else:
         sched = None

@@ -39,7 +39,7 @@ RECIPES = {r.name: r for r in (
     Recipe("paper", "the paper's adaptive layer-based optimisation (re-initialise low layers, two rates)",
            {"strategy": "adaptive", "epochs": 10, "lr_high": 1e-2, "lr_low": 1e-4, "momentum": 0.9,
             "weight_decay": 5e-4, "label_smoothing": 0.0, "augment": True, "augment_strength": 1.0,
-            "augment_style": "photo", "schedule": "cosine", "freeze_bn_stats": False, "average": "none",
+            "augment_style": "photo", "schedule": "cosine", "freeze_bn_stats": False, "average": "none", "monitor": "val_acc",
             "head_init": "random"}),
     Recipe("small", "small illustration sets: a new head fitted in closed form on frozen codes, then every layer at a "
                     "low rate, frozen BatchNorm statistics, illustration augmentation, weights mixed with the "
@@ -47,7 +47,13 @@ RECIPES = {r.name: r for r in (
            {"strategy": "head-then-top", "top": "all", "epochs": 8, "head_epochs": 2, "lr_high": 1e-2,
             "lr_low": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "augment": True,
             "augment_strength": 0.5, "augment_style": "illustration", "schedule": "cosine",
-            "freeze_bn_stats": True, "average": "wise", "head_init": "logistic"}),
+            "freeze_bn_stats": True, "average": "wise", "head_init": "logistic", "monitor": "val_acc"}),
+    Recipe("glyph", "icons and line art: every layer trained longer at the drawings' own 128 px, BatchNorm statistics "
+                    "adapted, glyph augmentation, the epoch chosen by the validation accuracy of the codes",
+           {"strategy": "head-then-top", "top": "all", "epochs": 6, "head_epochs": 1, "lr_high": 1e-2,
+            "lr_low": 3e-3, "momentum": 0.9, "weight_decay": 5e-4, "label_smoothing": 0.1, "augment": True,
+            "augment_strength": 0.5, "augment_style": "glyph", "schedule": "cosine", "input_size": 128,
+            "freeze_bn_stats": False, "average": "none", "head_init": "logistic", "monitor": "val_codes"}),
 )}
 DEFAULT_RECIPE = "small"
 

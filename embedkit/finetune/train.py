@@ -25,50 +25,35 @@ the start, at the epoch reached (see :func:`replan_schedule`), so the added epoc
 
 from __future__ import annotations
 
+import json
 import logging
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from embedkit.atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
+from embedkit.atomic import write_json_atomic
 from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import ConfigError, MismatchError
-from embedkit.finetune.config import (  # noqa: F401 (re-exported: the public names of fine-tuning)
-    MONITORS,
-    PAPER_REINIT,
-    RESUMABLE_CHANGES,
-    SCHEDULES,
-    STRATEGIES,
-    FinetuneConfig,
-    FinetuneResult,
-    _resume_config,
-)
+from embedkit.finetune.config import FinetuneConfig, FinetuneResult
 from embedkit.finetune.data import make_loader, prepare_data, resized, train_transform
-from embedkit.finetune.layers import (
-    format_ranges,
-    layer_table,
-    weight_layers,
+from embedkit.finetune.export import (
+    backbone_change,
+    backbone_weights,
+    export_average,
+    export_backbone,
+    no_backbone_epoch,
+    unchanged_note,
+    write_history,
 )
-from embedkit.finetune.optim import (  # noqa: F401 (re-exported)
-    _freeze_norms,
-    make_optimizer,
-    phase_of,
-    plan_for,
-    replan_schedule,
-)
+from embedkit.finetune.layers import format_ranges, layer_table, weight_layers
+from embedkit.finetune.optim import _freeze_norms, make_optimizer, phase_of, plan_for, replan_schedule
+from embedkit.finetune.state import Progress, cpu_state, open_run, progress_of, save_state, set_rng_state
 from embedkit.io.loader import default_workers
-from embedkit.models.checkpoint import (
-    CHECKPOINT_FORMAT,
-    load_torch_file,
-    read_checkpoint,
-)
-from embedkit.models.preprocessing import Preprocessing
+from embedkit.models.checkpoint import read_checkpoint
 from embedkit.models.registry import get_spec
 from embedkit.models.weights import load_model, resolve_preprocessing
 
@@ -113,39 +98,7 @@ def build_model(cfg: FinetuneConfig, class_names: list):
     return model, layers, plan, resized(pre, cfg.input_size), not same
 
 
-def _rng_state(device: torch.device) -> dict:
-    st = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (st[0], st[1].tolist(), int(st[2]), int(st[3]), float(st[4]))}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    n = state["numpy"]
-    np.random.set_state((n[0], np.asarray(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _cpu_state(model: nn.Module) -> dict:
-    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-
-
-def export_backbone(model: nn.Module, path, cfg: FinetuneConfig, class_names, pre: Preprocessing, extra=None) -> Path:
-    """Write ``model`` as an ``embedkit-backbone/1`` checkpoint (plain types only: loads with weights_only)."""
-    spec = get_spec(cfg.backbone)
-    ckpt = {"format": CHECKPOINT_FORMAT, "backbone": spec.name, "num_classes": len(class_names),
-            "class_names": list(class_names), "state_dict": _cpu_state(model), "preprocessing": pre.to_dict(),
-            "layers": dict(spec.layers), "default_layer": spec.default_layer, "finetune": dict(extra or {})}
-    torch_save_atomic(ckpt, Path(path))
-    return Path(path)
-
-
-def _run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, scaler=None, bar=None):
+def run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, scaler=None, bar=None):
     """One pass (training when ``opt`` is given); returns ``(mean loss, accuracy, images, seconds)``."""
     t0 = time.perf_counter()
     loss_sum, correct, n = 0.0, 0, 0
@@ -176,88 +129,218 @@ def _run_epoch(model, loader, targets, device, amp_dtype, criterion, opt=None, s
     return loss_sum / max(n, 1), correct / max(n, 1), n, time.perf_counter() - t0
 
 
-def _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, out: Path,
-                    head, log) -> None:
-    """best.pt = the mix of linear probe and best fine-tuned epoch whose codes classify the validation split best."""
-    import shutil
+class _Trainer:
+    """One run's network, data and optimizer, trained epoch by epoch from a :class:`Progress`."""
 
-    from embedkit.finetune.average import choose_alpha, code_accuracy, codes_of
+    def __init__(self, cfg: FinetuneConfig, data, out: Path, device, progress: bool, log):
+        self.cfg, self.data, self.out, self.device, self.progress, self.log = cfg, data, out, device, progress, log
+        self.model, self.layers, _plan, self.pre, self.fresh = build_model(cfg, data.class_names)
+        if cfg.strategy == "head-then-top":
+            plan_for(cfg, self.layers, 1, fresh_head=self.fresh)  # a bad --top is refused now, not when phase 2 starts
+        self.start_weights = backbone_weights(self.model, self.layers[-1].name)  # to tell whether the codes moved
+        self.model.to(device)
+        self.amp_dtype = autocast_dtype(device)
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.head_epochs = cfg.epochs if cfg.strategy != "head-then-top" else \
+            (cfg.head_epochs if cfg.head_epochs is not None else max(1, cfg.epochs // 2))
+        # with averaging, each best epoch is exported raw; best.pt becomes the validated mix at the end
+        self.best_path = out / "best.pt"
+        self.tuned_path = out / "best-finetuned.pt" if cfg.average == "wise" else self.best_path
+        self.pin = device.type == "cuda"
+        self.plain_train = make_loader(data, "train", self.pre.transform(), cfg.batch_size, cfg.workers)
+        self.val_loader = make_loader(data, "val", self.pre.transform(), cfg.batch_size, cfg.workers, pin_memory=self.pin)
+        self.opt = self.sched = None
 
-    tuned = read_checkpoint(tuned_path)
-    if probe is None:  # the run never left phase 1: nothing to mix
-        shutil.copyfile(tuned_path, best_path)
-        log("averaging: the run ended in phase 1 (no fine-tuned network to mix); best.pt is the best epoch")
-        return
+    def phase_epochs(self, phase: int) -> int:
+        return self.head_epochs if phase == 0 else self.cfg.epochs - self.head_epochs
 
-    train_loader = make_loader(data, "train", pre.transform(), cfg.batch_size, cfg.workers)
+    def setup_phase(self, phase: int) -> None:
+        """Log the phase's layer table and make its optimizer and schedule."""
+        cfg, data, layers = self.cfg, self.data, self.layers
+        p = plan_for(cfg, layers, phase, fresh_head=self.fresh)
+        self.log(f"{cfg.strategy} fine-tuning of {cfg.backbone}" + (f", phase {phase + 1}" if cfg.strategy == "head-then-top" else "")
+                 + f": {len(data.class_names)} classes, {len(data.part('train'))} train / {len(data.part('val'))} val images")
+        self.log(layer_table(layers, p))
+        self.log("re-initialised: " + format_ranges(i for i, (a, _) in p.items() if a == "reinit")
+                 + "; trained: " + format_ranges(p) + "; frozen: " + format_ranges(set(range(1, len(layers) + 1)) - set(p)))
+        self.opt, self.sched = make_optimizer(cfg, self.model, layers, p, self.phase_epochs(phase))
 
-    def val_code_acc(m):  # codes of the training split (no augmentation) classify the validation designs
-        tc, tr = codes_of(m, head, train_loader, device)
-        vc, vr = codes_of(m, head, val_loader, device)
-        return code_accuracy(tc, data.targets[tr], vc, data.targets[vr])
+    def restore(self, state: dict) -> Progress:
+        """Continue an interrupted run exactly: network, optimizer, schedule (re-planned for new epochs), RNG."""
+        cfg, prog = self.cfg, progress_of(state)
+        self.model.load_state_dict(state["model"])
+        self.setup_phase(phase_of(cfg, prog.epoch))
+        self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None:
+            self.sched.load_state_dict(state["scheduler"])
+        if state["scaler"]:  # {} from a disabled scaler (CPU, bf16): an fp16 resume starts at the default scale
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"], self.device)
+        saved_epochs = int(state["config"]["epochs"])
+        if saved_epochs != cfg.epochs and self.sched is not None:
+            n_ep = self.phase_epochs(phase_of(cfg, prog.epoch))
+            if replan_schedule(cfg, self.opt, self.sched, n_ep):
+                self.log(f"--epochs {cfg.epochs} (was {saved_epochs}): the {cfg.schedule} schedule is re-planned for "
+                         f"{n_ep} epochs{' of this phase' if cfg.strategy == 'head-then-top' else ''}; learning rate now "
+                         + "/".join(f"{g['lr']:.3g}" for g in self.opt.param_groups))
+        if prog.stopped:
+            self.log(f"this run stopped early at epoch {prog.epoch}; nothing left to train (start over with --overwrite)")
+        return prog
 
-    alpha, scores = choose_alpha(model, probe, tuned["state_dict"], val_code_acc, cfg.average_alphas)
-    info = {"average": "wise", "alpha": alpha, "val_code_acc_by_alpha": {str(a): v for a, v in scores.items()},
-            "epoch": tuned["finetune"].get("epoch")}
-    export_backbone(model, best_path, cfg, data.class_names, pre, {**tuned["finetune"], **info})
-    write_json_atomic(out / "average.json", info)
-    log("averaging: validation accuracy of the codes (nearest class mean) by mix (0 = linear probe, 1 = fine-tuned) "
-        + ", ".join(f"{a:g}: {v:.3f}" for a, v in scores.items()) + f"; best.pt holds mix {alpha:g}")
+    def begin(self) -> Progress:
+        """A new run: the first phase's optimizer, and the head fitted in closed form where asked."""
+        cfg = self.cfg
+        self.setup_phase(0)
+        warning = no_backbone_epoch(cfg, self.head_epochs)
+        if warning:
+            self.log(warning)
+        if cfg.head_init == "logistic" and self.fresh:
+            from embedkit.finetune.probe import fit_head
 
+            acc = fit_head(self.model, self.layers[-1].module, self.plain_train, self.data.targets,
+                           len(self.data.class_names), self.device, cfg.seed)
+            self.log(f"head fitted by logistic regression on the frozen codes of the {len(self.data.part('train'))} "
+                     f"training images (training accuracy {acc:.3f})")
+        return Progress()
 
-def _write_history(history: list, out: Path, best_epoch: int | None = None) -> None:
-    from embedkit.render.plots import learning_curves_png
+    def code_accuracy(self, model=None) -> float:
+        """Validation accuracy of the codes: the training split's codes (no augmentation) classify the validation split."""
+        from embedkit.finetune.average import val_code_accuracy
 
-    keys = list(history[0]) if history else ["epoch"]
-    write_csv_atomic(out / "history.csv", keys, [[row.get(k, "") for k in keys] for row in history])
-    if history:
-        learning_curves_png(history, out / "curves.png", title="Fine-tuning", best_epoch=best_epoch or None)
+        return val_code_accuracy(model or self.model, self.layers[-1].module, self.plain_train, self.val_loader,
+                                 self.data.targets, self.device)
+
+    def pass_over(self, part_loader, desc: str, total: int, train: bool = False):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=total, desc=desc, unit="img", disable=not self.progress, leave=False) as bar:
+            return run_epoch(self.model, part_loader, self.data.targets, self.device, self.amp_dtype, self.criterion,
+                             self.opt if train else None, self.scaler if train else None, bar)
+
+    def epoch(self, epoch: int, tf_train) -> dict:
+        """Train and validate one epoch; returns its history row."""
+        cfg, data = self.cfg, self.data
+        self.model.train()
+        _freeze_norms(self.model, cfg.freeze_bn_stats)
+        loader = make_loader(data, "train", tf_train, cfg.batch_size, cfg.workers, train=True, balanced=cfg.balanced,
+                             seed=cfg.seed * 100_003 + epoch, pin_memory=self.pin)
+        tr_loss, tr_acc, n_img, secs = self.pass_over(loader, f"epoch {epoch + 1}/{cfg.epochs}",
+                                                      len(data.part("train")), train=True)
+        self.model.eval()
+        va_loss, va_acc, _, _ = self.pass_over(self.val_loader, f"validation {epoch + 1}/{cfg.epochs}",
+                                               len(data.part("val")))
+        lrs = "/".join(f"{g['lr']:.3g}" for g in self.opt.param_groups)
+        row = {"epoch": epoch + 1, "phase": phase_of(cfg, epoch) + 1, "lr": lrs, "train_loss": round(tr_loss, 6),
+               "train_acc": round(tr_acc, 6), "val_loss": round(va_loss, 6), "val_acc": round(va_acc, 6),
+               "train_images": n_img, "seconds": round(secs, 3), "images_per_s": round(n_img / max(secs, 1e-9), 2)}
+        if cfg.monitor == "val_codes":  # what the network is kept for: its codes, not its softmax
+            row["val_codes"] = round(self.code_accuracy(), 6)
+        return row
+
+    def keep(self, epoch: int, row: dict, prog: Progress) -> bool:
+        """Step the schedule, export the epoch if it is the best so far, decide early stopping; True if best."""
+        cfg = self.cfg
+        metric = row[cfg.monitor]
+        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.sched.step(metric)
+        elif self.sched is not None:
+            self.sched.step()
+        improved = prog.best is None or (metric > prog.best if cfg.maximize else metric < prog.best)
+        if improved:
+            prog.best, prog.best_epoch, prog.since_best = float(metric), epoch + 1, 0
+            export_backbone(self.model, self.tuned_path, cfg, self.data.class_names, self.pre,
+                            {"strategy": cfg.strategy, "epoch": epoch + 1, "val_acc": row["val_acc"],
+                             "val_loss": row["val_loss"], **({"val_codes": row["val_codes"]} if "val_codes" in row else {})})
+        else:
+            prog.since_best += 1
+        prog.stopped = cfg.patience is not None and prog.since_best >= cfg.patience and epoch + 1 < cfg.epochs
+        return improved
+
+    def train(self, prog: Progress, on_epoch_end=None) -> int:
+        """Every epoch left; ``last.pt``, the history and the curves rewritten after each. Returns images trained on."""
+        cfg, data, images = self.cfg, self.data, 0
+        tf_train = train_transform(self.pre, cfg.augment, cfg.augment_strength, cfg.augment_style)
+        train_paths = [data.items[i].path for i in data.part("train")]
+        for epoch in range(prog.epoch, prog.epoch if prog.stopped else cfg.epochs):
+            row = self.epoch(epoch, tf_train)
+            images += row["train_images"]
+            prog.history.append(row)
+            improved = self.keep(epoch, row, prog)
+            if epoch + 1 < cfg.epochs and phase_of(cfg, epoch + 1) != phase_of(cfg, epoch):
+                if cfg.average == "wise":
+                    prog.probe = cpu_state(self.model)  # the linear probe: pretrained features, a head fitted on them
+                self.setup_phase(phase_of(cfg, epoch + 1))  # the checkpoint holds the next phase's optimizer
+            prog.epoch = epoch + 1
+            save_state(self.out / "last.pt", self.model, self.opt, self.sched, self.scaler, prog, cfg, self.device,
+                       data.class_names, train_paths)
+            write_history(prog.history, self.out, prog.best_epoch)
+            codes = f" codes {row['val_codes']:.3f}" if "val_codes" in row else ""
+            self.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
+                     f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}{codes} | {row['images_per_s']:.1f} img/s"
+                     + (" | best" if improved else ""))
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            if prog.stopped:
+                self.log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
+                break
+        return images
+
+    def export(self, prog: Progress) -> tuple[float, str]:
+        """best.pt (the mix where asked); returns ``(backbone change, note)``, the note when the codes did not move."""
+        alpha = None
+        if self.cfg.average == "wise":
+            alpha = export_average(self.model, prog.probe, self.tuned_path, self.best_path, self.cfg,
+                                   self.data.class_names, self.pre, self.code_accuracy, self.out, self.log,
+                                   self.progress)
+        change, note = backbone_change(self.start_weights, read_checkpoint(self.best_path)["state_dict"]), ""
+        if change == 0.0:
+            note = unchanged_note(self.cfg, prog.best_epoch, alpha)
+            self.log(note)
+            if (self.out / "average.json").is_file():
+                info = {**json.loads((self.out / "average.json").read_text()),
+                        "codes_equal_start": True, "note": note}
+                write_json_atomic(self.out / "average.json", info)
+        return change, note
+
+    def test(self, best_epoch: int) -> dict:
+        self.model.load_state_dict(read_checkpoint(self.best_path)["state_dict"])
+        self.model.eval()
+        loader = make_loader(self.data, "test", self.pre.transform(), self.cfg.batch_size, self.cfg.workers)
+        te_loss, te_acc, n_te, _ = self.pass_over(loader, f"test (best epoch {best_epoch})", len(self.data.part("test")))
+        test = {"test_loss": te_loss, "test_acc": te_acc, "test_images": n_te, "best_epoch": best_epoch}
+        write_json_atomic(self.out / "test.json", test)
+        return test
 
 
 def finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
              log=None, on_epoch_end=None, **options) -> FinetuneResult:
     """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
 
-    See :func:`_finetune`. One run writes a run folder at a time: a second one is refused (a lock file
-    names the holder's pid; a stale lock left by a killed run is taken over).
+    ``options`` are the fields of :class:`FinetuneConfig` (recipe, backbone, weights, strategy, epochs, reinit,
+    lr_high, lr_low, ...). ``log`` receives the layer table and notes; ``on_epoch_end(row)`` is called
+    after each epoch's checkpoint is written. Returns a :class:`FinetuneResult` whose ``best_path``
+    loads with ``embedkit.embed(..., backbone=cfg.backbone, weights=best_path)``. One run writes a run
+    folder at a time: a second one is refused (a lock file names the holder's pid; a stale lock left by a
+    killed run is taken over).
     """
     from embedkit.store.lock import FolderLock
 
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the run")
     with FolderLock(out, "finetune"):
-        return _finetune(source, out, resume=resume, overwrite=overwrite, progress=progress, log=log,
-                         on_epoch_end=on_epoch_end, **options)
+        return _finetune(source, Path(out), resume, overwrite, progress,
+                         log or logging.getLogger(__name__).info,  # the layer table, epochs, notes
+                         on_epoch_end, options)
 
 
-def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-              log=None, on_epoch_end=None, **options) -> FinetuneResult:
-    """Fine-tune a backbone on the labelled images of ``source``; writes the run folder ``out``.
-
-    ``options`` are the fields of :class:`FinetuneConfig` (backbone, weights, strategy, epochs, reinit,
-    lr_high, lr_low, ...). ``log`` receives the layer table and notes; ``on_epoch_end(row)`` is called
-    after each epoch's checkpoint is written. Returns a :class:`FinetuneResult` whose ``best_path``
-    loads with ``embedkit.embed(..., backbone=cfg.backbone, weights=best_path)``.
-    """
-    from tqdm.auto import tqdm
-
-    # the layer table, epochs and notes go to the module's logger unless a callable is given
-    log = log or logging.getLogger(__name__).info
-    cfg = FinetuneConfig.from_recipe(**options).validate()
-    out = Path(out)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    state = None
-    if resume:
-        if not last_path.is_file():
-            raise ConfigError(f"nothing to resume in {str(out)!r} (no last.pt); run without --resume (resume=False) to start")
-        state = load_torch_file(last_path, "training state")  # weights_only: a crafted last.pt runs no code
-        if not isinstance(state, dict) or not {"config", "model", "epoch"} <= set(state):
-            raise ConfigError(f"{str(last_path)!r} is not the training state of an `embedkit finetune` run; "
-                              "start over with --overwrite (overwrite=True)")
-        cfg = _resume_config(state["config"], cfg)
-    elif last_path.exists() and not overwrite:
-        raise ConfigError(f"{str(out)!r} already holds a fine-tuning run; continue it with --resume (resume=True) "
-                          "or start over with --overwrite (overwrite=True)")
+def _finetune(source, out: Path, resume, overwrite, progress, log, on_epoch_end, options) -> FinetuneResult:
+    if resume and overwrite:
+        raise ConfigError("--overwrite starts the run over and --resume continues it (overwrite=True with "
+                          "resume=True); give only one of them")
+    cfg, state = open_run(out, FinetuneConfig.from_recipe(**options).validate(), resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     if cfg.workers is None:
@@ -269,130 +352,13 @@ def _finetune(source, out, *, resume: bool = False, overwrite: bool = False, pro
                             "split differs); resume with the same images or start over with --overwrite (overwrite=True)")
     write_json_atomic(out / "config.json", asdict(cfg))
     data.write(out)
-
-    model, layers, plan, pre, fresh = build_model(cfg, data.class_names)
-    model.to(device)
-    amp_dtype = autocast_dtype(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    head_epochs = cfg.epochs if cfg.strategy != "head-then-top" else \
-        (cfg.head_epochs if cfg.head_epochs is not None else max(1, cfg.epochs // 2))
-
-    def phase_setup(phase):
-        p = plan_for(cfg, layers, phase, fresh_head=fresh)
-        n_ep = head_epochs if phase == 0 else cfg.epochs - head_epochs
-        log(f"{cfg.strategy} fine-tuning of {cfg.backbone}" + (f", phase {phase + 1}" if cfg.strategy == "head-then-top" else "")
-            + f": {len(data.class_names)} classes, {len(data.part('train'))} train / {len(data.part('val'))} val images")
-        log(layer_table(layers, p))
-        log("re-initialised: " + format_ranges(i for i, (a, _) in p.items() if a == "reinit")
-            + "; trained: " + format_ranges(p) + "; frozen: " + format_ranges(set(range(1, len(layers) + 1)) - set(p)))
-        return make_optimizer(cfg, model, layers, p, n_ep)
-
-    start, history, best, best_epoch, since_best, probe = 0, [], None, 0, 0, None
-    # with averaging, each best epoch is exported raw; best.pt becomes the validated mix at the end
-    tuned_path = out / "best-finetuned.pt" if cfg.average == "wise" else best_path
-    if state is not None:
-        start, probe = int(state["epoch"]), state.get("probe")
-        model.load_state_dict(state["model"])
-        history, best, best_epoch, since_best = state["history"], state["best"], state["best_epoch"], state["since_best"]
-    opt, sched = phase_setup(phase_of(cfg, start))
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        saved_epochs = int(state["config"]["epochs"])
-        if saved_epochs != cfg.epochs and sched is not None:
-            phase = phase_of(cfg, start)
-            n_ep = head_epochs if phase == 0 else cfg.epochs - head_epochs
-            if replan_schedule(cfg, opt, sched, n_ep):
-                log(f"--epochs {cfg.epochs} (was {saved_epochs}): the {cfg.schedule} schedule is re-planned for "
-                    f"{n_ep} epochs{' of this phase' if cfg.strategy == 'head-then-top' else ''}; learning rate now "
-                    + "/".join(f"{g['lr']:.3g}" for g in opt.param_groups))
-
-    if state is None and cfg.head_init == "logistic" and fresh:
-        from embedkit.finetune.probe import fit_head
-
-        acc = fit_head(model, layers[-1].module, make_loader(data, "train", pre.transform(), cfg.batch_size, cfg.workers),
-                       data.targets, len(data.class_names), device, cfg.seed)
-        log(f"head fitted by logistic regression on the frozen codes of the {len(data.part('train'))} training images "
-            f"(training accuracy {acc:.3f})")
-    stopped = bool(state is not None and state.get("stopped"))
-    if stopped:
-        log(f"this run stopped early at epoch {start}; nothing left to train (start over with --overwrite (overwrite=True))")
-    t_start, images, pin = time.perf_counter(), 0, device.type == "cuda"
-    val_loader = make_loader(data, "val", pre.transform(), cfg.batch_size, cfg.workers, pin_memory=pin)
-    tf_train = train_transform(pre, cfg.augment, cfg.augment_strength, cfg.augment_style)
-    for epoch in range(start, start if stopped else cfg.epochs):
-        model.train()
-        _freeze_norms(model, cfg.freeze_bn_stats)
-        loader = make_loader(data, "train", tf_train, cfg.batch_size, cfg.workers, train=True, balanced=cfg.balanced,
-                             seed=cfg.seed * 100_003 + epoch, pin_memory=pin)
-        with tqdm(total=len(data.part("train")), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="img",
-                  disable=not progress, leave=False) as bar:
-            tr_loss, tr_acc, n_img, secs = _run_epoch(model, loader, data.targets, device, amp_dtype, criterion,
-                                                      opt, scaler, bar)
-        model.eval()
-        with tqdm(total=len(data.part("val")), desc=f"validation {epoch + 1}/{cfg.epochs}", unit="img",
-                  disable=not progress, leave=False) as bar:
-            va_loss, va_acc, _, _ = _run_epoch(model, val_loader, data.targets, device, amp_dtype, criterion,
-                                               bar=bar)
-        images += n_img
-        metric = va_acc if cfg.monitor == "val_acc" else va_loss
-        lrs = "/".join(f"{g['lr']:.3g}" for g in opt.param_groups)
-        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            sched.step(metric)
-        elif sched is not None:
-            sched.step()
-        row = {"epoch": epoch + 1, "phase": phase_of(cfg, epoch) + 1, "lr": lrs, "train_loss": round(tr_loss, 6),
-               "train_acc": round(tr_acc, 6), "val_loss": round(va_loss, 6), "val_acc": round(va_acc, 6),
-               "train_images": n_img, "seconds": round(secs, 3), "images_per_s": round(n_img / max(secs, 1e-9), 2)}
-        history.append(row)
-        improved = best is None or (metric > best if cfg.monitor == "val_acc" else metric < best)
-        if improved:
-            best, best_epoch, since_best = float(metric), epoch + 1, 0
-            export_backbone(model, tuned_path, cfg, data.class_names, pre,
-                            {"strategy": cfg.strategy, "epoch": epoch + 1, "val_acc": va_acc, "val_loss": va_loss})
-        else:
-            since_best += 1
-        stopped = cfg.patience is not None and since_best >= cfg.patience and epoch + 1 < cfg.epochs
-        if epoch + 1 < cfg.epochs and phase_of(cfg, epoch + 1) != phase_of(cfg, epoch):
-            if cfg.average == "wise":
-                probe = _cpu_state(model)  # the linear probe: pretrained features, a head fitted on them
-            opt, sched = phase_setup(phase_of(cfg, epoch + 1))  # the checkpoint holds the next phase's optimizer
-        torch_save_atomic({"model": _cpu_state(model), "optimizer": opt.state_dict(),
-                      "scheduler": sched.state_dict() if sched is not None else {}, "scaler": scaler.state_dict(),
-                      "epoch": epoch + 1, "rng": _rng_state(device), "history": history, "best": best,
-                      "best_epoch": best_epoch, "since_best": since_best, "stopped": stopped, "config": asdict(cfg),
-                      "class_names": data.class_names, "probe": probe,
-                      "split_paths": [data.items[i].path for i in data.part("train")]}, last_path)
-        _write_history(history, out, best_epoch)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {tr_loss:.4f} acc {tr_acc:.3f} | val loss {va_loss:.4f} "
-            f"acc {va_acc:.3f} | {row['images_per_s']:.1f} img/s{' | best' if improved else ''}")
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if stopped:
-            log(f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs")
-            break
-
-    if cfg.average == "wise":
-        _export_average(model, probe, tuned_path, best_path, cfg, data, pre, val_loader, device, out,
-                        layers[-1].module, log)
-    test = None
-    if cfg.eval_test and len(data.part("test")):
-        model.load_state_dict(read_checkpoint(best_path)["state_dict"])
-        model.eval()
-        with tqdm(total=len(data.part("test")), desc=f"test (best epoch {best_epoch})", unit="img",
-                  disable=not progress, leave=False) as bar:
-            te_loss, te_acc, n_te, _ = _run_epoch(model, make_loader(data, "test", pre.transform(), cfg.batch_size,
-                                                                     cfg.workers), data.targets, device, amp_dtype,
-                                                  criterion, bar=bar)
-        test = {"test_loss": te_loss, "test_acc": te_acc, "test_images": n_te, "best_epoch": best_epoch}
-        write_json_atomic(out / "test.json", test)
-    return FinetuneResult(out, best_path, last_path, history, best_epoch, float(best if best is not None else 0.0),
-                          cfg.monitor, time.perf_counter() - t_start, images, stopped, test, data.skipped,
-                          len(history) - start)
-
+    trainer = _Trainer(cfg, data, out, device, progress, log)
+    prog = trainer.restore(state) if state is not None else trainer.begin()
+    start, t_start = prog.epoch, time.perf_counter()
+    images = trainer.train(prog, on_epoch_end)
+    change, note = trainer.export(prog)
+    test = trainer.test(prog.best_epoch) if cfg.eval_test and len(data.part("test")) else None
+    return FinetuneResult(out, trainer.best_path, out / "last.pt", prog.history, prog.best_epoch,
+                          float(prog.best if prog.best is not None else 0.0), cfg.monitor,
+                          time.perf_counter() - t_start, images, prog.stopped, test, data.skipped,
+                          len(prog.history) - start, change, note)

@@ -61,12 +61,16 @@ class Probe(nn.Module):
         from embedkit.models.features import _truncate
 
         source = spec.source if spec is not None else "torchvision"
+        listed = f"`embedkit layers {spec.name}` lists every one" if spec is not None else "see the model's modules"
         try:
-            return _truncate(model, node, source)
-        except Exception as exc:  # noqa: BLE001 - fx tracing of odd models fails in many ways; one message
+            return _truncate(model, node, source, spec)
+        except ConfigError as exc:  # not a node: one message, with the conv layers inspect is for
             raise invalid("layer", given, _examples(model, given),
-                          fix="a module name of the network (its conv layers are listed) or a graph node; "
-                              f"{type(exc).__name__}: {str(exc)[:160]}") from exc
+                          fix=f"a conv layer listed here, any module name or graph node; {listed}") \
+                from exc
+        except Exception as exc:  # noqa: BLE001 - fx tracing of odd models fails in many ways; one message, whole
+            raise ConfigError(f"layer {given!r}: the network cannot be cut there ({type(exc).__name__}: {exc}); "
+                              f"choose a module name such as {', '.join(_examples(model, given))}") from exc
 
     def _capture(self, _module, _inputs, output):
         self._out = output

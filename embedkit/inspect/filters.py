@@ -80,11 +80,16 @@ def _filters(net: LoadedNet, layer: str | None) -> tuple[np.ndarray, str, tuple]
     return filter_images(conv, rgb=conv.in_channels == 3 and conv.groups == 1), name, tuple(conv.weight.shape)
 
 
+#: pixels a filter grid spans at least: 32 filters at 24 px made a 517 x 248 px figure for two networks
+MIN_GRID_PX = 480
+
+
 def inspect_filters(backbone: str, out: str | os.PathLike, weights="default", layer: str | None = None,
                     compare_weights=None, max_filters: int = 256, cell: int = 24) -> FiltersResult:
     """Draw the first convolution's filters (or ``layer``'s) as a PNG grid, optionally beside ``compare_weights``'.
 
-    At most ``max_filters`` filters per network, each drawn ``cell`` px wide, in a near-square grid.
+    At most ``max_filters`` filters per network, each drawn at least ``cell`` px wide (wider for a few
+    filters: each grid spans :data:`MIN_GRID_PX`), in a near-square grid.
     """
     nets = [load_net(backbone, weights)]
     if compare_weights is not None:
@@ -97,6 +102,8 @@ def inspect_filters(backbone: str, out: str | os.PathLike, weights="default", la
         rows = [list(imgs[i:i + cols]) for i in range(0, len(imgs), cols)]
         panels.append(Panel(f"{net.label}: {name}", rows, [str(i) for i in range(0, len(imgs), cols)]))
     kind = "RGB, each normalised" if layer is None else "mean over input channels, each normalised"
+    cols = max(len(p.cells[0]) for p in panels)
+    cell = max(int(cell), MIN_GRID_PX // cols)
     path = grid_figure(panels, out, cell, title=f"{backbone} {name} filters {shape} ({kind})")
     return FiltersResult(Path(path), name, shape, [n.label for n in nets])
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from embedkit.errors import DataError, invalid
+from embedkit.errors import DataError, EmbedkitError, invalid
 from embedkit.inspect.activations import LoadedNet, Probe
 from embedkit.inspect.receptive import ReceptiveField, receptive_field
 
@@ -187,7 +187,7 @@ def stream_top(nets: list[LoadedNet], items, layer: str, *, device="auto", batch
 
 def collect(nets, items, layer, fields, tops, channels="16") -> list[NetPatches]:
     """Choose each network's channels and cut their patches (only the kept images are decoded again)."""
-    from embedkit.io.decode import load_image
+    from embedkit.io.loader import load_item
 
     pre = nets[0].preprocessing
     tf = pre.transform_uint8()
@@ -195,7 +195,11 @@ def collect(nets, items, layer, fields, tops, channels="16") -> list[NetPatches]
 
     def image(i: int) -> np.ndarray:
         if i not in cache:
-            img, _ = load_image(items[i].path)
+            try:
+                img, _ = load_item(items[i])
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{items[i].path!r} changed or became unreadable while it was inspected ({exc}); "
+                                "run the command again") from exc
             cache[i] = tf(img).permute(1, 2, 0).numpy()
         return cache[i]
 
@@ -248,9 +252,17 @@ def read_source(source) -> list:
     from embedkit.io.discover import discover
 
     if not isinstance(source, (list, tuple)) and (Path(source) / "meta.json").is_file():
+        from embedkit.io.discover import Item
         from embedkit.store.codestore import CodeStore
 
-        return discover([str(p) for p in CodeStore.open(source).paths])
+        # a store's recorded paths are read only if each file still holds the bytes that were embedded
+        # (as the galleries do): a path swapped for another file since is skipped, not shown as that row
+        store = CodeStore.open(source)
+        try:
+            sha1 = [str(s or "") for s in store.column("sha1")]
+        except (EmbedkitError, KeyError, ValueError):  # imported codes may record no content hash
+            sha1 = [""] * len(store)
+        return [Item(str(p), sha1=s) for p, s in zip(store.paths, sha1)]
     return discover(source, labels=False)
 
 

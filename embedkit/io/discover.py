@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from embedkit.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
 NOT_IMAGE = "not an image extension"
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".svg")
+FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode`` (for skip reasons and errors)."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "not a regular file")
+
+
+def not_regular(mode: int) -> str:
+    """The skip reason of a file that is not a regular file ("" for a regular file)."""
+    return "" if stat.S_ISREG(mode) else f"not a regular file ({file_kind(mode)})"
 
 
 @dataclass(frozen=True)
@@ -21,6 +36,7 @@ class Item:
     path: str
     label: str = ""
     skip: str = ""  # a reason not to read it at all (e.g. "not an image extension"); listed in skipped
+    sha1: str = ""  # the content hash recorded for it (a store's row): read only if the file still has it
 
 
 def discover(source: str | os.PathLike | Sequence, labels: bool = True) -> list[Item]:
@@ -108,9 +124,36 @@ def _walk(root: Path, labels: bool, others: bool = False) -> Iterator[Item]:
                 subdirs.append(e.path)
             elif e.name.lower().endswith(IMAGE_EXTENSIONS) or others:
                 rel = os.path.relpath(e.path, root_abs).split(os.sep)
-                skip = "" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE
-                yield Item(e.path, rel[0] if (labels and len(rel) > 1) else "", skip)
+                skip = _special(e) or ("" if e.name.lower().endswith(IMAGE_EXTENSIONS) else NOT_IMAGE)
+                yield Item(e.path, label_of(rel[0]) if (labels and len(rel) > 1) else "", skip)
         stack.extend(reversed(subdirs))  # depth-first, in sorted order
+
+
+def label_of(folder_name: str) -> str:
+    """The class label of a sub-folder: its name, with bytes that are not UTF-8 written as ``\\xfe``.
+
+    Shown as U+FFFD instead, ``lab\\xfe`` and ``lab\\xff`` would become one class; this way each stays its own,
+    readable, in every file the label is written to.
+    """
+    try:
+        folder_name.encode("utf-8")
+        return folder_name
+    except UnicodeEncodeError:
+        return folder_name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _special(e: os.DirEntry) -> str:
+    """The skip reason of an entry that is not a regular file (a FIFO, a link to a device...), else "".
+
+    Free for ordinary files (the directory entry's type); a dangling link is left to the reader, which
+    lists it as "file not found". The reader checks again on the open file (the entry may change).
+    """
+    try:
+        if e.is_file(follow_symlinks=True):
+            return ""
+        return not_regular(e.stat(follow_symlinks=True).st_mode)
+    except OSError:
+        return ""
 
 
 def _read_list(src: Path) -> Iterator[Item]:
@@ -125,26 +168,41 @@ def _read_list(src: Path) -> Iterator[Item]:
                           f"paths (it is not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
 
 
+#: names a manifest's header may use for its columns; a first row holding one of them is a header
+HEADER_NAMES = {"path", "label", "file", "filename", "image", "class", "split", "url", "uri"}
+
+
 def _read_manifest(path: Path) -> list[Item]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"manifest {str(path)!r} is not UTF-8 text ({exc.reason} at byte {exc.start}); give a "
-                          "CSV with a path column") from exc
+    """Items of a CSV manifest: a header with a ``path`` column (and optionally ``label``), or headerless
+    ``path[,label]`` rows. A path listed twice is read once (its first row)."""
+    from embedkit.io.tables import read_csv
+
+    rows = read_csv(path, "manifest", "a CSV with a path column (and optionally label)")
     if not rows:
         raise DataError(f"manifest {str(path)!r} is empty; it needs a path column (and optionally label)")
     header = [c.strip().lower() for c in rows[0]]
     if "path" in header:
         pi, li = header.index("path"), (header.index("label") if "label" in header else None)
         rows = rows[1:]
+    elif HEADER_NAMES & set(header) or not any("." in c or "/" in c for c in header):
+        # a header without "path" (``file,class``) would otherwise be read as an image called "file"
+        raise ConfigError(f"manifest {str(path)!r} has the header {','.join(rows[0])!r} without a path column; "
+                          "name the column of image paths `path` (and the labels `label`), or drop the header")
     else:
         pi, li = 0, (1 if len(rows[0]) > 1 else None)
-    out = []
+    out, seen, dups = [], set(), []
     for row in rows:
-        if not row or not row[pi].strip():
+        if pi >= len(row) or not row[pi].strip():
             continue
         name = row[pi].strip()
         p = name if is_uri(name) else (Path(name) if Path(name).is_absolute() else path.parent / name)
-        out.append(Item(_abs(p), row[li].strip() if li is not None and li < len(row) else ""))
+        item = Item(_abs(p), row[li].strip() if li is not None and li < len(row) else "")
+        if item.path in seen:
+            dups.append(item.path)
+            continue
+        seen.add(item.path)
+        out.append(item)
+    if dups:
+        log.warning("manifest %s lists %d path(s) more than once (first: %s); each is read once, with its first row",
+                    path, len(dups), dups[0])
     return out

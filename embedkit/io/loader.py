@@ -6,12 +6,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Callable, Iterable, Sequence
 
 from embedkit.defaults import BATCH_SIZE
-from embedkit.io.decode import load_image, raw_jpeg
+from embedkit.io.decode import decode_bytes, read_file, raw_jpeg
 from embedkit.io.discover import Item
+
+CHANGED = "changed since it was embedded (its sha1 is not the one the store recorded)"
+
+
+def load_item(item: Item, want_sha1: bool = False, svg_size: int | None = None):
+    """:func:`~embedkit.io.decode.load_image` of ``item``; with a recorded ``item.sha1``, the bytes read are
+    checked against it first (the same bytes are then decoded: no window between check and decode)."""
+    data = read_file(item.path)
+    if item.sha1 and hashlib.sha1(data).hexdigest() != item.sha1.strip().lower():
+        raise ValueError(CHANGED)
+    return decode_bytes(data, want_sha1, svg_size)
 
 
 class ImageDataset:
@@ -21,11 +33,13 @@ class ImageDataset:
     for a bad one; :func:`collate_skipping` splits the two in each batch.
     """
 
-    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True, raw_jpeg: bool = False):
+    def __init__(self, items: Sequence[Item], transform: Callable, want_sha1: bool = True, raw_jpeg: bool = False,
+                 svg_size: int | None = None):
         self.items = items
         self.transform = transform
         self.want_sha1 = want_sha1
         self.raw_jpeg = raw_jpeg  # hand complete RGB/grey JPEGs over undecoded, for decode_on_device
+        self.svg_size = svg_size  # SVGs are drawn with this shorter side: the preprocessing's resize
 
     def __len__(self) -> int:
         return len(self.items)
@@ -37,7 +51,7 @@ class ImageDataset:
                 raw = raw_jpeg(item.path, self.want_sha1)
                 if raw is not None:
                     return i, raw[0], raw[1]
-            img, info = load_image(item.path, self.want_sha1)
+            img, info = load_item(item, self.want_sha1, self.svg_size)
             return i, self.transform(img), info
         except FileNotFoundError:
             return i, None, "file not found"

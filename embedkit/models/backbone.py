@@ -10,6 +10,7 @@ out-of-memory error halves the micro-batch and retries instead of dying.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -24,6 +25,8 @@ from embedkit.models.registry import BackboneSpec, get_spec
 from embedkit.models.weights import load_model, resolve_preprocessing
 
 CPU_MICRO_BATCH = 8
+
+log = logging.getLogger(__name__)
 
 
 class Backbone:
@@ -57,7 +60,7 @@ class Backbone:
         self.spatial = spatial
         model.eval()
         # channels_last pays on both devices (measured 1.5-3x on CPU with oneDNN for conv nets).
-        self.model = FeatureModel(model, self.node, self.spec.source, spatial).eval().to(self.device)
+        self.model = FeatureModel(model, self.node, self.spec.source, spatial, spec=self.spec).eval().to(self.device)
         self.model = self.model.to(memory_format=torch.channels_last)
         self.precision = precision
         self.amp_dtype = autocast_dtype(self.device, precision)
@@ -93,8 +96,13 @@ class Backbone:
                                                                             self.preprocessing.input_size))
         return self.model.reduction
 
+    @property
+    def precision_used(self) -> str:
+        """The precision the forward passes run in: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (``precision`` resolved)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
     def identity(self) -> dict:
-        """What makes two code sets comparable: backbone, layer, weights, preprocessing, reduction.
+        """What makes two code sets comparable: backbone, layer, weights, preprocessing, reduction, precision.
 
         Returned in its JSON form (lists, not tuples) so it compares equal to one read back from disk.
         """
@@ -106,6 +114,7 @@ class Backbone:
             "reduction": self.reduction,
             "weights": {**self.weights_info.to_dict(), "path": self.weights_path},
             "preprocessing": self.preprocessing.to_dict(),
+            "precision": self.precision_used,
         }))
 
     @classmethod
@@ -121,6 +130,11 @@ class Backbone:
         if w.get("sha256") and bb.weights_info.sha256 and w["sha256"] != bb.weights_info.sha256:
             raise MismatchError(f"weights {bb.weights_info.identity} have changed since the codes were made "
                                 f"(sha256 {bb.weights_info.sha256[:12]} != {w['sha256'][:12]}); re-embed the images")
+        made = ident.get("precision")
+        if made and made != bb.precision_used:  # comparable, slightly off: say so rather than refuse a query
+            log.warning("these codes were made in %s, new images are embedded in %s on %s (codes differ by about "
+                        "0.4%% between the two); to match, use --precision %s%s", made, bb.precision_used,
+                        bb.device.type, made, " on a GPU" if made != "fp32" and bb.device.type == "cpu" else "")
         return bb
 
     @torch.inference_mode()

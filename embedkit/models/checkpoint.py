@@ -48,8 +48,7 @@ def describe_file_start(head: bytes) -> str:
     except UnicodeDecodeError:
         return f"binary data starting with bytes {head[:8].hex(' ')}"
     if all(c.isprintable() or c in "\r\n\t" for c in text):
-        first = text.strip().splitlines()[0][:40] if text.strip() else ""
-        return f"a text file starting with {first!r}"
+        return "a text file"  # its kind only: its content (e.g. /etc/passwd's first line) is not ours to print
     return f"binary data starting with bytes {head[:8].hex(' ')}"
 
 
@@ -65,9 +64,14 @@ def load_torch_file(path: str | os.PathLike, what: str = "weights file"):
 
     A file holding pickled Python objects (which could run code when unpickled) is refused, never loaded.
     """
+    from embedkit.io.decode import open_file
+
     path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(64)
+    try:
+        with open_file(str(path)) as f:  # non-blocking: a FIFO or device given as weights is refused, not read
+            head = f.read(64)
+    except ValueError as exc:
+        raise WeightsError(f"could not read {what} {str(path)!r}: it is {exc}; expected {EXPECTED}") from exc
     if path.suffix == ".safetensors" or _is_safetensors(head):
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 import torch
 from torch import nn
 
@@ -25,7 +27,7 @@ class FeatureModel(nn.Module):
     token. :attr:`reduction` records what was done (None until the first forward: it depends on the output).
     """
 
-    def __init__(self, model: nn.Module, node: str, source: str | Source, spatial: str = "avg"):
+    def __init__(self, model: nn.Module, node: str, source: str | Source, spatial: str = "avg", spec=None):
         super().__init__()
         if spatial not in SPATIAL:
             raise invalid("spatial reduction", spatial, SPATIAL)
@@ -40,12 +42,15 @@ class FeatureModel(nn.Module):
         elif node == PENULTIMATE:
             self.body = src.strip_classifier(model)
         else:
-            self.body = _truncate(model, node, src)
+            self.body = _truncate(model, node, src, spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if isinstance(out, dict):
             out = out["code"]
+        # under autocast the code layer comes out in bf16/fp16: reduce it in fp32, so the reduction adds no
+        # rounding of its own (a bf16 mean is ~0.4% off)
+        out = out.float()
         if out.ndim == 4:
             out = self._reduce(out.flatten(2), dim=2, kind="spatial (B, C, H, W)")
         elif out.ndim == 3:
@@ -84,15 +89,25 @@ class FeatureModel(nn.Module):
         return patches.mean(dim=1) if self.spatial == "avg" else patches.amax(dim=1)
 
 
-def _truncate(model: nn.Module, node: str, source: str | Source) -> nn.Module:
+def _truncate(model: nn.Module, node: str, source: str | Source, spec=None) -> nn.Module:
     src = get_source(source)
     nodes = src.graph_node_names(model)
     # A module name stands for the last node inside it (torchvision's shorthand, e.g. "layer4").
     if node not in nodes and not any(n.startswith(node + ".") for n in nodes):
-        close = [n for n in nodes if node in n][:8] or nodes[-8:]
-        raise ConfigError(f"layer {node!r} is not a node of this model; valid names include {', '.join(close)} "
-                          "(list them all with `embedkit layers BACKBONE`)")
+        raise unknown_layer(node, nodes, spec)
     return src.feature_extractor(model, node)
+
+
+def unknown_layer(given: str, nodes: list[str], spec=None) -> ConfigError:
+    """The one message for a layer a network does not have: the backbone's own layer names, the graph nodes
+    closest to what was given, and the `embedkit layers NAME` command that lists every one."""
+    close = difflib.get_close_matches(given, nodes, n=6, cutoff=0.5) or [n for n in nodes if given in n][:6] \
+        or nodes[-6:]
+    if spec is None:
+        return ConfigError(f"layer {given!r} is not a node of this model; graph nodes like it: {', '.join(close)}")
+    return ConfigError(f"layer {given!r} is not a layer of {spec.name}: its layers are {', '.join(spec.layers)}; "
+                       f"graph nodes like it: {', '.join(close)} (`embedkit layers {spec.name}` lists every name "
+                       "--layer takes)")
 
 
 def layer_nodes(name: str) -> tuple[dict, list[str]]:

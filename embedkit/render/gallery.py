@@ -16,7 +16,6 @@ import hashlib
 import html
 import io
 import os
-import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -43,10 +42,14 @@ def thumbnail(path: str, size: int = 128, fill=(200, 200, 200)) -> Image.Image:
     return img
 
 
-def _png_data_uri(img: Image.Image) -> str:
+def _png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def _png_data_uri(img: Image.Image) -> str:
+    return "data:image/png;base64," + base64.b64encode(_png_bytes(img)).decode("ascii")
 
 
 def thumbnail_data_uri(path: str, size: int = 128) -> str:
@@ -60,20 +63,17 @@ def thumbnail_data_uri(path: str, size: int = 128) -> str:
 def _read_regular_file(path: str) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most MAX_THUMBNAIL_FILE_BYTES, else None
     (no devices, FIFOs or folders: ``/dev/zero`` in an items table must not hang the page)."""
+    from embedkit.io.decode import read_file
+
     try:
-        with open(path, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_THUMBNAIL_FILE_BYTES:
-                return None
-            data = f.read(MAX_THUMBNAIL_FILE_BYTES + 1)
+        return read_file(path, MAX_THUMBNAIL_FILE_BYTES)
     except (OSError, ValueError):
         return None
-    return data if len(data) <= MAX_THUMBNAIL_FILE_BYTES else None
 
 
-def checked_thumbnail_data_uri(path: str, expected_sha1: str | None, size: int = 128,
-                               fill=(200, 200, 200)) -> str | None:
-    """Inline PNG thumbnail of ``path`` only if its bytes have sha1 ``expected_sha1``; else None.
+def checked_thumbnail_png(path: str, expected_sha1: str | None, size: int = 128,
+                          fill=(200, 200, 200)) -> bytes | None:
+    """PNG bytes of a thumbnail of ``path`` only if its bytes have sha1 ``expected_sha1``; else None.
 
     The bytes are read once, checked, then decoded (no window between check and decode). An
     unreadable image whose sha1 matches gives a ``fill`` box, like :func:`thumbnail_data_uri`.
@@ -83,7 +83,14 @@ def checked_thumbnail_data_uri(path: str, expected_sha1: str | None, size: int =
     data = _read_regular_file(path)
     if data is None or hashlib.sha1(data).hexdigest() != str(expected_sha1).strip().lower():
         return None
-    return _png_data_uri(_thumb_of_bytes(data, size, fill))
+    return _png_bytes(_thumb_of_bytes(data, size, fill))
+
+
+def checked_thumbnail_data_uri(path: str, expected_sha1: str | None, size: int = 128,
+                               fill=(200, 200, 200)) -> str | None:
+    """:func:`checked_thumbnail_png` as an inline data URI (None when the file is not the recorded one)."""
+    png = checked_thumbnail_png(path, expected_sha1, size, fill)
+    return None if png is None else "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _thumb_of_bytes(data: bytes | None, size: int, fill) -> Image.Image:

@@ -119,6 +119,7 @@ def learning_curves_png(history: Sequence[dict], path, title: str = "Learning cu
 
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = [int(r["epoch"]) for r in history] or [1]
     for key, ax in (("loss", a1), ("acc", a2)):
         for part in ("train", "val"):
             col = f"{part}_{key}"
@@ -131,7 +132,9 @@ def learning_curves_png(history: Sequence[dict], path, title: str = "Learning cu
                             linestyle="none", label=f"best (epoch {best_epoch})", zorder=5)
         if best_epoch is not None:
             ax.axvline(best_epoch, color="gray", linestyle=":", linewidth=1)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        # half an epoch either side: one epoch alone would get an axis 0.1 wide, ticked in fractions
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from embedkit.errors import ConfigError, EmbedkitError
 from embedkit.retrieve.index import KNNIndex
 
@@ -49,9 +51,12 @@ def cached_index(store, metric: str = "cosine", kind: str = "auto", backend: str
         except Exception as exc:  # noqa: BLE001 - whatever else a damaged file makes a library raise
             reason = f"{type(exc).__name__}: {_first_line(exc)}"
         else:
-            if index.metric == metric and (kind == "auto" or index.kind_ == kind):
+            if not np.array_equal(index.ids_, np.arange(index.n_)):
+                reason = "its ids are not the store's row numbers"  # a cache is built with them: altered
+            elif index.metric == metric and (kind == "auto" or index.kind_ == kind):
                 return index, "loaded"
-            reason = f"it was built for metric {index.metric!r}, kind {index.kind_!r}"
+            else:
+                reason = f"it was built for metric {index.metric!r}, kind {index.kind_!r}"
         note(f"the cached index in {folder} cannot be used ({reason}); rebuilding it")
     index = KNNIndex.from_store(store, metric=metric, kind=kind, backend=backend, device=device, progress=progress,
                                 **params)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedkit.device import cuda_available, has_module, optional_import, resolve_backend, resolve_device
+from embedkit.device import cuda_available, has_module, optional_import, resolve_backend, resolve_compute
 from embedkit.errors import ConfigError, invalid
 from embedkit.retrieve.constants import BACKENDS
 from embedkit.store.postprocess import l2_normalize
@@ -58,14 +58,10 @@ def resolve_knn_backend(backend: str | None, kind: str, device: str | None = "au
     if req not in BACKENDS:
         raise invalid("backend", req, BACKENDS)
     if req == "auto":
-        on_gpu = resolve_device(device).type == "cuda"
-        if kind == "hnsw":
+        exact = resolve_compute(device).knn  # the entry point's choice for exact search
+        if kind == "hnsw" or (kind != "flat" and exact == "torch"):
             return "faiss"
-        if on_gpu and faiss_gpu_available():
-            return "faiss-gpu"
-        if kind == "flat" and (on_gpu or not has_module("faiss")):
-            return "torch"
-        return "faiss"
+        return exact
     if req == "torch" and kind != "flat":
         raise ConfigError(f"backend='torch' does exact search only; use kind='flat' or backend='faiss' for kind={kind!r}")
     if req == "faiss-gpu":
@@ -74,5 +70,5 @@ def resolve_knn_backend(backend: str | None, kind: str, device: str | None = "au
         resolve_backend("faiss-gpu", gpu="faiss-gpu", cpu="faiss", purpose="kNN search", gpu_module="faiss")
         if not hasattr(optional_import("faiss", "kNN search"), "StandardGpuResources"):
             raise ConfigError("backend='faiss-gpu' needs a GPU build of FAISS (this one is CPU-only); "
-                              "fix: pip install 'embedkit[gpu]', or use backend='torch' for exact GPU search")
+                              "fix: pip install \"embedkit[gpu]\", or use backend='torch' for exact GPU search")
     return req

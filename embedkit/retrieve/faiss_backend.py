@@ -19,6 +19,8 @@ from embedkit.retrieve.common import prep
 TRAIN_POINTS_PER_CELL = 64
 #: queries per FAISS call: bounds the (queries x k) result buffers and lets a progress bar move
 QUERY_BLOCK = 16384
+#: the most IVF cells a GPU index visits per query (FAISS' GPU selection limit; more throws at search time)
+GPU_MAX_NPROBE = 2048
 
 
 def _faiss():
@@ -31,10 +33,11 @@ def default_nlist(n: int) -> int:
 
 
 class FaissSearcher:
-    """A FAISS index and the GPU resources that keep it alive (``backend`` is ``faiss`` or ``faiss-gpu``)."""
+    """A FAISS index and the GPU resources that keep it alive (``backend`` is ``faiss`` or ``faiss-gpu``;
+    ``gpu`` the CUDA device number of a ``faiss-gpu`` index, N of ``cuda:N``)."""
 
-    def __init__(self, index, backend: str = "faiss"):
-        self.backend = backend
+    def __init__(self, index, backend: str = "faiss", gpu: int = 0):
+        self.backend, self.gpu = backend, int(gpu)
         self._gpu_res = None
         self.index = self._to_device(index)
 
@@ -43,11 +46,11 @@ class FaissSearcher:
             return index
         faiss = _faiss()
         self._gpu_res = faiss.StandardGpuResources()  # must outlive the GPU index
-        return faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+        return faiss.index_cpu_to_gpu(self._gpu_res, self.gpu, index)
 
     @classmethod
     def build(cls, source, *, kind: str, metric: str, nlist: int | None, M: int, backend: str, chunk_size: int,
-              progress: bool = False, seed: int = 0) -> "FaissSearcher":
+              progress: bool = False, seed: int = 0, gpu: int = 0) -> "FaissSearcher":
         """Create the ``kind`` index for ``source``'s codes, train it if needed and add every chunk."""
         from tqdm.auto import tqdm
 
@@ -65,7 +68,7 @@ class FaissSearcher:
             # a sample, not all rows: k-means cost and memory stay bounded at 1M rows; sorted rows read disk in order
             rows = np.sort(np.random.default_rng(seed).choice(n, m, replace=False)) if m < n else np.arange(n)
             index.train(prep(source.take(rows), metric))
-        self = cls(index, backend)
+        self = cls(index, backend, gpu)
         chunks = source.iter_chunks(rows=int(chunk_size))
         total = -(-n // int(chunk_size))
         for _, x in tqdm(chunks, total=total, disable=not progress, desc=f"index {kind}", unit="chunk"):
@@ -79,7 +82,8 @@ class FaissSearcher:
     def set_search_params(self, kind: str, nlist: int | None, nprobe: int, ef_search: int) -> None:
         """Apply nprobe / ef_search (read at search time: they may be changed after fit)."""
         if kind == "ivf":
-            self.index.nprobe = int(min(nprobe, nlist))
+            cap = min(nlist, GPU_MAX_NPROBE) if self.backend == "faiss-gpu" else nlist
+            self.index.nprobe = int(min(nprobe, cap))
         elif kind == "hnsw":
             self.index.hnsw.efSearch = int(ef_search)
 
@@ -110,15 +114,15 @@ class FaissSearcher:
         _faiss().write_index(self.cpu_index(), str(Path(folder) / "index.faiss"))
 
     @classmethod
-    def read(cls, folder: Path, backend: str) -> "FaissSearcher":
+    def read(cls, folder: Path, backend: str, gpu: int = 0) -> "FaissSearcher":
         """Read ``index.faiss``; FAISS raises RuntimeError on a truncated file (the caller reports it)."""
-        return cls(_faiss().read_index(str(Path(folder) / "index.faiss")), backend)
+        return cls(_faiss().read_index(str(Path(folder) / "index.faiss")), backend, gpu)
 
     def __getstate__(self):
         # GPU indexes and their resources cannot be pickled: keep the CPU copy, move it back on unpickling
-        return {"backend": self.backend, "index": _faiss().serialize_index(self.cpu_index())}
+        return {"backend": self.backend, "gpu": self.gpu, "index": _faiss().serialize_index(self.cpu_index())}
 
     def __setstate__(self, state):
-        self.backend = state["backend"]
+        self.backend, self.gpu = state["backend"], state.get("gpu", 0)
         self._gpu_res = None
         self.index = self._to_device(_faiss().deserialize_index(state["index"]))

@@ -136,6 +136,10 @@ class KNNIndex(BaseEstimator):
 
         return resolve_device(self.device)
 
+    def _gpu(self) -> int:
+        """The CUDA device number a ``faiss-gpu`` index goes to (N of ``device='cuda:N'``, else 0)."""
+        return (self._device().index or 0) if self.backend_ == "faiss-gpu" else 0
+
     def _build(self, source, progress):
         cs = int(self.chunk_size)
         if self.storage_ == "stream":
@@ -149,7 +153,7 @@ class KNNIndex(BaseEstimator):
         from embedkit.retrieve.faiss_backend import FaissSearcher
 
         return FaissSearcher.build(source, kind=self.kind_, metric=self.metric, nlist=self.nlist_, M=self.M,
-                                   backend=self.backend_, chunk_size=cs, progress=progress)
+                                   backend=self.backend_, chunk_size=cs, progress=progress, gpu=self._gpu())
 
     @property
     def device_(self):
@@ -296,6 +300,10 @@ class KNNIndex(BaseEstimator):
                              f"{self.n_}; rebuild it")
         if store is not None:
             self.check_store(store)
+            if paths is not None and meta["paths_sha256"] != persist.paths_digest(store.paths):
+                raise MismatchError(f"{str(path)!r}: paths.json lists other files than store {str(store.path)!r}; "
+                                    "rebuild the index")
+            self.paths_ = [str(p) for p in store.paths]  # answers name the store's own files, whatever the folder says
         return self
 
     def _read_searcher(self, path: Path, store):
@@ -312,7 +320,8 @@ class KNNIndex(BaseEstimator):
             if (path / "vectors.npy").exists():
                 vecs = np.load(path / "vectors.npy", mmap_mode="r", allow_pickle=False)
             else:
-                searcher = FaissSearcher.read(path, "faiss" if self.backend_ == "torch" else self.backend_)
+                searcher = FaissSearcher.read(path, "faiss" if self.backend_ == "torch" else self.backend_, self._gpu())
+                persist.check_faiss_index(searcher.index, self.kind_, self.metric, self.dim_, path)
                 if self.backend_ != "torch":
                     return searcher
                 vecs = searcher.reconstruct_all()
@@ -324,4 +333,4 @@ class KNNIndex(BaseEstimator):
         if self.backend_ == "torch":  # saved vectors are already normalised for cosine; normalising again is a no-op
             return TorchSearcher.build(CodeSource.of(vecs), metric=self.metric, device=self.device, chunk_size=cs)
         return FaissSearcher.build(CodeSource.of(vecs), kind="flat", metric=self.metric, nlist=None, M=self.M,
-                                   backend=self.backend_, chunk_size=cs)
+                                   backend=self.backend_, chunk_size=cs, gpu=self._gpu())

@@ -48,18 +48,21 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     weights : ``"uniform"`` (majority) or ``"distance"`` (each vote weighs 1 / distance;
         Euclidean distance for ``l2``, ``1 - cos`` for ``cosine``; an exact match takes all the weight).
     metric, kind, backend, index_params : passed to :class:`~embedkit.retrieve.index.KNNIndex`.
+    device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: where the index searches (passed to ``KNNIndex``).
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``index_`` (the fitted KNNIndex), ``y_``
     (training labels as positions in ``classes_``).
     """
 
-    def __init__(self, n_neighbors=5, weights="uniform", metric="cosine", kind="flat", backend="auto", index_params=None):
+    def __init__(self, n_neighbors=5, weights="uniform", metric="cosine", kind="flat", backend="auto", index_params=None,
+                 device="auto"):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.metric = metric
         self.kind = kind
         self.backend = backend
         self.index_params = index_params
+        self.device = device
 
     def fit(self, X, y) -> "KNNClassifier":
         """Index the training codes ``X`` (N x D) with labels ``y`` (N); returns self."""
@@ -86,7 +89,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
         except ValueError as exc:
             raise DataError(f"labels cannot be used for classification: {exc}") from exc
         self.classes_, self.y_ = np.unique(y, return_inverse=True)
-        self.index_ = KNNIndex(metric=self.metric, kind=self.kind, backend=self.backend,
+        self.index_ = KNNIndex(metric=self.metric, kind=self.kind, backend=self.backend, device=self.device,
                                **(self.index_params or {})).fit(X)
         return self
 

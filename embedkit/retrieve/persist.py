@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
+from embedkit.atomic import atomic_folder
 from embedkit.errors import StoreError
 
 INDEX_FORMAT = "embedkit-knn/2"
@@ -55,16 +54,11 @@ def store_fingerprint(store) -> str:
 
 
 def write_folder(path, meta: dict, ids: np.ndarray, paths, write_index) -> Path:
-    """Write the folder atomically: a temporary sibling folder renamed over ``path``.
+    """Write the folder atomically (:func:`~embedkit.atomic.atomic_folder`); a full disk is a ``DiskFullError``.
 
     ``write_index(tmp_folder)`` writes the backend's files (or nothing for a streamed index).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_folder(path) as tmp:
         write_index(tmp)
         np.save(tmp / "ids.npy", np.asarray(ids, dtype=np.int64), allow_pickle=False)
         meta = dict(meta, format=INDEX_FORMAT, paths_sha256=None)
@@ -73,14 +67,7 @@ def write_folder(path, meta: dict, ids: np.ndarray, paths, write_index) -> Path:
             (tmp / "paths.json").write_text(text, encoding="ascii")
             meta["paths_sha256"] = hashlib.sha256(text.encode("ascii")).hexdigest()
         (tmp / "index.json").write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def read_folder(path) -> tuple[dict, np.ndarray, list | None]:
@@ -108,6 +95,8 @@ def read_folder(path) -> tuple[dict, np.ndarray, list | None]:
         raise StoreError(f"{where}: ids.npy cannot be read ({exc}); rebuild the index") from exc
     if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer) or n < 1 or d < 1:
         raise StoreError(f"{where}: ids.npy holds {ids.shape} {ids.dtype}, expected {n} integers; rebuild the index")
+    if ids.min() < 0 or len(np.unique(ids)) != n:
+        raise StoreError(f"{where}: ids.npy holds negative or repeated ids; rebuild the index")
     paths = None
     pf = path / "paths.json"
     if meta.get("paths_sha256") is not None:
@@ -121,3 +110,21 @@ def read_folder(path) -> tuple[dict, np.ndarray, list | None]:
         if not isinstance(paths, list) or len(paths) != n or not all(isinstance(p, str) for p in paths):
             raise StoreError(f"{where}: paths.json does not hold {n} path strings; rebuild the index")
     return meta, ids.astype(np.int64), paths
+
+
+#: the FAISS class each saved kind must be (a crafted index.faiss of another type would be searched with the
+#: wrong parameters: an IVF index has no ``hnsw`` to set, a binary index no float search)
+FAISS_KINDS = {"flat": "IndexFlat", "hnsw": "IndexHNSW", "ivf": "IndexIVF"}
+
+
+def check_faiss_index(index, kind: str, metric: str, dim: int, where) -> None:
+    """Refuse (:class:`StoreError`) an ``index.faiss`` whose type, metric or width is not what index.json says."""
+    import faiss
+
+    want = FAISS_KINDS.get(kind)
+    metric_type = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    have = (type(index).__name__, getattr(index, "d", None), getattr(index, "metric_type", None))
+    # by name: faiss's own classes (IndexFlatIP, IndexHNSWFlat, GpuIndexIVFFlat...), so a GPU index needs no copy
+    if want is None or not have[0].removeprefix("Gpu").startswith(want) or have[1:] != (dim, metric_type):
+        raise StoreError(f"{str(where)!r}: index.faiss holds a {have[0]} of width {have[1]}, index.json describes a "
+                         f"{kind} {metric} index of width {dim}; rebuild it")

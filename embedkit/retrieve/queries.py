@@ -40,7 +40,8 @@ def check_embeddable(store) -> None:
     """Raise :class:`StoreError` when the store's codes were imported without a backbone (nothing to embed with)."""
     if getattr(store, "identity", None) is None:
         raise StoreError(f"store {str(store.path)!r} holds codes imported without a backbone, so query images cannot "
-                         "be embedded like them; search with codes instead (KNNIndex.search), or use --dedupe")
+                         "be embedded like them; find near-duplicates inside it with --dedupe, or search it with query "
+                         "codes from Python (KNNIndex.search)")
 
 
 def embed_queries(store, paths, *, device="auto", workers=None, batch_size=None, progress=False):

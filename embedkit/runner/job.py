@@ -18,10 +18,10 @@ import numpy as np
 
 from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
-from embedkit.models.identity import identity_mismatch
+from embedkit.models.identity import identity_mismatch, numerics_mismatch
 from embedkit.store import writer
 from embedkit.store.items import items_table
-from embedkit.store.layout import DTYPES, ITEM_FIELDS, META, SHARDS, WORK
+from embedkit.store.layout import DTYPES, FOLDERS, ITEM_FIELDS, META, SHARDS, WORK
 from embedkit.store.postprocess import PostProcess
 from embedkit.store.writer import default_shard_rows, finalize, remove_store_files, shard_marker
 
@@ -78,7 +78,7 @@ class Job:
         return pq.ParquetFile(self.work / QUEUE).read_row_group(self.new_shards.index(shard_id))
 
     def finish(self):
-        """Install the store (PCA, manifest, meta last) and remove the plan."""
+        """Install the store (PCA, then meta.json: the commit) and remove the plan."""
         from embedkit.store.codestore import CodeStore
 
         try:
@@ -86,7 +86,8 @@ class Job:
                      dtype=self.dtype, postprocess=self.postprocess())
         except DataError:
             if not self.base_shards:  # nothing readable: no store, only skipped.csv saying why
-                shutil.rmtree(Path(self.folder) / SHARDS, ignore_errors=True)
+                for sub in FOLDERS:
+                    shutil.rmtree(Path(self.folder) / sub, ignore_errors=True)
                 shutil.rmtree(self.work, ignore_errors=True)
             raise
         shutil.rmtree(self.work, ignore_errors=True)
@@ -123,6 +124,30 @@ class ShardBuffer:
         return done
 
 
+def check_output(out, *, dtype: str = "float32", pca_whiten: int | None = None, shard_rows: int | None = None,
+                 resume: bool = False, append: bool = False, overwrite: bool = False) -> None:
+    """The refusals of :func:`prepare` that need no model or images: :func:`embedkit.embed` runs them before the
+    backbone is built (seconds of torch imports), and :func:`prepare` again under the store's lock."""
+    if dtype not in DTYPES:
+        raise invalid("dtype", dtype, DTYPES)
+    if pca_whiten is not None and int(pca_whiten) < 1:
+        raise invalid("pca_whiten", pca_whiten, "the number of components (>= 1)")
+    if shard_rows is not None and int(shard_rows) < 1:
+        raise invalid("shard_rows", shard_rows, "a positive number of rows")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
+    if overwrite:
+        return
+    if (out / WORK / JOB).exists():  # a work folder without its plan was never started: prepare removes it
+        if not resume:
+            raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
+                             "or start over with --overwrite (overwrite=True)")
+    elif (out / META).exists() and not (append or resume):
+        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
+                         "replace it with --overwrite (overwrite=True)")
+
+
 def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2_normalize: bool = False,
             pca_whiten: int | None = None, resume: bool = False, append: bool = False, overwrite: bool = False,
             shard_rows: int | None = None) -> tuple[Job, bool]:
@@ -133,42 +158,40 @@ def prepare(source, out, identity: dict, dim: int, *, dtype: str = "float32", l2
     """
     from embedkit.store.codestore import CodeStore
 
-    if dtype not in DTYPES:
-        raise invalid("dtype", dtype, DTYPES)
-    if pca_whiten is not None and int(pca_whiten) < 1:
-        raise invalid("pca_whiten", pca_whiten, "the number of components (>= 1)")
-    if shard_rows is not None and int(shard_rows) < 1:
-        raise invalid("shard_rows", shard_rows, "a positive number of rows")
+    check_output(out, dtype=dtype, pca_whiten=pca_whiten, shard_rows=shard_rows, resume=resume, append=append,
+                 overwrite=overwrite)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {str(out)!r} is a file, not a folder; give a folder path for the store")
     work = out / WORK
     if work.exists() and not (work / JOB).exists():
         shutil.rmtree(work)  # killed before its plan was written: nothing of it was started
     if overwrite:
         remove_store_files(out)
     exists = (out / META).exists()
-    if work.exists():
-        if not resume:
-            raise StoreError(f"{str(out)!r} holds an interrupted run; continue it with --resume (resume=True) "
-                             "or start over with --overwrite (overwrite=True)")
+    if work.exists():  # with resume (check_output refused it otherwise)
         job = Job.load(out)
         diffs = identity_mismatch(job.identity, identity)
         if diffs:
             raise MismatchError(f"the interrupted run in {str(out)!r} used another backbone/layer "
                                 f"({'; '.join(diffs)}); resume with the same options or --overwrite (overwrite=True)")
+        _refuse_numerics_mix(job.identity, identity, f"the interrupted run in {str(out)!r}")
         return job, True
-    if exists and not (append or resume):
-        raise StoreError(f"{str(out)!r} is already a code store; add new images with --append (append=True) or "
-                         "replace it with --overwrite (overwrite=True)")
     old = CodeStore.open(out) if exists else None
     if old is not None:
-        if old.version == 1:
-            raise StoreError(f"{str(out)!r} is a store of embedkit 0.1 (read-only); convert it with "
+        if old.version < 3:
+            raise StoreError(f"{str(out)!r} is a store of an older format (read-only); convert it with "
                              f"`embedkit store upgrade {out}` and append again")
         old.check_compatible(identity, what="the new codes")
+        _refuse_numerics_mix(old.identity, identity, f"store {str(out)!r}")
         dtype, l2_normalize, pca_whiten = old.meta["dtype"], bool(old.meta.get("l2_normalize")), old.meta.get("pca_whiten")
     return _plan(source, out, old, identity, dim, dtype, l2_normalize, pca_whiten, shard_rows), False
+
+
+def _refuse_numerics_mix(made: dict | None, new: dict | None, where: str) -> None:
+    """One store holds codes computed one way: refuse new codes of another precision or decoder."""
+    diffs = numerics_mismatch(made, new)
+    if diffs:
+        raise MismatchError(f"{where} holds codes computed another way ({'; '.join(diffs)}); adding these would mix "
+                            "the two in one store: match its options, or start over with --overwrite")
 
 
 def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> Job:
@@ -178,6 +201,7 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     import pyarrow.parquet as pq
 
     from embedkit.io.discover import IMAGE_EXTENSIONS, iter_items
+    from embedkit.io.svg import check_svg_support
 
     paths, labels, skips = [], [], []
     for it in iter_items(source, others=True):
@@ -186,6 +210,7 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
         skips.append(it.skip)
     if not any(s == "" for s in skips):
         raise DataError(f"{str(source)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    check_svg_support((p for p, s in zip(paths, skips) if not s), source)
     queue = items_table({"path": paths, "label": labels, "skip": skips})  # any file name survives
     del paths, labels, skips
     base, start = [], 0

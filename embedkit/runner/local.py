@@ -15,24 +15,34 @@ import numpy as np
 from embedkit.defaults import DECODES
 from embedkit.io.discover import Item
 from embedkit.io.loader import ImageDataset, TableItems, batches_within, default_batch_size, make_loader
+from embedkit.runner.stages import StageTimes
 
 log = logging.getLogger(__name__)
 
 
 
-def backbone_batches(bb, loader):
+def backbone_batches(bb, loader, times: StageTimes | None = None):
     """The model stage: ``(indices, float32 codes, infos, skipped)`` for each loader batch.
 
-    Undecoded JPEGs (``decode="device"``) are decoded on the backbone's device here.
+    Undecoded JPEGs (``decode="device"``) are decoded on the backbone's device here. ``times`` adds the
+    wait for each decoded batch (and the device decoding) to ``decode``, the forward passes to ``forward``.
     """
     from embedkit.io.decode import decode_on_device
 
-    for idx, x, infos, bad in loader:
-        if isinstance(x, list):
-            x, keep, failed = decode_on_device(x, bb.preprocessing, bb.device)
-            bad = bad + [(idx[k], reason) for k, reason in failed]
-            idx, infos = [idx[k] for k in keep], [infos[k] for k in keep]
-        codes = bb.forward(x).numpy() if x is not None else np.zeros((0, 0), np.float32)
+    times = times if times is not None else StageTimes()
+    batches = iter(loader)
+    while True:
+        with times.timing("decode"):
+            batch = next(batches, None)
+            if batch is None:
+                return
+            idx, x, infos, bad = batch
+            if isinstance(x, list):
+                x, keep, failed = decode_on_device(x, bb.preprocessing, bb.device)
+                bad = bad + [(idx[k], reason) for k, reason in failed]
+                idx, infos = [idx[k] for k in keep], [infos[k] for k in keep]
+        with times.timing("forward"):
+            codes = bb.forward(x).numpy() if x is not None else np.zeros((0, 0), np.float32)
         yield idx, codes, infos, bad
 
 
@@ -58,14 +68,18 @@ def _loader(bb, items, bounds, batch_size, workers, want_sha1, decode, skips=Non
     bs = int(batch_size or default_batch_size(bb.device))
     if bs < 1:
         raise invalid("batch size", bs, "a positive integer")
-    ds = ImageDataset(items, bb.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device")
+    ds = ImageDataset(items, bb.preprocessing.transform_uint8(), want_sha1, raw_jpeg=decode == "device",
+                      svg_size=bb.preprocessing.resize)
     ds = _Skipping(ds, skips) if skips is not None else ds
     return make_loader(ds, batches_within(bounds, bs), workers, pin_memory=bb.device.type == "cuda")
 
 
 def run_local(job, bb, *, batch_size: int | None = None, workers: int | None = None, decode: str = "cpu",
-              progress: bool = True, on_shard: Callable | None = None) -> tuple[int, int]:
-    """Embed every pending shard of ``job`` with backbone ``bb``; returns ``(embedded, skipped)``."""
+              progress: bool = True, on_shard: Callable | None = None,
+              times: StageTimes | None = None) -> tuple[int, int]:
+    """Embed every pending shard of ``job`` with backbone ``bb``; returns ``(embedded, skipped)``.
+
+    ``times`` receives the seconds of each stage (decode, forward, write)."""
     import pyarrow as pa
     from tqdm.auto import tqdm
 
@@ -85,19 +99,23 @@ def run_local(job, bb, *, batch_size: int | None = None, workers: int | None = N
                desc=f"embed {bb.name}/{bb.layer}")
     n_emb = n_skip = 0
     k, seen, shard = 0, 0, ShardBuffer(job)
-    for idx, c, infos, bad in backbone_batches(bb, loader):
-        if len(idx):
-            shard.add(c, [(items[i].path, items[i].label, info["width"], info["height"], info["bytes"],
-                           info.get("sha1", "")) for i, info in zip(idx, infos)])
-        for i, reason in bad:
-            shard.skip(items[i].path, reason)
+    times = times if times is not None else StageTimes()
+    for idx, c, infos, bad in backbone_batches(bb, loader, times):
+        with times.timing("write"):
+            if len(idx):
+                shard.add(c, [(items[i].path, items[i].label, info["width"], info["height"], info["bytes"],
+                               info.get("sha1", "")) for i, info in zip(idx, infos)])
+            for i, reason in bad:
+                shard.skip(items[i].path, reason)
+            last = seen + len(idx) + len(bad) == bounds[k]
+            if last:  # the shard's last batch: write and commit it
+                rows, skipped = shard.commit(pending[k], tables[k].num_rows)
         seen += len(idx) + len(bad)
         n_emb += len(idx)
         n_skip += len(bad)
         bar.update(len(idx) + len(bad))
         bar.set_postfix(skipped=n_skip)
-        if seen == bounds[k]:  # the shard's last batch: write and commit it
-            rows, skipped = shard.commit(pending[k], tables[k].num_rows)
+        if last:
             if on_shard is not None:
                 on_shard(pending[k], rows, skipped)
             k += 1

@@ -43,15 +43,19 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
     """CPU task: decode and preprocess a batch of files exactly as the local loader does.
 
     Bad files keep their row (``ok`` False, ``reason`` set), so rows never get out of step with paths.
+    Each row carries its share of the batch's seconds (``decode_s``) for the driver's stage timing.
     """
+    import time
+
     from embedkit.io.discover import Item
     from embedkit.io.loader import ImageDataset
     from embedkit.models.preprocessing import Preprocessing
 
+    t0 = time.perf_counter()
     pre = Preprocessing.from_dict(preprocessing)
     raw = batch.get("path_bytes")
     paths = [_exact(p, raw[i] if raw is not None else None) for i, p in enumerate(batch["path"])]
-    dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True)
+    dataset = ImageDataset([Item(p) for p in paths], pre.transform_uint8(), want_sha1=True, svg_size=pre.resize)
     n, s = len(dataset), pre.input_size
     image = np.zeros((n, 3, s, s), np.uint8)
     ok = np.zeros(n, bool)
@@ -70,28 +74,32 @@ def decode_batch(batch: dict, preprocessing: dict) -> dict:
         for k in info:
             info[k][i] = meta[k]
     return {**batch, "image": image, "ok": ok, "reason": np.array(reason, dtype=object),
-            "sha1": np.array(sha1, dtype=object), **info}
+            "sha1": np.array(sha1, dtype=object), **info,
+            "decode_s": np.full(n, (time.perf_counter() - t0) / max(n, 1))}
 
 
 class EmbedActor:
-    """Model stage: one backbone per actor (on its GPU when it has one), codes for the decoded rows."""
+    """Model stage: one backbone per actor on ``device`` (``cpu``, ``cuda``: the GPU Ray gave it, or ``auto``),
+    codes for the decoded rows."""
 
-    def __init__(self, backbone: str, layer, weights: str, precision: str, spatial: str, identity: dict,
-                 threads: int):
+    def __init__(self, backbone: str, layer, weights: str, device: str, precision: str, spatial: str,
+                 identity: dict, threads: int):
         import torch
 
         from embedkit.models.backbone import Backbone
-        from embedkit.models.identity import identity_mismatch
+        from embedkit.models.identity import identity_mismatch, numerics_mismatch
 
         torch.set_num_threads(max(1, threads))
-        self.bb = Backbone(backbone, layer, weights, device="auto", precision=precision, spatial=spatial)
-        diffs = identity_mismatch(self.bb.identity(), identity)
+        self.bb = Backbone(backbone, layer, weights, device=device, precision=precision, spatial=spatial)
+        diffs = identity_mismatch(identity, self.bb.identity()) + numerics_mismatch(identity, self.bb.identity())
         if diffs:  # a worker with other weights or library versions must not mix its codes in
             from embedkit.errors import MismatchError
 
             raise MismatchError(f"the backbone built on this worker differs from the job's: {'; '.join(diffs)}")
 
     def __call__(self, batch: dict) -> dict:
+        import time
+
         import torch
 
         fault = os.environ.get(FAULT_ENV)
@@ -99,11 +107,13 @@ class EmbedActor:
             open(fault, "w").close()
             os._exit(1)  # noqa: SLF001 - simulate a worker killed mid-run
         ok = np.asarray(batch["ok"], bool)
+        t0 = time.perf_counter()
         codes = np.zeros((len(ok), self.bb.dim), np.float32)
         if ok.any():
             codes[ok] = self.bb.forward(torch.from_numpy(np.ascontiguousarray(batch["image"][ok]))).numpy()
         out = {k: v for k, v in batch.items() if k != "image"}
         out["code"] = codes
+        out["forward_s"] = np.full(len(ok), (time.perf_counter() - t0) / max(len(ok), 1))
         return out
 
 
@@ -116,28 +126,67 @@ def _init_ray(ray, address: str | None):
     return True
 
 
-def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial: str, batch_size: int | None,
-            decode: str, address: str | None, num_workers: int | None, num_gpus: float | None,
-            progress: bool) -> tuple[int, int]:
-    """Embed every pending shard of ``job`` on Ray; returns ``(embedded, skipped)``."""
+def check_ray_options(device: str, decode: str, num_gpus: float | None) -> None:
+    """What can be refused before a cluster is joined: a device Ray cannot honour, ``--decode device``."""
+    from embedkit.errors import ConfigError
+
+    if decode != "cpu":
+        raise ConfigError("--decode device is not available with --engine ray (decoding runs in Ray CPU tasks); "
+                          "use --decode cpu")
+    if device.startswith("cuda:"):
+        raise ConfigError(f"--device {device} picks one GPU of this machine; Ray gives each worker its own GPU: use "
+                          "--device cuda (or auto) with --engine ray")
+    if device == "cpu" and num_gpus:
+        raise ConfigError(f"--num-gpus {num_gpus:g} asks GPUs for workers that --device cpu keeps on the CPU; leave "
+                          "--num-gpus out (or use --device cuda)")
+
+
+def worker_plan(device: str, num_gpus: float | None, cluster_gpus: float, num_workers: int | None,
+                cluster_cpus: float) -> tuple[float, int, str, int]:
+    """``(GPUs per actor, actors, actor device, torch threads per actor)`` for ``--device`` on this cluster.
+
+    ``cpu``: CPU actors that ask Ray for no GPU; ``cuda``: GPU actors (an error on a cluster without GPUs);
+    ``auto``: GPU actors when the cluster has GPUs, else CPU actors.
+    """
+    from embedkit.errors import ConfigError
+
+    if device == "cpu":
+        per_actor = 0.0
+    else:
+        per_actor = float(num_gpus) if num_gpus is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        if per_actor > cluster_gpus:
+            raise ConfigError(f"--num-gpus {per_actor:g} per worker, but the cluster has {cluster_gpus:g} GPUs; "
+                              "use --num-gpus 0 (or --device cpu) for CPU workers")
+        if device == "cuda" and not per_actor:
+            raise ConfigError(f"--device cuda, but {'--num-gpus 0 was given' if cluster_gpus else 'the Ray cluster has no GPUs'}; "
+                              "use --device cpu (or auto) for CPU workers")
+    actors = int(num_workers or (max(1, int(cluster_gpus // per_actor)) if per_actor else 1))
+    # CPU actors: torch uses the cores left to each actor (the decode tasks are light, 0.5 CPU each, and
+    # run beside it); GPU actors need one thread to feed the GPU
+    threads = 1 if per_actor else max(1, int(cluster_cpus // actors))
+    return per_actor, actors, ("cpu" if not per_actor else device), threads
+
+
+def run_ray(job, *, backbone: str, layer, weights: str, device: str, precision: str, spatial: str,
+            preprocessing: dict, batch_size: int | None, address: str | None, num_workers: int | None,
+            num_gpus: float | None, progress: bool, times=None) -> tuple[int, int]:
+    """Embed every pending shard of ``job`` on Ray with actors on ``device`` (see :func:`worker_plan`);
+    ``preprocessing`` is the driver's backbone's. Returns ``(embedded, skipped)``; ``times`` (a
+    :class:`~embedkit.runner.stages.StageTimes`) receives the workers' decode and forward seconds and the
+    driver's write seconds."""
+    from embedkit.runner.stages import StageTimes
+
     import pyarrow as pa
     from tqdm.auto import tqdm
 
     from embedkit.device import optional_import
-    from embedkit.errors import ConfigError
     from embedkit.io.loader import default_batch_size
-    from embedkit.models.backbone import Backbone
 
     ray = optional_import("ray", "--engine ray")
     optional_import("ray.data", "--engine ray")
-    if decode != "cpu":
-        raise ConfigError("--decode device is not available with --engine ray (decoding runs in Ray CPU tasks); "
-                          "use --decode cpu")
     pending = job.pending()
     if not pending:
         return 0, 0
-    # the driver builds the backbone once, on the CPU, for its preprocessing (workers build their own)
-    pre = Backbone(backbone, layer, weights, device="cpu", precision="fp32", spatial=spatial).preprocessing.to_dict()
     tables = [job.shard_items(s) for s in pending]
     sizes = [t.num_rows for t in tables]
     queue = pa.concat_tables([t.append_column("shard", pa.array([s] * t.num_rows, pa.int64()))
@@ -154,37 +203,30 @@ def run_ray(job, *, backbone: str, layer, weights: str, precision: str, spatial:
         ctx = DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows reach the writer in shard order
         ctx.enable_progress_bars = False  # one bar: ours, below
-        gpus = float(ray.cluster_resources().get("GPU", 0))
-        per_actor = float(num_gpus) if num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
-        if per_actor > gpus:
-            raise ConfigError(f"--num-gpus {per_actor:g} per worker, but the cluster has {gpus:g} GPUs; "
-                              "use --num-gpus 0 for CPU workers")
-        actors = int(num_workers or (max(1, int(gpus // per_actor)) if per_actor else 1))
+        resources = ray.cluster_resources()
+        per_actor, actors, actor_device, threads = worker_plan(device, num_gpus, float(resources.get("GPU", 0)),
+                                                               num_workers, float(resources.get("CPU", 1)))
         bs = int(batch_size or default_batch_size("cuda" if per_actor else "cpu"))
-        cpus = float(ray.cluster_resources().get("CPU", 1))
-        # CPU actors: torch uses the cores left to each actor (the decode tasks are light, 0.5 CPU each, and
-        # run beside it); GPU actors need one thread to feed the GPU
-        threads = 1 if per_actor else max(1, int(cpus // actors))
         ds = ray.data.from_arrow(queue)
-        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": pre}, batch_size=bs, batch_format="numpy",
-                            num_cpus=0.5)  # plain tasks (Ray retries a failed one), not fused into the actors
-        ds = ds.map_batches(EmbedActor, fn_constructor_args=(backbone, layer, weights, precision, spatial,
-                                                             job.identity, threads),
+        ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=bs,
+                            batch_format="numpy", num_cpus=0.5)  # plain tasks (Ray retries one), not fused
+        ds = ds.map_batches(EmbedActor, fn_constructor_args=(backbone, layer, weights, actor_device, precision,
+                                                             spatial, job.identity, threads),
                             batch_size=bs, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
                             num_gpus=per_actor, num_cpus=0 if per_actor else 1)
-        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm)
+        return _write_stream(ds, job, pending, sizes, bs, progress, tqdm, times if times is not None else StageTimes())
     finally:
         if started:
             ray.shutdown()
 
 
-def _write_stream(ds, job, pending, sizes, bs, progress, tqdm) -> tuple[int, int]:
+def _write_stream(ds, job, pending, sizes, bs, progress, tqdm, times) -> tuple[int, int]:
     """The writer: cut the ordered stream of rows into shards and commit each with the store writer."""
     bar = tqdm(total=job.files, initial=job.files - sum(sizes), unit="img", disable=not progress,
                desc="embed (ray)")
     stream = iter(ds.iter_batches(batch_size=bs, batch_format="numpy"))
     try:
-        return _consume(stream, job, pending, sizes, bar)
+        return _consume(stream, job, pending, sizes, bar, times)
     finally:
         # a writer that stops (a kill, a full disk) shuts the pipeline down now, freeing its actors' CPUs
         # and GPUs for the next job, instead of leaving it to the garbage collector
@@ -194,25 +236,34 @@ def _write_stream(ds, job, pending, sizes, bs, progress, tqdm) -> tuple[int, int
         bar.close()
 
 
-def _consume(stream, job, pending, sizes, bar) -> tuple[int, int]:
+def _consume(stream, job, pending, sizes, bar, times) -> tuple[int, int]:
     from embedkit.runner.job import ShardBuffer
 
     k, seen, n_emb, n_skip, shard = 0, 0, 0, 0, ShardBuffer(job)
     for batch in stream:
-        for i in range(len(batch["path"])):
-            if int(batch["shard"][i]) != pending[k]:
-                raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
-            path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
-            if batch["ok"][i]:
-                shard.add(batch["code"][i:i + 1], [(path, str(batch["label"][i] or ""), int(batch["width"][i]),
-                                                     int(batch["height"][i]), int(batch["bytes"][i]),
-                                                     str(batch["sha1"][i]))])
-            else:
-                shard.skip(path, str(batch["reason"][i]))
-            seen += 1
-            if seen == sizes[k]:
-                rows, skipped = shard.commit(pending[k], sizes[k])
-                n_emb, n_skip = n_emb + rows, n_skip + skipped
-                k, seen = k + 1, 0
+        times.decode += float(np.sum(batch["decode_s"]))
+        times.forward += float(np.sum(batch["forward_s"]))
+        with times.timing("write"):
+            k, seen, n_emb, n_skip = _write_rows(batch, pending, sizes, shard, k, seen, n_emb, n_skip)
         bar.update(len(batch["path"]))
     return n_emb, n_skip
+
+
+def _write_rows(batch, pending, sizes, shard, k, seen, n_emb, n_skip):
+    """Add one batch's rows to the shard in progress, committing each shard whose last row it holds."""
+    for i in range(len(batch["path"])):
+        if int(batch["shard"][i]) != pending[k]:
+            raise RuntimeError("rows arrived out of shard order")  # preserve_order guarantees this
+        path = _exact(batch["path"][i], batch["path_bytes"][i] if "path_bytes" in batch else None)
+        if batch["ok"][i]:
+            shard.add(batch["code"][i:i + 1], [(path, str(batch["label"][i] or ""), int(batch["width"][i]),
+                                                 int(batch["height"][i]), int(batch["bytes"][i]),
+                                                 str(batch["sha1"][i]))])
+        else:
+            shard.skip(path, str(batch["reason"][i]))
+        seen += 1
+        if seen == sizes[k]:
+            rows, skipped = shard.commit(pending[k], sizes[k])
+            n_emb, n_skip = n_emb + rows, n_skip + skipped
+            k, seen = k + 1, 0
+    return k, seen, n_emb, n_skip

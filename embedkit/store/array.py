@@ -14,9 +14,13 @@ The page cache still keeps recently read shards, so a second pass is as fast as 
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 
 from embedkit.defaults import CHUNK_ROWS
+from embedkit.store.validate import npy_header
 
 
 class ShardedArray:
@@ -44,29 +48,51 @@ class ShardedArray:
     def _expected(self, k: int) -> tuple[int, int]:
         return int(self.offsets[k + 1] - self.offsets[k]), self.shape[1]
 
-    def _damaged(self, k: int, shape) -> Exception:
+    def _damaged(self, k: int, what) -> Exception:
         from embedkit.errors import StoreError
 
-        return StoreError(f"shard {self.files[k]} holds {tuple(shape)} codes, the manifest says {self._expected(k)}; "
-                          "the store is damaged: re-embed or restore the shard")
+        if not isinstance(what, str):
+            what = f"holds {tuple(what)} codes, the shard list says {self._expected(k)}"
+        return StoreError(f"shard {self.files[k]} {what}; the store is damaged: re-embed or restore the shard")
 
     def _header(self, k: int) -> tuple[int, np.dtype, bool]:
-        """Where shard ``k``'s data starts, its dtype and order (read once; a few hundred bytes)."""
+        """Where shard ``k``'s data starts, its dtype and order (read once; a few hundred bytes).
+
+        Checked before any row is read or any buffer allocated: a regular file, the store's dtype, the
+        shape the shard list gives, and exactly the bytes that shape needs (a crafted header or a
+        ``/dev/zero`` shard is refused here, not read).
+        """
         h = self._headers.get(k)
         if h is None:
-            fmt = np.lib.format
-            with open(self.files[k], "rb") as f:
-                version = fmt.read_magic(f)
-                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, fortran, dtype = read(f)
-                h = (f.tell(), np.dtype(dtype), bool(fortran))
-            if tuple(shape) != self._expected(k):
+            try:
+                st = os.stat(self.files[k])
+                if not stat.S_ISREG(st.st_mode):
+                    raise self._damaged(k, "is not a regular file")
+                with open(self.files[k], "rb") as f:
+                    shape, fortran, dtype, offset = npy_header(f)
+            except FileNotFoundError:
+                raise self._damaged(k, "is missing") from None
+            except (OSError, ValueError, TypeError) as exc:
+                raise self._damaged(k, f"is not a NumPy array file ({exc})") from None
+            rows, dim = self._expected(k)
+            if shape != (rows, dim):
                 raise self._damaged(k, shape)
-            self._headers[k] = h
+            if dtype != self.dtype:
+                raise self._damaged(k, f"holds {dtype} values, the store's dtype is {self.dtype}")
+            if st.st_size != offset + rows * dim * dtype.itemsize:
+                raise self._damaged(k, f"has {st.st_size} bytes, not the {(rows, dim)} codes its header says")
+            h = self._headers[k] = (offset, dtype, fortran)
         return h
+
+    def check(self) -> "ShardedArray":
+        """Check every shard's header against the shard list (cheap: one small read per shard)."""
+        for k in range(len(self.files)):
+            self._header(k)
+        return self
 
     def shard(self, k: int) -> np.ndarray:
         """A read-only memmap of shard ``k``, opened for the caller (drop it to unmap its pages)."""
+        self._header(k)
         m = np.load(self.files[k], mmap_mode="r")
         if m.shape != self._expected(k):
             raise self._damaged(k, m.shape)
@@ -86,7 +112,7 @@ class ShardedArray:
             while got < len(view):
                 n = f.readinto(view[got:])
                 if not n:
-                    raise self._damaged(k, ("truncated at row", lo + got // (self.shape[1] * dtype.itemsize)))
+                    raise self._damaged(k, f"is truncated at row {lo + got // (self.shape[1] * dtype.itemsize)}")
                 got += n
         if buf is not out:
             out[:] = buf

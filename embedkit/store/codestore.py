@@ -4,13 +4,14 @@ The layout is described in :mod:`embedkit.store.layout`. Codes are never loaded
 whole: ``store.codes`` is a :class:`~embedkit.store.array.ShardedArray` (a memmap
 per shard), read with ``iter_chunks`` / ``take`` / slicing. Items are an Arrow
 table (``store.items``) and NumPy columns (``store.paths``, ``store.labels``,
-``store.column(name)``), never per-row dicts. Stores written by embedkit 0.1
-(``codes.npy`` + ``items.csv``) open read-only; ``embedkit store upgrade`` converts them.
+``store.column(name)``), never per-row dicts. Every file is checked before it is
+read (:mod:`embedkit.store.validate`). Stores of older formats (0.1's ``codes.npy`` +
+``items.csv``, format 2's ``manifest.json``) open read-only; ``embedkit store upgrade``
+converts them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from functools import cached_property
 from pathlib import Path
@@ -21,7 +22,8 @@ from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
 from embedkit.store.items import exact_paths, read_csv_rows, text_array
-from embedkit.store.layout import ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, STORE_FORMAT, WORK, shard_file
+from embedkit.store.layout import ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, WORK, shard_file
+from embedkit.store.validate import check_meta, check_parquet, check_shards, read_json
 
 __all__ = ["CodeStore"]
 
@@ -29,11 +31,11 @@ __all__ = ["CodeStore"]
 class CodeStore:
     """A finished code store, opened read-only. Use :meth:`open` (or ``embedkit.CodeStore.from_arrays``)."""
 
-    def __init__(self, path: Path, meta: dict, shards: list[dict]):
+    def __init__(self, path: Path, meta: dict, shards: list[dict], version: int):
         self.path = Path(path)
         self.meta = meta
         self.shards = shards  # [{"id", "rows", "skipped"}], in row order
-        self.version = 2 if meta.get("format") == STORE_FORMAT else 1
+        self.version = version  # 3 (current), 2 or 1 (older formats, read-only)
 
     def __repr__(self) -> str:
         who = f"{self.meta.get('backbone')}/{self.meta.get('layer')}" if self.identity else "no backbone identity"
@@ -47,34 +49,52 @@ class CodeStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "CodeStore":
-        """Open and validate a store (format 2, or a format-1 store read-only)."""
+        """Open and validate a store (format 3; formats 2 and 1 read-only).
+
+        ``meta.json`` is read once and holds the shard list: a store being appended to is seen either
+        before or after the append, never between. Every shard's header is checked against that list.
+        """
         path = Path(path)
         meta_file = path / META
         if not meta_file.exists():
-            hint = " (an interrupted run is there: embed again with --resume)" if (path / WORK).exists() else ""
-            raise StoreError(f"{str(path)!r} is not a code store: meta.json is missing{hint}; create one with "
-                             f"`embedkit embed IMAGES -o {path}`")
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{str(meta_file)!r} is not valid JSON ({exc}); the store is damaged: re-embed") from exc
-        if meta.get("format") == STORE_FORMAT:
-            try:
-                shards = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["shards"]
-            except (OSError, ValueError, KeyError) as exc:
-                raise StoreError(f"store {str(path)!r} has no readable manifest.json ({exc}); re-embed") from exc
+            if (path / WORK).exists():
+                raise StoreError(f"{str(path)!r} is not a code store yet: an interrupted run is there; embed again "
+                                 "with --resume")
+            from embedkit.store.folders import not_a_store
+
+            raise StoreError(f"{str(path)!r} is not a code store: {not_a_store(path)}")
+        meta = read_json(meta_file, path)
+        version = check_meta(meta, path)
+        if version == 3:
+            shards = meta.get("shards")
+        elif version == 2:
+            manifest = read_json(path / MANIFEST, path)
+            shards = manifest.get("shards") if isinstance(manifest, dict) else manifest
         elif (path / "codes.npy").exists():
-            shards = [{"id": None, "rows": int(meta["count"]), "skipped": int(meta.get("skipped", 0))}]
+            shards = [{"id": None, "rows": meta["count"], "skipped": meta.get("skipped", 0)}]
         else:
             raise StoreError(f"{str(path)!r} holds neither shards nor codes.npy; it is not a code store")
-        store = cls(path, meta, shards)
-        n = sum(int(s["rows"]) for s in shards)
-        if n != int(meta["count"]):
-            raise StoreError(f"store {str(path)!r} is inconsistent: the manifest lists {n} rows, meta.json "
-                             f"{meta['count']}; re-run `embedkit embed ... --resume` or re-embed")
-        if store.version == 1 and store.codes.shape[0] != n:
-            raise StoreError(f"store {str(path)!r} is inconsistent: {store.codes.shape[0]} code rows, meta count {n}")
+        store = cls(path, meta, check_shards(shards, meta, path, version), version)
+        store._check_files()
         return store
+
+    def _check_files(self) -> None:
+        """Every shard file against the shard list (headers and footers only) and the whitening's shapes."""
+        self.codes.check()
+        if self.version > 1:
+            for s in self._filled:
+                check_parquet(self._file(s, "parquet"), s["rows"], ("path",), self.path)
+            for s in self.shards:
+                check_parquet(self._file(s, "skipped.parquet"), s["skipped"], ("path", "reason"), self.path)
+        self.postprocess  # noqa: B018 - loads and checks pca.npz
+
+    @property
+    def _filled(self) -> list[dict]:
+        """The shards with rows (a shard of only skipped files has no codes or items file)."""
+        return [s for s in self.shards if s["rows"]]
+
+    def _file(self, shard: dict, kind: str) -> Path:
+        return shard_file(self.path, shard["id"], kind, self.version)
 
     # ---- codes
     @cached_property
@@ -82,11 +102,9 @@ class CodeStore:
         """The N x D codes as one read-only array over the shards (memory-mapped; nothing read until used)."""
         from embedkit.store.array import ShardedArray
 
-        if self.version == 1:
-            files = [self.path / "codes.npy"]
-        else:
-            files = [shard_file(self.path, s["id"], "npy") for s in self.shards]
-        return ShardedArray(files, [s["rows"] for s in self.shards], self.dim, self.meta["dtype"])
+        shards = self.shards if self.version == 1 else self._filled
+        files = [self.path / "codes.npy"] if self.version == 1 else [self._file(s, "npy") for s in shards]
+        return ShardedArray(files, [s["rows"] for s in shards], self.dim, self.meta["dtype"])
 
     def iter_chunks(self, rows: int = CHUNK_ROWS, start: int = 0, stop: int | None = None):
         """Yield ``(first_row, float32 array)`` blocks of at most ``rows`` codes, in row order."""
@@ -112,10 +130,12 @@ class CodeStore:
     def items(self):
         """Every row's item columns as one Arrow table (path, label, width, height, bytes, sha1, extras)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if self.version == 1:
             rows = read_csv_rows(self.path / "items.csv")
+            if len(rows) != len(self):
+                raise StoreError(f"store {str(self.path)!r} is damaged: items.csv has {len(rows)} rows for "
+                                 f"{len(self)} codes; re-embed, or restore the store from a copy")
             names = list(rows[0]) if rows else list(ITEM_FIELDS)
             cols = {}
             for k in names:
@@ -124,8 +144,15 @@ class CodeStore:
                 else:
                     cols[k] = text_array([r[k] for r in rows])
             return pa.table(cols)
-        tables = [pq.read_table(shard_file(self.path, s["id"], "parquet")) for s in self.shards]
-        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({"path": pa.array([], pa.string())})
+        tables = [check_parquet(self._file(s, "parquet"), s["rows"], ("path",), self.path, read=True)
+                  for s in self._filled]
+        if not tables:
+            return pa.table({"path": pa.array([], pa.string())})
+        try:
+            return pa.concat_tables(tables, promote_options="default")
+        except pa.ArrowException as exc:
+            raise StoreError(f"store {str(self.path)!r} is damaged: its item tables do not fit together "
+                             f"({str(exc).splitlines()[0]}); re-embed, or restore the store from a copy") from None
 
     @property
     def columns(self) -> list[str]:
@@ -167,12 +194,11 @@ class CodeStore:
         """Files that could not be read, with the reason (``[{"path", "reason"}]``)."""
         if self.version == 1:
             return read_csv_rows(self.path / SKIPPED_CSV)
-        import pyarrow.parquet as pq
-
         out = []
         for s in self.shards:
             if s["skipped"]:
-                table = pq.read_table(shard_file(self.path, s["id"], "skipped.parquet"))
+                table = check_parquet(self._file(s, "skipped.parquet"), s["skipped"], ("path", "reason"), self.path,
+                                      read=True)
                 out.extend({"path": p, "reason": r} for p, r in zip(exact_paths(table),
                                                                      table.column("reason").to_pylist()))
         return out
@@ -196,7 +222,7 @@ class CodeStore:
         from embedkit.store.postprocess import PostProcess
 
         return PostProcess.load({"l2_normalize": self.meta.get("l2_normalize"), "pca_whiten": self.meta.get("pca_whiten")},
-                                self.path)
+                                self.path, dims=(int(self.meta.get("code_dim", self.dim)), self.dim))
 
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Apply the store's post-processing (PCA-whitening, L2) to raw codes of new images, e.g. queries."""

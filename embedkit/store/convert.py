@@ -1,31 +1,42 @@
-"""Converting stores: upgrading an embedkit 0.1 store (codes.npy + items.csv) to the sharded format.
+"""Converting stores of older formats in place to the current one (see :mod:`embedkit.store.layout`).
 
-The upgrade writes the shards beside the old files, then ``meta.json`` (the
-commit point), then removes the old files: a kill at any moment leaves either
-the old store or the new one, and running the upgrade again finishes it.
+Format 1 (embedkit 0.1: codes.npy + items.csv) is rewritten into shards; format 2
+(every shard file in ``shards/``, the shard list in ``manifest.json``) gets its
+item and skipped tables and raw codes linked into their own folders. Either way
+the new files are written beside the old ones, then ``meta.json`` (the commit
+point), then the old files are removed: a kill at any moment leaves either the
+old store or the new one, and running the upgrade again finishes it.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import StoreError
-from embedkit.store.layout import META
+from embedkit.store.layout import MANIFEST, META, ROW_KINDS, SHARDS, STORE_FORMAT, shard_file
 from embedkit.store.postprocess import PostProcess
 from embedkit.store.items import exact_paths, items_table, skipped_table
 from embedkit.store.writer import default_shard_rows, finalize, write_shard
 
+MOVED_IN_V3 = ("parquet", "skipped.parquet", "raw.npy")  # the shard files format 3 keeps outside shards/
+
 
 def upgrade_store(path, shard_rows: int | None = None):
-    """Convert the format-1 store at ``path`` in place; returns the opened format-2 store."""
+    """Convert the store at ``path`` (format 1 or 2) in place; returns the opened current store."""
     from embedkit.store.codestore import CodeStore
 
     path = Path(path)
     old = CodeStore.open(path)
-    if old.version == 2:
+    if old.version == 3:
+        _remove_v2_files(path, old.shards)  # left by an upgrade killed after its commit
         return old
+    if old.version == 2:
+        return _upgrade_v2(old)
     n = len(old)
     rows = shard_rows or default_shard_rows(n)
     pp = old.postprocess
@@ -61,9 +72,33 @@ def upgrade_store(path, shard_rows: int | None = None):
     return new
 
 
-def is_v1(path) -> bool:
-    """True when ``path`` holds an embedkit 0.1 store."""
-    import json
+def _upgrade_v2(old):
+    """Format 2 -> 3: hard links (a copy across file systems) into the new folders, meta.json, then cleanup."""
+    from embedkit.store.codestore import CodeStore
 
-    meta = Path(path) / META
-    return meta.exists() and json.loads(meta.read_text(encoding="utf-8")).get("format") is None
+    path = old.path
+    for s in old.shards:
+        for kind in MOVED_IN_V3:
+            src = shard_file(path, s["id"], kind, version=2)
+            if src.exists() and (s["rows"] or kind not in ROW_KINDS):
+                with atomic_path(shard_file(path, s["id"], kind)) as tmp:
+                    try:
+                        os.link(src, tmp)
+                    except OSError:
+                        shutil.copyfile(src, tmp)
+    write_json_atomic(path / META, {**old.meta, "format": STORE_FORMAT, "shards": old.shards,
+                                    "upgraded_from": old.meta["format"]})
+    _remove_v2_files(path, old.shards)
+    return CodeStore.open(path)
+
+
+def _remove_v2_files(path: Path, shards) -> None:
+    """The format-2 files a format-3 store has no use for (after its commit): the manifest, the files that
+    moved, and the empty codes of shards without rows."""
+    (path / MANIFEST).unlink(missing_ok=True)
+    for s in shards:
+        if not s["rows"]:
+            shard_file(path, s["id"], "npy").unlink(missing_ok=True)
+    for kind in MOVED_IN_V3:
+        for f in (path / SHARDS).glob(f"*.{kind}"):
+            f.unlink()

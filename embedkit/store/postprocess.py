@@ -10,8 +10,11 @@ entry of ``meta.json``), copied into model folders, and applied with
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +23,12 @@ import numpy as np
 from embedkit.atomic import atomic_path
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import StoreError
+from embedkit.store.validate import npy_header
+
+log = logging.getLogger(__name__)
 
 PCA_FILE = "pca.npz"
+MAX_PCA_VALUES = 1 << 28  # a 16384 x 16384 whitening; a larger header is a crafted file, refused before reading
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -87,7 +94,12 @@ class PostProcess:
                 from embedkit.errors import ConfigError
 
                 raise ConfigError(f"PCA-whitening needs at least 2 codes, there are {n}; drop --pca-whiten")
-            self.mean, self.components, self.scale = fit_whitening(raw, min(int(self.pca_whiten), d, n))
+            k = min(int(self.pca_whiten), d, n)
+            if k < int(self.pca_whiten):  # recorded as fitted: meta's pca_whiten and dim must say what the codes hold
+                log.warning("PCA-whitening to %d components asked for, but %d codes of %d dims give at most %d: "
+                            "the codes have %d dims", int(self.pca_whiten), n, d, k, k)
+                self.pca_whiten = k
+            self.mean, self.components, self.scale = fit_whitening(raw, k)
         return self
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
@@ -114,15 +126,61 @@ class PostProcess:
                 shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
 
     @classmethod
-    def load(cls, info: dict | None, folder: str | os.PathLike | None = None) -> "PostProcess":
-        """From a recorded ``{"l2_normalize", "pca_whiten"}`` entry and the folder holding ``pca.npz``."""
+    def load(cls, info: dict | None, folder: str | os.PathLike | None = None,
+             dims: tuple[int, int] | None = None) -> "PostProcess":
+        """From a recorded ``{"l2_normalize", "pca_whiten"}`` entry and the folder holding ``pca.npz``.
+
+        ``dims`` = (raw dim, processed dim) as recorded beside it: the file's arrays must have those shapes.
+        """
         info = info or {}
-        pp = cls(bool(info.get("l2_normalize")), info.get("pca_whiten"))
+        pca = info.get("pca_whiten")
+        if pca is not None and (isinstance(pca, bool) or not isinstance(pca, int) or pca < 1):
+            raise StoreError(f"the recorded pca_whiten {pca!r} is not a number of components; the file recording "
+                             "it is damaged: re-embed")
+        pp = cls(bool(info.get("l2_normalize")), pca)
         if pp.pca_whiten and folder is not None:
-            path = Path(folder) / PCA_FILE
-            if not path.exists():
-                raise StoreError(f"{str(path)!r} is missing: the PCA-whitening of these codes cannot be applied; "
-                                 "re-embed or copy the file back")
-            with np.load(path) as p:
-                pp.mean, pp.components, pp.scale = p["mean"], p["components"], p["scale"]
+            pp.mean, pp.components, pp.scale = load_whitening(Path(folder) / PCA_FILE, dims)
         return pp
+
+
+def load_whitening(path: Path, dims: tuple[int, int] | None = None):
+    """``(mean, components, scale)`` of a ``pca.npz``, each member's header checked before it is read.
+
+    A crafted file (object arrays, wrong or huge shapes, a zip bomb, NaN) is refused in one line:
+    only float arrays of the shapes ``dims`` implies are read, and they must be finite.
+    """
+    def bad(what: str) -> StoreError:
+        return StoreError(f"{str(path)!r} {what}: the PCA-whitening of these codes cannot be applied; re-embed "
+                          "or copy the file back")
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise bad("is not a regular file")
+    except FileNotFoundError:
+        raise bad("is missing") from None
+    try:
+        with zipfile.ZipFile(path) as z:
+            headers = {}
+            for name in ("mean", "components", "scale"):
+                with z.open(name + ".npy") as f:
+                    headers[name] = npy_header(f)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise bad(f"is not a whitening file (mean, components, scale) ({exc})") from None
+    shapes = {k: h[0] for k, h in headers.items()}
+    if any(h[2].kind != "f" for h in headers.values()):
+        raise bad(f"holds arrays of {', '.join(str(h[2]) for h in headers.values())}, not floats")
+    if len(shapes["components"]) != 2:
+        raise bad(f"holds components of shape {shapes['components']}, not a matrix")
+    k, d = shapes["components"]
+    if k * d > MAX_PCA_VALUES:
+        raise bad(f"declares components of shape {shapes['components']}, more than any embedkit writes")
+    want = {"mean": (d,), "components": (k, d), "scale": (k,)}
+    if dims is not None:
+        want = {"mean": (dims[0],), "components": (dims[1], dims[0]), "scale": (dims[1],)}
+    if shapes != want:
+        raise bad(f"holds shapes {shapes}, expected {want} from the recorded dims")
+    with np.load(path, allow_pickle=False) as p:
+        arrays = tuple(np.asarray(p[name], np.float32) for name in ("mean", "components", "scale"))
+    if not all(np.isfinite(a).all() for a in arrays) or not (arrays[2] > 0).all():
+        raise bad("holds values that are not finite (or a scale that is not positive)")
+    return arrays

@@ -1,10 +1,11 @@
-"""Writing a code store: one shard at a time (commit marker last), then the manifest and meta.
+"""Writing a code store: one shard at a time (commit marker last), then ``meta.json``, the one commit.
 
 :func:`write_shard` is a pure function of (folder, shard id, arrays): the local
 engine calls it in its loop and Ray workers call it on a shared filesystem, so
 both produce exactly the same store. :func:`finalize` turns committed shards
-into a store (fits PCA-whitening when asked, writes ``manifest.json``, then
-``meta.json``). :func:`from_arrays` writes a store from codes made elsewhere.
+into a store (fits PCA-whitening when asked, then writes ``meta.json`` holding
+the shard list and the count: one rename, so no crash and no reader sees a half
+store). :func:`from_arrays` writes a store from codes made elsewhere.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import numpy as np
 from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
 from embedkit.store.items import exact_paths, items_table, skipped_table
-from embedkit.store.layout import DTYPES, MANIFEST, META, SHARDS, SKIPPED_CSV, STORE_FORMAT, shard_file
-from embedkit.store.postprocess import PostProcess, l2_normalize
+from embedkit.store.layout import (
+    DTYPES, FOLDERS, MANIFEST, META, ROW_KINDS, SHARDS, SKIPPED_CSV, STORE_FORMAT, V1_FILES, WORK, shard_file,
+)
+from embedkit.store.postprocess import PCA_FILE, PostProcess, l2_normalize
 
 SKIPPED_FIELDS = ("path", "reason")
 
@@ -73,16 +76,21 @@ def write_shard(folder, shard_id: int, codes: np.ndarray, items, skipped=None, *
                         "items; rows and items must be in step")
     skipped = skipped if hasattr(skipped, "num_rows") else skipped_table(skipped or [])
     with disk_errors(folder):
-        (folder / SHARDS).mkdir(parents=True, exist_ok=True)
+        for kind in ("json", "parquet", "skipped.parquet") + (("raw.npy",) if pp.pca_whiten else ()):
+            shard_file(folder, shard_id, kind).parent.mkdir(parents=True, exist_ok=True)
         shard_file(folder, shard_id, "json").unlink(missing_ok=True)  # not committed while it is rewritten
-        if pp.pca_whiten:
+        if not table.num_rows:  # only skipped files: no codes or items file (see layout: readers pair them up)
+            for kind in ROW_KINDS:
+                shard_file(folder, shard_id, kind).unlink(missing_ok=True)
+        elif pp.pca_whiten:
             save_npy_atomic(shard_file(folder, shard_id, "raw.npy"), codes)
             if pp.components is not None:  # appending to a store whose whitening is already fitted
                 save_npy_atomic(shard_file(folder, shard_id, "npy"), pp.apply(codes).astype(dtype))
         else:
             save_npy_atomic(shard_file(folder, shard_id, "npy"),
                             (l2_normalize(codes) if pp.l2_normalize else codes).astype(dtype))
-        write_parquet_atomic(shard_file(folder, shard_id, "parquet"), table)
+        if table.num_rows:
+            write_parquet_atomic(shard_file(folder, shard_id, "parquet"), table)
         write_parquet_atomic(shard_file(folder, shard_id, "skipped.parquet"), skipped)
         marker = {"id": int(shard_id), "rows": int(table.num_rows), "skipped": int(skipped.num_rows),
                   "files": int(files if files is not None else table.num_rows + skipped.num_rows)}
@@ -101,9 +109,11 @@ def shard_marker(folder, shard_id: int) -> dict | None:
 
 def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, postprocess: PostProcess,
              extra_meta: dict | None = None) -> None:
-    """Make the committed shards ``shard_ids`` (in row order) a store: PCA, manifest, skipped.csv, meta (last).
+    """Make the committed shards ``shard_ids`` (in row order) a store: PCA, skipped.csv, then meta.json.
 
-    Safe to repeat after a kill: each step rewrites whole files by rename.
+    ``meta.json`` is the commit: it holds the shard list and the count, so an append becomes visible in
+    one rename (before it, readers and ``--resume`` see the old store whole). Safe to repeat after a kill:
+    each step rewrites whole files by rename.
     """
     from embedkit import __version__
     from embedkit.store.array import ShardedArray
@@ -122,24 +132,24 @@ def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, 
             raise DataError(f"none of the {sum(m['files'] for m in markers)} files could be read as an image; "
                             f"see {folder / SKIPPED_CSV} for the reasons")
         if postprocess.pca_whiten:
+            filled = [m for m in markers if m["rows"]]
             if postprocess.components is None:  # a new store: fit on every raw code, streamed
-                raw = ShardedArray([shard_file(folder, s, "raw.npy") for s in shard_ids],
-                                   [m["rows"] for m in markers], dim, np.float32)
+                raw = ShardedArray([shard_file(folder, m["id"], "raw.npy") for m in filled],
+                                   [m["rows"] for m in filled], dim, np.float32)
                 postprocess.fit(raw)
                 postprocess.save(folder)
-            for sid in shard_ids:
+            for sid in (m["id"] for m in filled):
                 if not shard_file(folder, sid, "npy").exists():
                     raw = np.load(shard_file(folder, sid, "raw.npy"), mmap_mode="r")
                     save_npy_atomic(shard_file(folder, sid, "npy"), postprocess.apply(raw).astype(dtype))
-        write_json_atomic(folder / MANIFEST, {"format": STORE_FORMAT, "shards": [
-            {"id": m["id"], "rows": m["rows"], "skipped": m["skipped"]} for m in markers]})
         ident = identity
         meta = {
             "format": STORE_FORMAT, "embedkit_version": __version__, "identity": ident,
             "backbone": ident["backbone"] if ident else None, "layer": ident["layer"] if ident else None,
             "dim": postprocess.out_dim(dim), "code_dim": int(dim), "dtype": dtype, "count": int(count),
-            "skipped": int(sum(m["skipped"] for m in markers)), "shards": len(markers),
+            "skipped": int(sum(m["skipped"] for m in markers)),
             **postprocess.identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra_meta or {}),
+            "shards": [{"id": m["id"], "rows": m["rows"], "skipped": m["skipped"]} for m in markers],
         }
         write_json_atomic(folder / META, meta)
 
@@ -230,10 +240,10 @@ def remove_store_files(out: Path) -> None:
     """Delete a store's own files (meta first, so a half-deleted folder never opens as a store)."""
     import shutil
 
-    for name in (META, MANIFEST, SKIPPED_CSV, "pca.npz", "codes.npy", "items.csv", "raw.npy", "skipped.csv"):
+    for name in (META, MANIFEST, SKIPPED_CSV, PCA_FILE, *V1_FILES):
         (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / SHARDS, ignore_errors=True)
-    shutil.rmtree(out / ".work", ignore_errors=True)
+    for sub in (*FOLDERS, WORK):
+        shutil.rmtree(out / sub, ignore_errors=True)
 
 
 __all__ = ["write_shard", "finalize", "from_arrays", "shard_marker", "default_shard_rows"]

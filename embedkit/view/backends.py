@@ -45,8 +45,26 @@ def _umap(x, backend, k, min_dist, seed, approx=False):
         return m.fit_transform(x), m
 
 
-def _tsne(x, backend, perplexity, seed):
-    """``(coordinates of x, fitted model or None)``; only openTSNE's model can place new points."""
+class _IterationBar:
+    """An openTSNE callback that advances a progress bar (a t-SNE fit is minutes of silence otherwise)."""
+
+    def __init__(self, bar, every: int):
+        self.bar, self.every = bar, every
+
+    def __call__(self, iteration, error, embedding) -> bool:
+        self.bar.update(self.every)
+        self.bar.set_postfix(kl=f"{error:.3f}")
+        return False  # never stop early
+
+
+#: openTSNE iterations between progress-bar updates
+TSNE_BAR_EVERY = 10
+
+
+def _tsne(x, backend, perplexity, seed, progress: bool = False):
+    """``(coordinates of x, fitted model or None)``; only openTSNE's model can place new points.
+
+    ``progress``: a bar over openTSNE's iterations (scikit-learn's and cuML's TSNE report none)."""
     if backend == "cuml":
         from cuml.manifold import TSNE
 
@@ -61,8 +79,14 @@ def _tsne(x, backend, perplexity, seed):
     # FFT-interpolated gradients pay a fixed grid cost that dominates below ~10k points, and so do threads:
     # Barnes-Hut on one thread is several times faster there. openTSNE is reproducible either way.
     small = len(x) < 10_000
-    emb = openTSNE.TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1 if small else -1,
-                        initialization="pca", negative_gradient_method="bh" if small else "fft",
-                        verbose=False).fit(x)
+    from tqdm.auto import tqdm
+
+    tsne = openTSNE.TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=1 if small else -1,
+                         initialization="pca", negative_gradient_method="bh" if small else "fft", verbose=False,
+                         callbacks_every_iters=TSNE_BAR_EVERY)
+    total = tsne.early_exaggeration_iter + tsne.n_iter
+    with tqdm(total=total, unit="iter", desc="t-SNE fit", disable=not progress, leave=False) as bar:
+        tsne.callbacks = [_IterationBar(bar, TSNE_BAR_EVERY)]
+        emb = tsne.fit(x)
     return np.asarray(emb), emb
 

@@ -35,9 +35,12 @@ _CSS = """body{font-family:sans-serif;margin:1em;color:#222}h1{font-size:1.2em}
 canvas{border:1px solid #ccc;cursor:crosshair;width:560px;height:560px;touch-action:none}
 canvas.drag{cursor:grabbing}#tip{position:fixed;display:none;background:#fff;border:1px solid #888;
 padding:4px;font-size:11px;max-width:260px;word-wrap:break-word;pointer-events:none;box-shadow:2px 2px 6px #0003}
-#tip img{display:block;max-width:128px;max-height:128px}#tip .ph{color:#777;font-style:italic}.legend{columns:4 12em;font-size:12px;margin-top:1em}
+#tip img{display:block;max-width:128px;max-height:128px}#tip .ph{color:#777;font-style:italic}.legend{display:grid;column-gap:1.2em;row-gap:1px;align-content:start;font-size:12px;max-height:560px;overflow:auto;margin-top:3.2em}
 .legend span{cursor:pointer;display:block;user-select:none}.legend span.off{opacity:.3}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:4px}"""
+
+#: legend entries per column (a column is about as tall as a map)
+LEGEND_ROWS = 30
 
 _HINT = ("Hover a point to see its image, label and path. Click a legend entry to hide or show a class. "
          "Scroll to zoom, drag to pan, double-click to reset. Search highlights paths or labels containing the text.")
@@ -172,9 +175,11 @@ def _page(title: str, panels: Sequence[ViewPanel], data: dict) -> str:
         out.append(f"<div class='panel'><h2>{html.escape(p.title)}</h2>"
                    f"<div class='m'>{line or '&nbsp;'}</div>"
                    f"<canvas id='cv{k}' width='560' height='560'></canvas></div>")
-    out.append("</div><div class='legend'>")
+    # the legend is the last item of the panels' row: beside the maps (below them only on a narrow window)
+    cols = 1 + len(data["names"]) // LEGEND_ROWS
+    out.append(f"<div class='legend' style='grid-template-columns:repeat({cols},max-content)'>")
     for i, (n, colour) in enumerate(zip(data["names"], data["colours"])):
         out.append(f"<span data-c='{i}'><i style='background:{colour}'></i>{html.escape(n)}</span>")
-    out.append(f"</div><div id='tip'></div><script type='application/json' id='data'>{script_json(data)}</script>"
+    out.append(f"</div></div><div id='tip'></div><script type='application/json' id='data'>{script_json(data)}</script>"
                f"<script>{_JS}</script></body></html>")
     return "\n".join(out)

@@ -23,7 +23,17 @@ from embedkit.errors import ConfigError, DataError, invalid
 from embedkit.store.codestore import CodeStore
 from embedkit.view.metrics import code_metrics
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
-from embedkit.view.project import Projection, Rows, _fmt, _sample_indices, describe, project
+from embedkit.view.project import (
+    METHOD_NAMES,
+    Projection,
+    Rows,
+    _fmt,
+    _sample_indices,
+    check_view_backend,
+    describe,
+    project,
+    resolve_method,
+)
 
 COLOR_BY = ("label", "design", "none")
 #: points drawn per panel at most (a seeded sample of the projected points above it)
@@ -100,9 +110,26 @@ def split_rows(paths, test: set) -> np.ndarray:
     return np.flatnonzero(hit)
 
 
+def weights_label(ident: dict) -> str:
+    """The weights codes were made with, in a few words: "ImageNet weights", "weights run/best.pt"..."""
+    w = ident.get("weights") or {}
+    kind = w.get("kind")
+    if kind in ("package", "hub"):
+        return "ImageNet weights"
+    if kind == "none":
+        return "random weights"
+    if kind in ("file", "checkpoint"):
+        path = Path(str(w.get("path") or w.get("identity", "").removeprefix("file:")))
+        return f"weights {path.parent.name + '/' if path.parent.name else ''}{path.name}"
+    return ""
+
+
 def _title(name: str, store) -> str:
+    """A panel's title: the store, what made its codes (backbone/layer and weights: compared panels differ
+    there) and its size."""
     ident = getattr(store, "identity", None) or {}
-    what = "/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k))
+    what = ", ".join(x for x in ("/".join(str(ident[k]) for k in ("backbone", "layer") if ident.get(k)),
+                                 weights_label(ident)) if x)
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
@@ -128,15 +155,45 @@ def _draw(out: Path, panels: list, thumbnails: int | None, seed: int, title: str
         write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=title)
 
 
-def _saved_projection(folder: Path, method: str, want: dict, name: str, say) -> Projection:
+def _effective_options(store, method, backend, device, max_points, rest, pca_dims) -> dict:
+    """What a new projection of ``store`` would record for the options that change it (defaults resolved)."""
+    from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, resolve_view_backend
+
+    eff = {"store": str(store.path), "backend": resolve_view_backend(method, backend, device),
+           "max_points": DEFAULT_MAX_POINTS[method] if max_points is None else int(max_points),
+           "rest": "transform" if method == "pca" else (rest or DEFAULT_REST[method])}
+    if method != "pca":
+        eff["pca_dims"] = min(int(pca_dims), int(store.dim))
+    return eff
+
+
+def _differences(saved: dict, want: dict, keys) -> list:
+    return [f"{key}: saved {saved.get(key)!r}, asked {v!r}" for key, v in want.items()
+            if key in keys and saved.get(key) != v]
+
+
+def _same_as_saved(folder: Path, method: str, want: dict) -> bool:
+    """True when a projection of the same codes with the same options (``want``, defaults resolved) is saved in
+    ``folder`` (the same command run again); one made differently is an error, never replaced silently."""
+    if not (folder / "proj.json").exists():
+        return False
+    diff = _differences(Projection.load(folder).params, want, want)
+    if diff:
+        raise ConfigError(f"a {method} projection made differently is already saved in {str(folder)!r} "
+                          f"({'; '.join(diff)}); use --overwrite to recompute and replace it, --reuse to "
+                          "redraw from it as it is, or --proj-dir to keep both")
+    return True
+
+
+def _saved_projection(folder: Path, method: str, want: dict, name: str, say, same: bool) -> Projection:
     """The projection saved in ``folder``, refused when it was made with other settings than ``want``."""
     proj = Projection.load(folder)
-    diff = [f"{key}: saved {proj.params.get(key)!r}, asked {v!r}" for key, v in want.items()
-            if key in _MATCH_KEYS and proj.params.get(key) != v]
+    diff = _differences(proj.params, want, _MATCH_KEYS)
     if diff:
         raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
                           "drop --reuse to recompute it")
-    say(f"{name}: reusing the {method} projection in {folder}")
+    why = " (same codes and options; --overwrite recomputes it)" if same else ""
+    say(f"{name}: reusing the {method} projection saved in {folder}{why}")
     return proj
 
 
@@ -179,7 +236,7 @@ def _panel(store, name: str, proj: Projection, labels: np.ndarray, color_by: str
                      m, m_test, sha1=store.recorded_sha1(rows))  # thumbnails only of unchanged files
 
 
-def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: int = 0,
+def view(stores, out, method: str | None = None, backend: str | None = "auto", seed: int = 0,
          max_points: int | None = None, pca_dims: int = 50, thumbnails: int | None = None, color_by: str = "label",
          reuse: bool = False, proj_dir=None, title: str | None = None, metrics: bool = True,
          progress: bool = False, *, device: str | None = "auto", overwrite: bool = False, rest: str | None = None,
@@ -189,15 +246,17 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
 
     Projections go to ``proj_dir`` (default ``<out stem>.proj/``; one sub-folder per
     store when comparing), in ``projection-<method>/``: one per method. A saved one
-    is never replaced silently: ``reuse=True`` redraws from it (and refuses one made
-    with other settings), ``overwrite=True`` recomputes it, otherwise it is an error.
+    is never replaced silently: it is reused when it is of the same codes with the same options (the same
+    command run again), ``reuse=True`` redraws from it whatever its fitting options (and refuses one of other
+    codes or seed), ``overwrite=True`` recomputes it; a projection made differently is otherwise an error.
     ``device`` (auto | cpu | cuda) decides GPU or CPU libraries; ``max_points`` / ``rest`` bound the projection (see
     :func:`embedkit.view.project.project`); at most ``max_draw`` points per panel are
     drawn. Silhouette and kNN accuracy are computed on each store's codes by label,
     on at most ``metrics_points`` labelled rows; with a fine-tuning run's ``split_json``
     (default: the one next to the weights of any of the stores, applied to all of
     them) they are also given on its test images only (``ViewPanel.metrics_test``),
-    which the network was not trained on. ``log`` gets progress lines.
+    which the network was not trained on. ``log`` gets progress lines. ``method`` None: UMAP, or PCA where
+    umap-learn is not installed (:func:`~embedkit.view.project.resolve_method`).
     """
     t0 = time.perf_counter()
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
@@ -213,6 +272,9 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
     limit_draw = DEFAULT_MAX_DRAW[kind] if max_draw is None else int(max_draw)
     if limit_draw < 1:
         raise invalid("max_draw", max_draw, "a positive integer")
+    method = resolve_method(method, backend, device)  # checks CUDA (imports torch): after the paths
+    if not reuse:  # the projection library is checked before any projection starts
+        check_view_backend(method, backend, device)
     say = log or logging.getLogger(__name__).info  # progress lines: the module's logger by default
     base = Path(proj_dir) if proj_dir is not None else out.with_name(out.stem + ".proj")
     names = [Path(s.path).name for s in stores]
@@ -237,19 +299,19 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
-        if reuse:
-            proj = _saved_projection(folder, method, want, name, say)
+        # the same command again: the saved projection is reused when it is of the same codes and options
+        same = not reuse and not overwrite and _same_as_saved(folder, method, {
+            **want, **_effective_options(store, method, backend, device, max_points, rest, pca_dims)})
+        if reuse or same:
+            proj = _saved_projection(folder, method, want, name, say, same)
         else:
-            if not overwrite and (folder / "proj.json").exists():
-                raise ConfigError(f"a {method} projection is already saved in {str(folder)!r}; use --reuse to redraw "
-                                  "from it, or --overwrite to recompute and replace it")
             say(f"{name}: {method} projection of {_fmt(len(store))} x {store.dim} codes")
             proj = project(src, method, backend, seed, max_points, pca_dims, rest=rest, device=device, log=say,
                            progress=progress)
             proj.params.update(store=str(store.path), store_created=meta.get("created"))
             proj.save(folder)
             say(f"{name}: {describe(proj.params)} in {proj.params['seconds']:.1f}s")
-        reused.append(reuse)
+        reused.append(reuse or same)
         m = m_test = note = None
         if metrics and has_labels:
             m, m_test, note = _metrics(store, src, labels, name, splits[k], split_json, seed, metrics_points, say)
@@ -258,7 +320,11 @@ def view(stores, out, method: str = "umap", backend: str | None = "auto", seed: 
         dirs.append(folder)
         params.append(proj.params)
         drawn.append((len(panels[-1].xy), len(proj.indices)))
+    titles = [p.title for p in panels]
+    if len(set(titles)) < len(titles):  # the same store twice: still tell the panels apart
+        for i, p in enumerate(panels):
+            p.title = f"{chr(ord('A') + i)}: {p.title}"
     t1 = time.perf_counter()
-    _draw(out, panels, thumbnails, seed, title or f"{method.upper()} of neural codes, coloured by {color_by}")
+    _draw(out, panels, thumbnails, seed, title or f"{METHOD_NAMES[method]} of neural codes, coloured by {color_by}")
     say(f"drew {out} in {time.perf_counter() - t1:.1f}s")
     return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0, drawn, split_notes)

@@ -16,18 +16,17 @@ from embedkit.errors import ConfigError
 
 
 def palette(names: Sequence[str]) -> dict:
-    """Distinct RGB hex colours for class names (tab10, tab20, tab20+b+c, then evenly spaced hues)."""
-    from matplotlib import colormaps
+    """Distinct RGB hex colours for class names: tab10 up to 10 classes, then colorcet's Glasbey palette
+    (tab10 followed by colours chosen to be far apart in a perceptual space; 256 of them), then evenly spaced
+    hues. tab20/tab20b, used before, pair colours that look alike (light/dark of one hue)."""
     from matplotlib.colors import hsv_to_rgb, to_hex
 
     names = list(names)
     k = len(names)
-    if k <= 10:
-        cols = [colormaps["tab10"](i) for i in range(k)]
-    elif k <= 20:
-        cols = [colormaps["tab20"](i) for i in range(k)]
-    elif k <= 60:
-        cols = [colormaps[m](i) for m in ("tab20", "tab20b", "tab20c") for i in range(20)][:k]
+    if k <= 256:
+        import colorcet
+
+        cols = colorcet.glasbey_category10[:k]
     else:  # golden-ratio hues with alternating lightness keep neighbours apart
         cols = [hsv_to_rgb(((i * 0.618034) % 1.0, 0.75, 0.95 if i % 2 else 0.7)) for i in range(k)]
     return {n: to_hex(c) for n, c in zip(names, cols)}
@@ -115,9 +114,8 @@ def plot_views(panels: Sequence[ViewPanel], path, *, thumbnails: int = 0, thumb_
 
 
 def _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend):
-    from matplotlib.lines import Line2D
     from matplotlib.colors import to_rgba
-    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+    from matplotlib.lines import Line2D
 
     from embedkit.render.plots import save_figure
 
@@ -137,14 +135,6 @@ def _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend
             table = np.array([to_rgba(colours[v]) for v in names])
             ax.scatter(xy[order, 0], xy[order, 1], s=size, c=table[np.searchsorted(names, lab[order])],
                        alpha=0.9 if n <= 5000 else 0.6, linewidths=0)
-        if thumbnails and p.paths is not None:
-            for i in spread_sample(xy, thumbnails, seed):
-                edge = colours.get(str(p.labels[i]), "#444444") if p.labels is not None else "#444444"
-                img = _thumb_array(p.paths[i], thumb_px, p.sha1[i] if p.sha1 is not None else None,
-                                   checked=p.sha1 is not None)
-                box = AnnotationBbox(OffsetImage(img, zoom=1.0), xy[i], frameon=True,
-                                     pad=0.1, bboxprops={"edgecolor": edge, "linewidth": 1.5})
-                ax.add_artist(box)
         line = metrics_line(p.metrics)
         test = metrics_line(p.metrics_test)
         ax.set_title(p.title + (f"\n{line}" if line else "") + (f"\ntest split: {test}" if test else ""), fontsize=11)
@@ -162,5 +152,57 @@ def _plot_views(plt, panels, path, thumbnails, thumb_px, seed, title, max_legend
                    title=f"{len(names)} classes" + (f" ({extra} rarest not listed)" if extra else ""))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout()  # before the thumbnails: they are placed in the final pixel frame of each axes
+    if thumbnails:
+        for ax, p in zip(axes[0], panels):
+            if p.paths is not None:
+                _draw_thumbnails(ax, p, np.asarray(p.xy), thumbnails, thumb_px, seed, colours)
     return save_figure(fig, path)
+
+
+#: pixels kept free around a thumbnail (its frame and a gap to the next one)
+THUMB_GAP = 4
+
+
+def thumbnail_places(ax, xy: np.ndarray, k: int, px: float, seed: int = 0) -> list:
+    """``[(row, (x, y) data position of its box)]`` for at most ``k`` thumbnails of ``px`` display pixels.
+
+    Rows come from :func:`spread_sample` (spread over the map); a box is pulled inside the axes frame when
+    its point lies near the edge, and a row whose box would overlap one already placed is passed over, so
+    thumbnails never cross the frame or pile up (fewer than ``k`` are drawn when the map is crowded).
+    """
+    ax.get_xlim()  # settles the deferred autoscaling, then the equal aspect: the limits the figure is drawn with
+    ax.apply_aspect()
+    to_px = ax.transData
+    frame = ax.get_window_extent()
+    half = px / 2 + THUMB_GAP
+    if frame.width < 2 * half or frame.height < 2 * half:
+        return []
+    placed, out = [], []
+    for i in spread_sample(xy, min(len(xy), 4 * k), seed):
+        x, y = to_px.transform(xy[i])
+        cx = min(max(x, frame.x0 + half), frame.x1 - half)
+        cy = min(max(y, frame.y0 + half), frame.y1 - half)
+        if any(abs(cx - qx) < 2 * half and abs(cy - qy) < 2 * half for qx, qy in placed):
+            continue
+        placed.append((cx, cy))
+        out.append((int(i), tuple(to_px.inverted().transform((cx, cy)))))
+        if len(out) == k:
+            break
+    return out
+
+
+def _draw_thumbnails(ax, p, xy, k, thumb_px, seed, colours):
+    from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+
+    # an OffsetImage is drawn at dpi/72 display pixels per image pixel
+    shown_px = thumb_px * ax.figure.dpi / 72.0
+    for i, pos in thumbnail_places(ax, xy, k, shown_px, seed):
+        edge = colours.get(str(p.labels[i]), "#444444") if p.labels is not None else "#444444"
+        img = _thumb_array(p.paths[i], thumb_px, p.sha1[i] if p.sha1 is not None else None,
+                           checked=p.sha1 is not None)
+        moved = not np.allclose(pos, xy[i])
+        box = AnnotationBbox(OffsetImage(img, zoom=1.0), xy[i], xybox=pos, xycoords="data", boxcoords="data",
+                             frameon=True, pad=0.1, bboxprops={"edgecolor": edge, "linewidth": 1.5},
+                             arrowprops={"arrowstyle": "-", "color": edge, "linewidth": 0.8} if moved else None)
+        ax.add_artist(box)

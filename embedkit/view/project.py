@@ -28,9 +28,11 @@ and :func:`embedkit.view.pipeline.view` puts them together.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +48,15 @@ from embedkit.errors import ConfigError, DataError, StoreError, invalid
 from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap
 
 METHODS = ("umap", "tsne", "pca")
+#: how the methods are spelt for people
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 BACKENDS = {  # method -> (gpu, cpu, extra cpu); resolved in embedkit.device
     "umap": ("cuml", "umap-learn", ()),
     "tsne": ("cuml", "opentsne", ("sklearn",)),
     "pca": ("cuml", "sklearn", ()),
 }
+#: what `view --backend` accepts: auto, or any library of any method (the method's own are checked later)
+BACKEND_CHOICES = ("auto", *sorted({b for gpu, cpu, extra in BACKENDS.values() for b in (gpu, cpu, *extra)}))
 #: rows the projection is fitted on at most (a seeded sample above it); see REST for the other rows
 DEFAULT_MAX_POINTS = {"umap": 200_000, "tsne": 50_000, "pca": 200_000}
 #: what happens to rows outside the fit sample: "transform" (mapped by the fitted projection) or "drop"
@@ -179,7 +185,7 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
     if method not in METHODS:
         raise invalid("method", method, METHODS)
     gpu, cpu, extra = BACKENDS[method]
-    name = "auto" if device is None else str(device)
+    name = _device.requested_device(device)
     dev = name.split(":")[0]
     if dev not in _device.DEVICE_CHOICES:
         raise invalid("device", name, _device.DEVICE_CHOICES, "or cuda:N")
@@ -193,13 +199,50 @@ def resolve_view_backend(method: str, backend: str | None = "auto", device: str 
         if req not in ("auto", gpu):
             raise ConfigError(f"device {name!r} was asked but backend {req!r} runs on the CPU; use backend auto or {gpu}")
         req = gpu
+    elif req == "auto" and isinstance(device, _device.Compute):  # the entry point's choice
+        req = gpu if device.projection == "cuml" else cpu
     chosen = _device.resolve_backend(req, gpu=gpu, cpu=cpu, extra_cpu=extra, purpose=f"{method} projection")
     if asked_auto and chosen == "opentsne" and not _device.has_module("openTSNE"):
         # openTSNE comes with the `view` extra; scikit-learn's TSNE (always installed) does the same, slower
-        logging.getLogger(__name__).info("openTSNE is not installed (pip install 'embedkit[view]'): t-SNE by "
+        logging.getLogger(__name__).info("openTSNE is not installed (pip install \"embedkit[view]\"): t-SNE by "
                                          "scikit-learn, which is slower")
         chosen = "sklearn"
     return chosen
+
+
+#: the library each CPU backend imports (checked before any work, so a missing one fails at once)
+_BACKEND_MODULES = {"umap-learn": "umap", "opentsne": "openTSNE"}
+
+
+def _installed(module: str) -> bool:
+    """True when ``module`` can be imported, without importing it (umap-learn takes seconds to import)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_method(method: str | None, backend: str | None = "auto", device: str | None = "auto") -> str:
+    """``method``, or for None the default: UMAP, or PCA (with a one-line note) where no UMAP library is
+    installed (the base install has no umap-learn), so the default map always draws."""
+    if method is not None:
+        return method
+    if backend not in (None, "auto"):
+        return "umap"
+    be = resolve_view_backend("umap", backend, device)
+    if be in _BACKEND_MODULES and not _installed(_BACKEND_MODULES[be]):
+        logging.getLogger(__name__).warning(
+            'umap-learn is not installed: drawing a PCA map (pip install "embedkit[view]" for UMAP, or --method tsne)')
+        return "pca"
+    return "umap"
+
+
+def check_view_backend(method: str, backend: str | None = "auto", device: str | None = "auto") -> str:
+    """:func:`resolve_view_backend`, and its library installed: called before any work, so a missing
+    umap-learn fails at once instead of after the PCA reduction."""
+    be = resolve_view_backend(method, backend, device)
+    if be in _BACKEND_MODULES and not _installed(_BACKEND_MODULES[be]):
+        _device.optional_import(_BACKEND_MODULES[be], f"{method} projection with backend {be!r}")
+    return be
 
 
 def _fmt(n: int) -> str:
@@ -208,7 +251,7 @@ def _fmt(n: int) -> str:
 
 def describe(params: dict) -> str:
     """One phrase saying what was projected: 'UMAP fitted on 20,000 of 1,000,000 points, the rest transformed'."""
-    name = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}.get(params.get("method"), str(params.get("method")))
+    name = METHOD_NAMES.get(params.get("method"), str(params.get("method")))
     n, fit = int(params.get("n_input", 0)), int(params.get("n_fit", 0))
     policy = params.get("policy", "all" if fit >= n else "sample")
     if policy == "all":
@@ -234,7 +277,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
     ``log`` receives start/end lines with timings. Same seed, same backend, same
     input: same coordinates (cuML t-SNE/UMAP are not bit-reproducible on GPU).
     """
-    be = resolve_view_backend(method, backend, device)
+    be = check_view_backend(method, backend, device)
     src = codes if isinstance(codes, Rows) else Rows(codes)
     n, d = src.n, src.d
     if n < MIN_POINTS:
@@ -279,7 +322,7 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
         params["pca_dims"] = int(x.shape[1])
         say(f"{method}: fitting {be} on {_fmt(len(x))} of {_fmt(n)} points ({x.shape[1]} dims)...")
         t1 = time.perf_counter()
-        fit_xy, model = _fit_map(x, method, be, n, seed, n_neighbors, min_dist, perplexity, params)
+        fit_xy, model = _fit_map(x, method, be, n, seed, n_neighbors, min_dist, perplexity, params, progress)
         del x
         params["fit_seconds"] = round(time.perf_counter() - t1, 3)
         say(f"{method}: fitted in {params['fit_seconds']:.1f}s")
@@ -309,7 +352,7 @@ def _pca_reduction(src: Rows, fit_idx: np.ndarray, k: int, method: str, be: str,
 
 
 def _fit_map(x: np.ndarray, method: str, be: str, n: int, seed: int, n_neighbors: int, min_dist: float,
-             perplexity: float, params: dict):
+             perplexity: float, params: dict, progress: bool = False):
     """``(2-D coordinates of x, fitted model)`` of UMAP or t-SNE, their parameters bounded by the sample size."""
     if method == "umap":
         k = int(min(n_neighbors, len(x) - 1))
@@ -321,7 +364,7 @@ def _fit_map(x: np.ndarray, method: str, be: str, n: int, seed: int, n_neighbors
         return _umap(x, be, k, min_dist, seed, approx)
     p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
     params["perplexity"] = p
-    return _tsne(x, be, p, seed)
+    return _tsne(x, be, p, seed, progress=progress)
 
 
 def _place_rest(src: Rows, model, method: str, reduced, fit_idx: np.ndarray, fit_xy: np.ndarray, progress: bool,
