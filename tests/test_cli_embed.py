@@ -120,6 +120,7 @@ def test_interrupt_advice_only_where_resume_exists(tmp_path, shapes_dir, monkeyp
     assert r.exit_code == 130 and "interrupted" in r.output and "--resume" not in r.output
 
 
+@pytest.mark.slow
 def test_every_embed_says_which_stage_bounds_it(tmp_path, shapes_dir):
     """decode / forward / write seconds with their shares, printed and kept in EmbedResult.stages."""
     import embedkit
