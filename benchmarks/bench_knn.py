@@ -32,7 +32,8 @@ import numpy as np
 
 from embedkit.device import cuda_available
 from embedkit.retrieve.exhaustive import exhaustive_search
-from embedkit.retrieve.index import KNNIndex, faiss_gpu_available
+from embedkit.retrieve.common import faiss_gpu_available
+from embedkit.retrieve.index import KNNIndex
 
 HERE = Path(__file__).resolve().parent
 

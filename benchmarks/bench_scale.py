@@ -150,7 +150,7 @@ def commands(store: Path, tmp: Path, n: int, classify_args=()) -> dict:
     return {
         "store info": wrapped(argv=["store", "info", str(store)]),
         "neighbors exact": wrapped(code=q),
-        "dedupe": wrapped(argv=["neighbors", "--codes", str(store), "--dedupe", "--kind", "ivf", "--metric", "l2", "--threshold",
+        "dedupe": wrapped(argv=["neighbors", str(store), "--dedupe", "--kind", "ivf", "--metric", "l2", "--threshold",
                                 "0.5", "-q", "--csv", str(tmp / f"dupes{n}.csv")]),
         "view pca": wrapped(argv=["view", str(store), "-o", str(tmp / f"pca{n}.png"), "--method", "pca", "--quiet",
                                   "--thumbnails", "0"]),

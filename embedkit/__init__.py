@@ -41,6 +41,8 @@ _LAZY = {
     "grid_search_svm": "embedkit.classify.gridsearch",
     "KNNIndex": "embedkit.retrieve.index",
     "KNNClassifier": "embedkit.retrieve.knn_classifier",
+    "neighbors": "embedkit.retrieve.search",
+    "dedupe": "embedkit.retrieve.search",
     "project": "embedkit.view.project",
 }
 

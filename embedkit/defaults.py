@@ -27,6 +27,8 @@ SVM_GAMMAS = ("0.1*scale", "scale", "10*scale", PAPER_GAMMA)
 TOP_K = 5
 #: rows read at a time when streaming codes from a store (bounded memory)
 CHUNK_ROWS = 65536
+#: images per loader batch by device type: GPUs want large batches, CPUs gain nothing past a few dozen
+BATCH_SIZE = {"cuda": 128, "cpu": 32}
 
 
 # Choices of the embed job, owned here so the library's checks and the CLI's options are the same list.

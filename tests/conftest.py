@@ -31,6 +31,14 @@ def emoji_store(emoji_dir, tmp_path_factory):
     return embedkit.embed(emoji_dir, out, progress=False).store
 
 
+@pytest.fixture(scope="session")
+def lite0():
+    """The default backbone (efficientnet_lite0, real weights, offline) on the CPU, built once."""
+    import embedkit
+
+    return embedkit.Backbone("efficientnet_lite0", device="cpu")
+
+
 @pytest.fixture
 def shapes_dir(tmp_path) -> Path:
     """A small labelled ImageFolder of synthetic images: 3 classes x 8 images."""

@@ -41,6 +41,7 @@ def test_any_timm_or_torchvision_model_resolves_with_its_own_preprocessing():
     assert bb.dim == 512  # penultimate layer = pooled features feeding the classifier
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layer,dim", [("fc7", 4096), ("fc6", 4096), ("pool5", 512)])
 def test_vgg19_code_layers(layer, dim):
     bb = Backbone("vgg19", layer=layer, weights="none", device="cpu")
@@ -51,6 +52,7 @@ def test_vgg19_code_layers(layer, dim):
         assert (codes >= 0).all()  # taken after the ReLU
 
 
+@pytest.mark.slow
 def test_fc7_equals_the_second_fully_connected_layer_after_relu():
     bb = Backbone("vgg16", layer="fc7", weights="none", device="cpu")
     model = get_spec("vgg16").create_model()
@@ -113,16 +115,30 @@ def test_packaged_backbones_have_real_imagenet_weights(name, size):
 
 
 def test_offline_without_cached_weights_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    import socket
 
-    def offline(*a, **k):
-        raise urllib.error.URLError("Temporary failure in name resolution")
+    import embedkit.models.weights
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.raises(WeightsError) as e:
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached
+
+    def no_network(*a, **k):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)  # what embedkit's reachability check opens
+    with pytest.raises(WeightsError, match="offline") as e:
         Backbone("resnet50", device="cpu")
     msg = str(e.value)
     assert "resnet50-" in msg and "--weights" in msg and str(tmp_path) in msg
+    # reachable, but the download breaks off: the same advice with the library's reason, and no file left
+    monkeypatch.setattr(embedkit.models.weights, "reachable", lambda url, timeout=3.0: True)
+
+    def reset(url, dst, *a, **k):
+        raise urllib.error.URLError("connection reset by peer")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", reset)
+    with pytest.raises(WeightsError, match="could not download .*connection reset by peer") as e:
+        Backbone("resnet50", device="cpu")
+    assert str(tmp_path) in str(e.value) and not list(tmp_path.rglob("*.pth"))
 
 
 def test_local_state_dict_and_bad_files(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmark runs
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "embedkit" / "data" / "demo" / "images"
 

@@ -139,6 +139,7 @@ def test_svm_errors():
         clf.predict(X[:, :8])
 
 
+@pytest.mark.slow
 def test_sklearn_contract():
     from sklearn.base import clone
     from sklearn.utils.estimator_checks import check_estimator
@@ -178,6 +179,7 @@ def test_grid_search_equals_sklearn_synthetic():
     _compare(X, y, ["rbf", "sigmoid"], [0.1, 10], ["scale", 1e-4], "ovr", SVMClassifier(backend="sklearn"))
 
 
+@pytest.mark.slow
 def test_grid_search_equals_sklearn_emoji(emoji_store):
     X = emoji_store.take(np.arange(len(emoji_store)))
     y = emoji_store.labels
@@ -198,6 +200,20 @@ def test_grid_search_bad_input():
         grid_search_svm(*blobs(), gammas=["x*scale"])
     with pytest.raises(ConfigError, match="max_gram_bytes"):
         grid_search_svm(*blobs(), max_gram_bytes=1000)
+
+
+def test_grid_search_refuses_a_bad_C_before_building_the_gram_matrix(monkeypatch):
+    import embedkit.classify.gridsearch as gsm
+
+    def no_gram(*a, **k):
+        raise AssertionError("the N x N Gram matrix was built before C was checked")
+
+    monkeypatch.setattr(gsm, "centred_gram", no_gram)
+    for bad in (-1, 0, float("nan"), "ten"):
+        with pytest.raises(ConfigError, match="C .* is not valid; use a positive number"):
+            grid_search_svm(*blobs(), Cs=[1, bad], gammas=["scale"])
+    with pytest.raises(ConfigError, match="C -2 is not valid"):
+        SVMClassifier(C=-2).fit(*blobs())
 
 
 # --------------------------------------------------------------------------- pipeline and CLI
@@ -335,6 +351,7 @@ def test_model_folder_errors(tmp_path, synth_store):
         check_store_matches(meta, short, tmp_path / "m")
 
 
+@pytest.mark.slow
 def test_cli_emoji_train_and_predict_images(emoji_store, emoji_dir, tmp_path):
     model = tmp_path / "model"
     r = CliRunner().invoke(app(), ["classify", "train", str(emoji_store.path), "-o", str(model), "--quiet",

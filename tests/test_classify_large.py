@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import CountingStore
 from test_classify import app, blobs, make_store
 
 from embedkit.classify.large import ApproxKernelSVM, exact_bytes, plan_training, rows_within, stratified_sample
@@ -44,29 +45,6 @@ def test_approx_svm_in_memory():
     assert b.decision_function(Xb).shape == (200,) and b.score(Xb, yb) > 0.95
 
 
-class CountingStore:
-    """A store that records how many rows each read asked for (the budget must be checked before reading)."""
-
-    def __init__(self, store):
-        self._s = store
-        self.reads = []
-
-    def __getattr__(self, name):
-        return getattr(self._s, name)
-
-    def __len__(self):
-        return len(self._s)
-
-    def take(self, idx):
-        self.reads.append(len(idx))
-        return self._s.take(idx)
-
-    def iter_chunks(self, rows=65536, start=0, stop=None):
-        for first, block in self._s.iter_chunks(rows, start, stop):
-            self.reads.append(len(block))
-            yield first, block
-
-
 def test_train_falls_back_above_max_kernel_rows_and_beats_majority(tmp_path):
     from embedkit.classify.model_folder import load_classifier
     from embedkit.classify.train import train
@@ -95,6 +73,21 @@ def test_train_falls_back_above_max_kernel_rows_and_beats_majority(tmp_path):
     r = CliRunner().invoke(app(), ["classify", "eval", str(tmp_path / "m"), str(store.path), "--part", "test"])
     assert r.exit_code == 0, r.output
     assert f"evaluated {res.test['n']} items: top-1 {res.test['top1']:.3f} (95% CI" in r.output
+
+
+def test_fallback_report_says_what_was_fitted_not_what_was_asked(tmp_path):
+    from embedkit.classify.train import train
+
+    X, y = blobs(n_per=100, k=3, d=8, sep=2.0, seed=3)
+    res = train(make_store(tmp_path / "codes", X, list(y)), tmp_path / "m", kernels=("rbf",), Cs=[1], gammas=["scale"],
+                decision="ovo", class_weight="balanced", max_kernel_rows=100, n_jobs=1, progress=False,
+                approx_params={"n_components": 64, "batch_rows": 100}, device="cpu")
+    assert res.plan["mode"] == "approx"
+    assert any("one-vs-rest without class weights" in n and "'ovo'" in n and "'balanced'" in n for n in res.notes)
+    clf = json.loads((tmp_path / "m" / "report.json").read_text())["classifier"]
+    assert clf["decision"] == "ovr" and clf["class_weight"] is None and clf["estimator"] == "ApproxKernelSVM"
+    txt = (tmp_path / "m" / "report.txt").read_text()
+    assert "decision ovr" in txt and "balanced" not in txt
 
 
 def test_cli_max_kernel_rows(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from embedkit import CodeStore
 from embedkit.cli.main import app
 
 
+@pytest.mark.slow
 def test_embed_cli_writes_a_store_and_a_summary(tmp_path, shapes_dir):
     (shapes_dir / "circle" / "broken.png").write_bytes(b"\x89PNG garbage")
     out = tmp_path / "codes"
@@ -32,6 +34,7 @@ def test_embed_cli_errors_are_one_line(tmp_path, shapes_dir):
     assert r.exit_code != 0
 
 
+@pytest.mark.slow
 def test_end_to_end_on_emoji_dev(emoji_store):
     """The real illustration set: every image embedded, and the codes already carry class information."""
     store = emoji_store
@@ -58,6 +61,7 @@ def test_hostile_inputs_give_one_line_errors(tmp_path, shapes_dir):
     assert r.exit_code == 2 and "is a file, not a folder" in r.output and len(r.output.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, shapes_dir):
     import subprocess
     import sys
@@ -82,6 +86,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path, sha
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_line_and_the_previous_store_stays(tmp_path, shapes_dir, monkeypatch):
     import errno
 
@@ -115,6 +120,7 @@ def test_interrupt_advice_only_where_resume_exists(tmp_path, shapes_dir, monkeyp
     assert r.exit_code == 130 and "interrupted" in r.output and "--resume" not in r.output
 
 
+@pytest.mark.slow
 def test_every_embed_says_which_stage_bounds_it(tmp_path, shapes_dir):
     """decode / forward / write seconds with their shares, printed and kept in EmbedResult.stages."""
     import embedkit

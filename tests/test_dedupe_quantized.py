@@ -79,7 +79,7 @@ def test_neighbors_cli_dedupe_names_the_quantised_index(store, tmp_path):
     from embedkit.cli.main import app
 
     s, _, want = store
-    res = CliRunner().invoke(app, ["neighbors", "--dedupe", "--codes", str(s.path), "--metric", "l2", "--kind", "ivf",
+    res = CliRunner().invoke(app, ["neighbors", str(s.path), "--dedupe", "--metric", "l2", "--kind", "ivf",
                                    "--threshold", str(THRESHOLD), "--quiet"])
     assert res.exit_code == 0, res.output
     assert f"{len(want)} near-duplicate groups" in res.output and "ivf-sq8 l2 index" in res.output

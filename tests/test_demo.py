@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -19,6 +20,7 @@ def test_demo_images_are_package_data_with_their_licence():
     assert "CC-BY" in licence and "Apache-2.0" in licence
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the checkout: the images come from the installed package
     r = CliRunner().invoke(app, ["demo", "-o", "demo-out", "--quiet"])

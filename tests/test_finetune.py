@@ -26,6 +26,8 @@ from embedkit.models.registry import get_spec
 from embedkit.models.weights import load_model
 from embedkit.splits import stratified_split
 
+pytestmark = pytest.mark.slow  # fine-tuning runs
+
 CLASSES = ["circle", "square", "triangle"]
 # efficientnet_lite0 has real weights offline; 32 px keeps a CPU epoch to a few seconds. The strategies are tested
 # from the paper recipe's options (rates 1e-2 / 1e-4, no label smoothing); each test sets what it is about.

@@ -11,6 +11,8 @@ from helpers import write_shapes
 
 from embedkit.finetune.train import finetune
 
+pytestmark = pytest.mark.slow  # fine-tuning runs
+
 
 def app():
     import embedkit.cli.main

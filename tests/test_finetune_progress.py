@@ -8,6 +8,8 @@ from helpers import write_shapes
 import embedkit.render.plots as plots
 from embedkit.finetune.train import finetune
 
+pytestmark = pytest.mark.slow  # fine-tuning runs
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

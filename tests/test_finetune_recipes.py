@@ -17,6 +17,8 @@ from embedkit.finetune.optim import plan_for
 from embedkit.finetune.recipes import DEFAULT_RECIPE, RECIPES
 from embedkit.models.registry import get_spec
 
+pytestmark = pytest.mark.slow  # fine-tuning runs
+
 
 def test_recipes_set_options_that_explicit_ones_override():
     small = FinetuneConfig.from_recipe()

@@ -11,6 +11,8 @@ from helpers import write_shapes
 from embedkit.errors import WeightsError
 from embedkit.finetune.train import finetune
 
+pytestmark = pytest.mark.slow  # fine-tuning runs
+
 FAST = dict(backbone="efficientnet_lite0", input_size=32, batch_size=8, workers=0, augment=False)
 
 

@@ -32,8 +32,10 @@ def test_what_the_folder_is_and_what_to_do_with_it(tmp_path, shapes_dir):
     msg = _error("classify", "predict", codes, shapes_dir)
     assert "is not a classifier model: it is a code store" in msg
     assert f"`embedkit classify train {codes} -o model/`" in msg
+    # a fine-tuning run is a model for `classify predict` (its own softmax, test_finetune_predict): an unreadable
+    # best.pt is refused as such, naming the file
     msg = _error("classify", "predict", run, shapes_dir)
-    assert "it is a fine-tuning run (a network, not an SVM)" in msg
+    assert f"could not read weights file {str(run / 'best.pt')!r}: it is not a torch/safetensors file" in msg
     msg = _error("classify", "predict", shapes_dir, codes)
     assert "it is a folder of images: give the model folder first" in msg
     # a folder that is none of these keeps the plain advice, which writes into it

@@ -103,6 +103,7 @@ def test_auto_precision_follows_the_chosen_devices_capability(monkeypatch, capab
     assert autocast_dtype(torch.device("cpu")) is None
 
 
+@pytest.mark.slow  # a fine-tuning run
 def test_fp16_resume_of_a_run_saved_without_a_scaler(monkeypatch, tmp_path):
     """A run saved on the CPU (disabled GradScaler: state {}) resumes with an enabled fp16 scaler."""
     import torch

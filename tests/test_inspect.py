@@ -12,7 +12,7 @@ from torch import nn
 from embedkit.errors import ConfigError
 from embedkit.inspect.filters import first_conv
 from embedkit.inspect.patches import TopK, inspect_patches, parse_channels
-from embedkit.inspect.probe import LoadedNet, Probe
+from embedkit.inspect.activations import LoadedNet, Probe, load_net
 from embedkit.inspect.receptive import receptive_field, sequential_field
 from embedkit.models.preprocessing import Preprocessing
 
@@ -248,3 +248,11 @@ def test_cli_patches_on_a_small_folder(plus_images, tmp_path):
     assert res.exit_code == 0, res.output
     assert "inspected 12 images (0 skipped) at layer layer1 (receptive field 43 px, stride 4" in res.output
     assert out.is_file() and out.with_suffix(".png").is_file()
+
+
+def test_load_net_preprocesses_like_the_backbone_of_the_same_weights():
+    from embedkit.models.backbone import Backbone
+
+    net = load_net("efficientnet_lite0")
+    assert net.preprocessing == Backbone("efficientnet_lite0", device="cpu").preprocessing
+    assert net.preprocessing.mean == (0.5, 0.5, 0.5)  # lite0's [-1, 1] scaling, not ImageNet's mean/std

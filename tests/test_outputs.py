@@ -17,7 +17,7 @@ from PIL import Image
 
 from embedkit.atomic import FORMULA_START
 from embedkit.cli.main import app
-from embedkit.cli.neighbors import format_distance
+from embedkit.retrieve.search import format_distance
 from embedkit.render.gallery import NO_CHECKSUM, NOT_THIS_STORES
 
 EVIL = "<img src=x onerror=alert(1)>.png"
@@ -84,7 +84,7 @@ def test_neighbors_gallery_escapes_names_and_shows_query_path_and_label(hostile,
     root, codes = hostile
     q_evil, q_formula = (root / "circle" / EVIL).resolve(), (root / FORMULA_LABEL / "=SU_1.png").resolve()
     html = tmp_path / "g.html"
-    out = _neighbors(q_evil, q_formula, "--codes", codes, "-k", "4", "--html", html)
+    out = _neighbors(codes, q_evil, q_formula, "-k", "4", "--html", html)
     assert f"{q_evil}  [circle]" in out and f"[{FORMULA_LABEL}]" in out
     page = _safe_page(html.read_text(encoding="utf-8"))
     assert sum(t == "img" for t, _ in page.tags) == 2 * 5  # every stored file still has its sha1: all inlined
@@ -100,7 +100,7 @@ def test_neighbors_gallery_escapes_names_and_shows_query_path_and_label(hostile,
 def test_neighbors_csv_is_spreadsheet_safe(hostile, tmp_path):
     root, codes = hostile
     out_csv = tmp_path / "n.csv"
-    _neighbors(root / FORMULA_LABEL, "--codes", codes, "-k", "3", "--csv", out_csv)
+    _neighbors(codes, root / FORMULA_LABEL, "-k", "3", "--csv", out_csv)
     rows = _rows(out_csv)
     assert len(rows) == 4 * 3 and any(r["label"] == "'" + FORMULA_LABEL for r in rows)
     assert all(r["query_label"] == "'" + FORMULA_LABEL for r in rows)
@@ -114,9 +114,9 @@ def test_neighbors_exclude_self_and_no_negative_zero(hostile, tmp_path):
     root, codes = hostile
     q = (root / "triangle" / "tri_2.png").resolve()
     out_csv = tmp_path / "n.csv"
-    plain = _neighbors(q, "--codes", codes, "-k", "3")
+    plain = _neighbors(codes, q, "-k", "3")
     assert f"   1  0.0000  {q}" in plain and "-0.0000" not in plain
-    out = _neighbors(q, "--codes", codes, "-k", "3", "--exclude-self", "--csv", out_csv)
+    out = _neighbors(codes, q, "-k", "3", "--exclude-self", "--csv", out_csv)
     rows = _rows(out_csv)
     assert [r["rank"] for r in rows] == ["1", "2", "3"] and all(r["path"] != str(q) for r in rows)
     assert str(q) not in out.split("\n", 1)[1] and "-0.0000" not in out
@@ -138,7 +138,7 @@ def test_neighbors_gallery_placeholder_for_a_changed_file(hostile, tmp_path):
     victim = src / "triangle" / "tri_1.png"
     Image.new("RGB", (64, 64), (0, 0, 0)).save(victim)
     html = tmp_path / "g.html"
-    _neighbors(src / "triangle" / "tri_0.png", "--codes", tmp_path / "codes", "-k", "12", "--html", html)
+    _neighbors(tmp_path / "codes", src / "triangle" / "tri_0.png", "-k", "12", "--html", html)
     text = html.read_text(encoding="utf-8")
     page = _safe_page(text)
     assert sum(t == "img" for t, _ in page.tags) == 1 + 12 - 1  # query + every result but the changed one
@@ -161,7 +161,7 @@ def test_crafted_items_table_is_not_inlined_and_dedupe_csv_is_safe(tmp_path):
     codes = np.tile(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32), (5, 1))
     CodeStore.from_arrays(tmp_path / "codes", codes, paths, labels, columns={"sha1": np.array(sha1, dtype=object)})
     html, out_csv = tmp_path / "d.html", tmp_path / "d.csv"
-    out = _neighbors("--dedupe", "--codes", tmp_path / "codes", "--html", html, "--csv", out_csv)
+    out = _neighbors(tmp_path / "codes", "--dedupe", "--html", html, "--csv", out_csv)
     assert "1 near-duplicate groups (5 images)" in out and "-0.0000" not in out
     text = html.read_text(encoding="utf-8")
     page = _safe_page(text)

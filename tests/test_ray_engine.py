@@ -15,6 +15,8 @@ pytest.importorskip("ray.data")
 
 from embedkit.runner.ray_engine import FAULT_ENV  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Ray cluster
+
 
 class Killed(Exception):
     pass

@@ -15,11 +15,6 @@ from embedkit.io.discover import discover
 from embedkit.io.decode import load_image
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return Backbone("efficientnet_lite0", device="cpu")
-
-
 def _write_zoo(root):
     """Every awkward kind of file: good ones that must be converted, bad ones that must be skipped."""
     root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +73,7 @@ def test_every_mode_becomes_rgb(tmp_path):
             load_image(str(tmp_path / name))
 
 
+@pytest.mark.slow
 def test_bad_images_are_skipped_listed_and_rows_stay_in_step(tmp_path, lite0):
     n_good, n_bad = _write_zoo(tmp_path / "zoo")
     res = embedkit.embed(tmp_path / "zoo", tmp_path / "out", lite0, batch_size=4, workers=2, progress=False)
@@ -131,6 +127,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path, shapes_dir, lite0):
     full = embedkit.embed(shapes_dir, tmp_path / "full", lite0, batch_size=4, progress=False).store
     commits = []
@@ -159,6 +156,7 @@ def test_killed_run_resumes_without_redoing_or_duplicating(tmp_path, shapes_dir,
     assert [s["rows"] for s in store.shards] == [8, 8, 8]
 
 
+@pytest.mark.slow
 def test_append_embeds_only_new_images_and_mismatch_is_refused(tmp_path, shapes_dir, lite0):
     import shutil
 
@@ -188,6 +186,7 @@ def test_append_embeds_only_new_images_and_mismatch_is_refused(tmp_path, shapes_
         res.store.check_compatible(Backbone("timm:resnet18", weights="none", device="cpu").identity())
 
 
+@pytest.mark.slow
 def test_l2_and_pca_whitening_are_store_options(tmp_path, shapes_dir, lite0):
     s = embedkit.embed(shapes_dir, tmp_path / "l2", lite0, l2_normalize=True, dtype="float16", progress=False).store
     assert s.codes.dtype == np.float16 and np.allclose(np.linalg.norm(s.codes.astype(np.float32), axis=1), 1, atol=1e-2)
@@ -210,6 +209,7 @@ def test_a_folder_of_only_bad_files_is_a_clear_error(tmp_path, lite0):
     assert (tmp_path / "out" / "skipped.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path, shapes_dir, lite0, monkeypatch):
     import embedkit.store.writer as writer
 
@@ -232,6 +232,7 @@ def test_a_kill_while_installing_the_final_files_is_completed_by_resume(tmp_path
     assert res.store.labels.tolist()[0] == "circle" and res.store.dim == 4
 
 
+@pytest.mark.slow
 def test_an_append_killed_at_its_commit_keeps_the_old_store_and_resume_finishes_it(tmp_path, shapes_dir, lite0,
                                                                                     monkeypatch):
     import shutil
@@ -263,6 +264,7 @@ def test_an_append_killed_at_its_commit_keeps_the_old_store_and_resume_finishes_
     assert res.store.paths.tolist()[:4] == before.paths.tolist()
 
 
+@pytest.mark.slow
 def test_device_decoding_of_jpegs_matches_pil_and_still_skips_bad_files(tmp_path, lite0):
     rng = np.random.default_rng(1)
     root = tmp_path / "jpgs"

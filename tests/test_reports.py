@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from embedkit import CodeStore
-from embedkit.classify.evaluate import evaluate_scores, model_extra, recorded_sha1, write_evaluation
+from embedkit.classify.evaluate import evaluate_scores, model_extra, write_evaluation
 from embedkit.classify.metrics import classification_report, report_table
 from embedkit.render.gallery import NO_CHECKSUM, NOT_THIS_STORES
 
@@ -107,7 +107,7 @@ def test_failures_html_inlines_only_files_with_their_recorded_sha1_and_escapes_n
     classes = ["a", "b"]
     y = store.labels
     scores = np.array([[0.0, 1.0] if v == "a" else [1.0, 0.0] for v in y])  # every item misclassified
-    rep, failures = evaluate_scores(scores, classes, y, store.paths, sha1=recorded_sha1(store))
+    rep, failures = evaluate_scores(scores, classes, y, store.paths, sha1=store.recorded_sha1())
     assert len(failures) == 5
     files = write_evaluation(tmp_path / "ev", rep, failures)
     page = _parse(files["failures_html"])
@@ -125,9 +125,10 @@ def test_failures_html_inlines_only_files_with_their_recorded_sha1_and_escapes_n
 def test_failures_html_of_a_store_without_sha1_column_inlines_nothing(crafted, tmp_path):
     store, paths = crafted
     bare = CodeStore.from_arrays(tmp_path / "bare", np.ones((5, 3), np.float32), list(store.paths), list(store.labels))
-    assert "sha1" not in bare.columns and list(recorded_sha1(bare)) == [""] * 5
+    assert "sha1" not in bare.columns and list(bare.recorded_sha1()) == [""] * 5
+    assert list(bare.recorded_sha1([4, 0])) == [""] * 2
     scores = np.array([[0.0, 1.0] if v == "a" else [1.0, 0.0] for v in bare.labels])
-    for sha1 in (recorded_sha1(bare), None):  # None: a caller that passed no checksums
+    for sha1 in (bare.recorded_sha1(), None):  # None: a caller that passed no checksums
         rep, failures = evaluate_scores(scores, ["a", "b"], bare.labels, bare.paths, sha1=sha1)
         page = _parse(write_evaluation(tmp_path / f"ev{sha1 is None}", rep, failures)["failures_html"])
         assert set(page.cells.values()) == {"placeholder: " + NO_CHECKSUM}
@@ -206,8 +207,8 @@ def test_train_report_carries_svm_parameters_baseline_and_macro(tmp_path):
     clf = rep["classifier"]
     assert clf["kernel"] == "rbf" and clf["C"] == 1.0 and clf["decision"] == "ovr"
     assert isinstance(clf["gamma"], float) and clf["gamma"] > 0  # "scale" resolved on the training codes
-    assert rep["baseline"]["top1"] == pytest.approx(res.baseline["top1"])
-    assert rep["baseline"]["top5"] == pytest.approx(res.baseline["top5"])
+    assert rep["logistic_baseline"]["top1"] == pytest.approx(res.baseline["top1"])
+    assert rep["logistic_baseline"]["top5"] == pytest.approx(res.baseline["top5"])
     txt = (tmp_path / "m" / "report.txt").read_text()
     assert "MACRO" in txt and "kernel rbf" in txt and "decision ovr" in txt
     assert "logistic-regression baseline" in txt and f"top-1 {res.baseline['top1']:.4f}" in txt

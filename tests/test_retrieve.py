@@ -11,75 +11,25 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import click
 from click.testing import CliRunner
 
-try:
-    from helpers import make_shape_image
-except ImportError:  # until tests/helpers.py exists everywhere
-    from conftest import make_shape_image
+from helpers import FakeStore, make_shape_image
 from embedkit.errors import ConfigError, DataError, MismatchError, NotFittedError, StoreError
-from embedkit.models.identity import identity_mismatch
 from embedkit.retrieve.cache import cached_index
 from embedkit.retrieve.dedupe import UnionFind, near_duplicate_groups
 from embedkit.retrieve.exhaustive import exhaustive_search
-from embedkit.retrieve.index import KNNIndex, resolve_knn_backend
+from embedkit.retrieve.common import resolve_knn_backend
+from embedkit.retrieve.index import KNNIndex
 from embedkit.retrieve.knn_classifier import KNNClassifier
 from embedkit.retrieve.queries import embed_queries
 
 #: path names that str.splitlines() cuts in two (U+2028/2029, NEL, VT, FF, FS/GS/RS) and other awkward ones
 AWKWARD = ["a\u2028b.png", "c\u2029d.png", "e\x85f.png", "g\x0bh.png", "i\x0cj.png", "k\x1cl.png", "m\x1dn.png",
            "o\x1ep.png", "line\nbreak.png", "cr\rret.png", "tab\t.png", "caf\u00e9 \U0001f600.png"]
-
-
-class FakeStore:
-    """The CodeStore surface retrieval may use, and nothing more: no ``codes`` attribute, so every code
-    must come through ``iter_chunks``/``take``; records the largest block read to show memory stays bounded."""
-
-    def __init__(self, path, X, paths=None, identity=None, sha1=None):
-        self.path = Path(path)
-        self._X = np.asarray(X, dtype=np.float32)
-        n = len(self._X)
-        self.paths = np.array(paths if paths is not None else [f"img/{i:05d}.png" for i in range(n)], dtype=object)
-        self.labels = np.array([""] * n, dtype=object)
-        self.identity = identity
-        self.meta = {"count": n, "dim": self._X.shape[1]}
-        self._sha1 = sha1
-        self.largest_block = 0
-
-    def __len__(self):
-        return len(self._X)
-
-    @property
-    def dim(self):
-        return self._X.shape[1]
-
-    def iter_chunks(self, rows=65536, start=0, stop=None):
-        stop = len(self) if stop is None else min(stop, len(self))
-        for i in range(start, stop, rows):
-            block = self._X[i:min(i + rows, stop)].copy()
-            self.largest_block = max(self.largest_block, len(block))
-            yield i, block
-
-    def take(self, indices):
-        idx = np.asarray(indices, dtype=np.int64)
-        return self._X[idx].copy()
-
-    def column(self, name):
-        if name == "sha1" and self._sha1 is not None:
-            return np.array(self._sha1, dtype=object)
-        if name == "path":
-            return self.paths
-        raise ConfigError(f"column {name!r} is not valid")
-
-    def check_compatible(self, identity, what="these codes"):
-        diffs = identity_mismatch(self.identity, identity)
-        if diffs:
-            raise MismatchError(f"{what} come from another backbone/layer ({'; '.join(diffs)})")
 
 
 def brute_force(X, Q, k, metric):
@@ -370,7 +320,8 @@ def test_ivf_from_store_is_trained_on_a_sample_and_filled_by_chunks(data, tmp_pa
     X, Q = data
     store = FakeStore(tmp_path / "s", X)
     ivf = KNNIndex(kind="ivf", nlist=8, nprobe=8, chunk_size=300).fit(store)
-    assert ivf.storage_ == "memory" and store.largest_block == 300
+    # a bounded training sample (taken once), then every row in chunks of 300: never all 3000 at once
+    assert ivf.storage_ == "memory" and store.largest_block < len(X) and store.reads.count(300) >= 10
     np.testing.assert_array_equal(ivf.search(Q, 10)[1], brute_force(X, Q, 10, "l2")[1])  # nprobe = nlist: exact
 
 
@@ -510,7 +461,7 @@ def test_neighbors_cli(shape_store, tmp_path):
     bad.write_bytes(b"not a png")
     query = root / "circle" / "circle_3.png"
     html, out_csv = tmp_path / "g.html", tmp_path / "n.csv"
-    args = ["neighbors", str(query), str(root / "triangle"), str(bad), "--codes", str(store.path), "-k", "4",
+    args = ["neighbors", str(store.path), str(query), str(root / "triangle"), str(bad), "-k", "4",
             "--html", str(html), "--csv", str(out_csv), "--quiet", "--workers", "0", "--batch-size", "3"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -528,9 +479,55 @@ def test_neighbors_cli(shape_store, tmp_path):
         if r["rank"] == "1":
             assert float(r["distance"]) < 1e-4 and r["path"] == r["query"]
     assert html.read_text().count("<img") == 7 * 5
-    again = CliRunner().invoke(app, ["neighbors", str(query), "--codes", str(store.path), "--top-k", "2", "--quiet"])
+    again = CliRunner().invoke(app, ["neighbors", str(store.path), str(query), "--top-k", "2", "--quiet"])
     assert again.exit_code == 0 and "[loaded]" in again.output, again.output
     assert "query 1/1" in again.output and "   1  0.0000  " + str(query.resolve()) in again.output
+
+
+def test_neighbors_library_function_is_what_the_cli_prints_and_writes_json_and_parquet(shape_store, tmp_path):
+    import pyarrow.parquet as pq
+
+    import embedkit
+    from embedkit.cli.main import app
+
+    root, store = shape_store
+    query = root / "circle" / "circle_3.png"
+    res = embedkit.neighbors(store.path, [str(query), str(tmp_path / "nope.png")], 3, exclude_self=True)
+    assert res.skipped == [(str(tmp_path / "nope.png"), "does not exist")]
+    (q,) = res.queries
+    assert q.path == str(query.resolve()) and q.label == "circle" and store.paths[q.row] == q.path
+    assert [n.rank for n in q.neighbors] == [1, 2, 3] and q.row not in [n.row for n in q.neighbors]
+    assert all(n.same_label == (n.label == "circle") for n in q.neighbors)
+    out = {kind: tmp_path / f"n.{kind}" for kind in ("csv", "json", "parquet")}
+    cli = CliRunner().invoke(app, ["neighbors", str(store.path), str(query), "-k", "3", "--exclude-self", "--quiet",
+                                   *(a for kind, p in out.items() for a in (f"--{kind}", str(p)))])
+    assert cli.exit_code == 0 and f"json -> {out['json']}; parquet -> {out['parquet']}" in cli.output, cli.output
+    for n in q.neighbors:
+        assert f"  {n.rank:3d}  " in cli.output and n.path in cli.output
+    with open(out["csv"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [n.path for n in q.neighbors]
+    doc = json.loads(out["json"].read_text())
+    assert [n["path"] for n in doc["queries"][0]["neighbors"]] == [n.path for n in q.neighbors]
+    assert doc["queries"][0]["label"] == "circle" and doc["k"] == 3 and doc["exclude_self"] is True
+    table = pq.read_table(out["parquet"])
+    assert table.column_names == list(res.columns) and table.column("rank").to_pylist() == [1, 2, 3]
+    assert table.column("distance").to_pylist() == pytest.approx([float(r["distance"]) for r in rows], rel=1e-5)
+    groups = embedkit.dedupe(store, threshold=1e-4)
+    assert [sorted(store.paths[r] for r in g.rows) for g in groups.groups] == [sorted(
+        [str((root / "square" / "square_2.png").resolve()), str((root / "square" / "square_2\u2028copy.png").resolve())])]
+    groups.write(json=tmp_path / "d.json", parquet=tmp_path / "d.parquet")
+    assert len(json.loads((tmp_path / "d.json").read_text())["groups"][0]["items"]) == 2
+    assert pq.read_table(tmp_path / "d.parquet").column("group").to_pylist() == [1, 1]
+
+
+def test_neighbors_cli_still_takes_codes_with_a_deprecation_note(shape_store):
+    from embedkit.cli.main import app
+
+    root, store = shape_store
+    res = CliRunner().invoke(app, ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path),
+                                   "-k", "2", "--quiet"])
+    assert res.exit_code == 0 and "note: --codes is deprecated" in res.output and "1 query (0 skipped)" in res.output
 
 
 def test_neighbors_cli_dedupe_from_built_and_loaded_cache_names_the_right_files(shape_store, tmp_path):
@@ -541,7 +538,7 @@ def test_neighbors_cli_dedupe_from_built_and_loaded_cache_names_the_right_files(
                    str((root / "square" / "square_2\u2028copy.png").resolve())])
     for run, how in enumerate(["[built]", "[loaded]"]):
         out = tmp_path / f"d{run}.csv"
-        res = CliRunner().invoke(app, ["neighbors", "--dedupe", "--codes", str(store.path), "--threshold", "1e-4",
+        res = CliRunner().invoke(app, ["neighbors", str(store.path), "--dedupe", "--threshold", "1e-4",
                                        "--csv", str(out), "--quiet"])
         assert res.exit_code == 0 and how in res.output, res.output
         assert "1 near-duplicate groups (2 images)" in res.output
@@ -554,12 +551,14 @@ def test_neighbors_cli_errors(shape_store, tmp_path):
 
     root, store = shape_store
     for argv, match in [
-        (["--codes", str(store.path)], "at least one query"),
-        ([str(tmp_path / "nope.png"), "--codes", str(store.path)], "none of the 1 queries"),
-        ([str(root), "--codes", str(store.path), "-k", "100"], "-k 100 is larger than the 19"),
-        (["--dedupe", "--metric", "l2", "--codes", str(store.path)], "needs --threshold"),
-        ([str(root), "--dedupe", "--codes", str(store.path)], "takes no QUERIES"),
-        ([str(root), "--codes", str(store.path), "--threshold", "0.1"], "only applies with --dedupe"),
+        ([str(store.path)], "at least one query"),
+        ([], "give the code store folder first"),
+        ([str(store.path), str(tmp_path / "nope.png")], "none of the 1 queries"),
+        ([str(store.path), str(root), "-k", "100"], "-k 100 is larger than the 19"),
+        ([str(store.path), "--dedupe", "--metric", "l2"], "needs --threshold"),
+        ([str(store.path), str(root), "--dedupe"], "takes no QUERIES"),
+        ([str(store.path), str(root), "--threshold", "0.1"], "only applies with --dedupe"),
+        ([str(root), str(root / "circle" / "circle_0.png")], "is not a code store"),
     ]:
         res = CliRunner().invoke(app, ["neighbors", *argv])
         assert res.exit_code == 2 and "error:" in res.output and match in res.output, (argv, res.output)
@@ -582,7 +581,7 @@ def test_neighbors_cli_rebuilds_stale_cache(shape_store):
     folder = store.path / "index" / "l2-flat"
     # a cached index of other codes (another layer, fewer rows) must not be used
     KNNIndex(kind="flat").fit(store.take(np.arange(5)), identity=dict(store.identity, layer="x")).save(folder)
-    args = ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path), "--metric", "l2",
+    args = ["neighbors", str(store.path), str(root / "circle" / "circle_0.png"), "--metric", "l2",
             "--kind", "flat", "-k", "3", "--quiet"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and "[built]" in res.output and "(19 x " in res.output, res.output
@@ -595,7 +594,7 @@ def test_neighbors_cli_rebuilds_a_truncated_cache_without_traceback(shape_store)
     from embedkit.cli.main import app
 
     root, store = shape_store
-    args = ["neighbors", str(root / "circle" / "circle_0.png"), "--codes", str(store.path), "--kind", "hnsw",
+    args = ["neighbors", str(store.path), str(root / "circle" / "circle_0.png"), "--kind", "hnsw",
             "-k", "3", "--quiet"]
     assert "[built]" in CliRunner().invoke(app, args).output
     faiss_file = store.path / "index" / "cosine-hnsw" / "index.faiss"

@@ -15,6 +15,8 @@ import shutil
 import pytest
 from helpers import served_shapes
 
+pytestmark = pytest.mark.slow  # a browser
+
 REQUIRED = os.environ.get("EMBEDKIT_BROWSER_TEST") == "require"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -143,11 +143,6 @@ def test_store_import_and_info_commands(tmp_path, codes):
     assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
 
 
-@pytest.fixture(scope="module")
-def lite0():
-    return embedkit.Backbone("efficientnet_lite0", device="cpu")
-
-
 def test_hostile_names_and_link_loops_keep_every_file_once(tmp_path, lite0):
     rng = np.random.default_rng(3)
     root = tmp_path / "imgs"

@@ -221,7 +221,8 @@ def _whitened(folder) -> CodeStore:
     for k in range(2):
         write_shard(folder, k, rng.normal(size=(ROWS, DIM)), {"path": [f"p{k}{i}" for i in range(ROWS)]},
                     postprocess=pp)
-    return finalize(folder, [0, 1], identity=None, dim=DIM, dtype="float32", postprocess=pp)
+    finalize(folder, [0, 1], identity=None, dim=DIM, dtype="float32", postprocess=pp)
+    return CodeStore.open(folder)
 
 
 CRAFTED_PCA = {

@@ -34,8 +34,8 @@ def store(tmp_path) -> CodeStore:
                      "width": [64] * rows, "height": [48] * rows, "bytes": [999] * rows, "sha1": ["0" * 40] * rows},
                     [(f"bad/{sid}-{k}.png", "not an image") for k in range(skipped)], postprocess=pp)
         n += rows
-    return finalize(tmp_path / "codes", list(range(len(SHARDS))), identity=None, dim=DIM, dtype="float32",
-                    postprocess=pp)
+    finalize(tmp_path / "codes", list(range(len(SHARDS))), identity=None, dim=DIM, dtype="float32", postprocess=pp)
+    return CodeStore.open(tmp_path / "codes")
 
 
 def _paths(store) -> list:

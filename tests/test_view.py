@@ -15,7 +15,10 @@ from PIL import Image
 from embedkit.device import has_module
 from embedkit.errors import ConfigError, DataError, MissingDependencyError, StoreError
 from embedkit.store.codestore import CodeStore
-from embedkit.view.project import Projection, ViewPanel, code_metrics, palette, plot_views, project, view
+from embedkit.view.metrics import code_metrics
+from embedkit.view.pipeline import view
+from embedkit.view.plot import ViewPanel, palette, plot_views
+from embedkit.view.project import Projection, project
 from embedkit.view.html import write_view_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -103,6 +106,7 @@ def test_tsne_groups_blobs_reproducible_and_subsamples():
     assert np.all(np.diff(s.indices) > 0) and s.params["fraction"] == 0.25
 
 
+@pytest.mark.slow
 def test_umap_groups_blobs_and_is_reproducible():
     x, y = blobs(n_per=30, d=16)
     a = project(x, "umap", seed=0)
@@ -300,6 +304,7 @@ def test_default_map_draws_on_the_base_install_and_umap_fails_before_any_work(tm
     assert "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_real_codes_group_by_class(emoji_store, tmp_path):
     """On the real illustration codes, neighbours share the class far above chance (1/30), and the map is drawn."""
     res = view(emoji_store, tmp_path / "emoji.png", method="tsne", thumbnails=10, max_points=200)

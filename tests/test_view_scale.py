@@ -3,62 +3,17 @@
 from __future__ import annotations
 
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import synthetic_store
 
 import embedkit.device
 import embedkit.view.project as vp
 from embedkit.errors import ConfigError
-from embedkit.view.project import code_metrics, project, resolve_view_backend
+from embedkit.view.metrics import code_metrics
 from embedkit.view.pipeline import view
-
-
-class SyntheticStore:
-    """A code store of ``n`` x ``d`` codes computed from the row number on demand (never all in memory).
-
-    Implements the store API that view may use (len, dim, path, meta, identity=None, labels, paths,
-    take, iter_chunks) and records how it was read: the largest block, whether take() got sorted rows,
-    rows read in total and how often ``paths`` was looked up.
-    """
-
-    def __init__(self, n: int, d: int, k: int = 4, seed: int = 0, path="synthetic"):
-        rng = np.random.default_rng(seed)
-        self.n, self.dim, self.path = n, d, Path(path)
-        self.meta, self.identity = {"created": "2024-01-01T00:00:00"}, None
-        self.centres = (rng.normal(size=(k, d)) * 3).astype(np.float32)
-        self.freq = rng.uniform(0.1, 3.0, size=d).astype(np.float32)
-        self.cls = np.arange(n) % k
-        self.labels = np.array([f"c{i}" for i in range(k)], dtype=object)[self.cls]
-        self._paths = np.array([f"img/{i:07d}.png" for i in range(n)], dtype=object)
-        self.path_reads = self.rows_read = self.max_block = 0
-        self.unsorted_takes = 0
-
-    def __len__(self):
-        return self.n
-
-    @property
-    def paths(self):
-        self.path_reads += 1
-        return self._paths
-
-    def _rows(self, idx):
-        idx = np.asarray(idx, np.int64)
-        self.rows_read += len(idx)
-        self.max_block = max(self.max_block, len(idx))
-        noise = np.sin(np.outer(idx + 1, self.freq).astype(np.float32) + self.freq)
-        return self.centres[self.cls[idx]] + noise
-
-    def take(self, indices):
-        idx = np.asarray(indices, np.int64)
-        self.unsorted_takes += int(np.any(np.diff(idx) < 0))
-        return self._rows(idx)
-
-    def iter_chunks(self, rows=65536, start=0, stop=None):
-        stop = self.n if stop is None else min(stop, self.n)
-        for i in range(start, stop, rows):
-            yield i, self._rows(np.arange(i, min(i + rows, stop)))
+from embedkit.view.project import project, resolve_view_backend
 
 
 def traced_peak(fn):
@@ -79,11 +34,11 @@ def small_chunks(monkeypatch):
 
 
 def test_pca_fits_on_a_sample_and_transforms_every_row_in_chunks(small_chunks):
-    store = SyntheticStore(60_000, 128)
+    store = synthetic_store(60_000, 128)
     p, peak = traced_peak(lambda: project(store, "pca", max_points=3000, seed=0))
     assert p.xy.shape == (60_000, 2) and np.array_equal(p.indices, np.arange(60_000))
     assert p.params["policy"] == "transform" and p.params["n_fit"] == 3000
-    assert store.max_block <= 3000 and store.unsorted_takes == 0
+    assert store.largest_block <= 3000 and store.unsorted_takes == 0
     assert store.rows_read == 2 * (60_000 + 3000)  # two runs: every row once, plus the fit sample
     # All codes would be 60k x 128 x 4 = 30.7 MB; we hold the 0.96 MB output, a fit sample and one chunk.
     assert peak < 8e6, f"peak {peak / 1e6:.1f} MB"
@@ -96,13 +51,14 @@ def test_pca_fits_on_a_sample_and_transforms_every_row_in_chunks(small_chunks):
     assert (resid ** 2).sum() / ((full - full.mean(0)) ** 2).sum() < 0.01
 
 
+@pytest.mark.slow
 def test_umap_fits_on_a_sample_and_transforms_the_rest(monkeypatch):
     monkeypatch.setattr(vp, "chunk_rows", lambda d: 400)
-    store = SyntheticStore(2000, 96, k=3)
+    store = synthetic_store(2000, 96, k=3)
     logs = []
     p = project(store, "umap", max_points=500, pca_dims=10, seed=0, log=logs.append)
     assert p.xy.shape == (2000, 2) and p.params["policy"] == "transform" and p.params["n_fit"] == 500
-    assert p.params["pca_dims"] == 10 and store.max_block <= 500 and store.unsorted_takes == 0
+    assert p.params["pca_dims"] == 10 and store.largest_block <= 500 and store.unsorted_takes == 0
     assert store.rows_read == 2000 + 500 + 500  # PCA sample, fit sample, then every row once in chunks
     # transformed points land with their own class: 5-NN in 2-D on the transformed (not fitted) rows
     from sklearn.neighbors import KNeighborsClassifier
@@ -115,7 +71,7 @@ def test_umap_fits_on_a_sample_and_transforms_the_rest(monkeypatch):
 
 
 def test_tsne_projects_the_sample_only_by_default_and_says_so(tmp_path):
-    store = SyntheticStore(3000, 16)
+    store = synthetic_store(3000, 16)
     res = view(store, tmp_path / "t.png", method="tsne", backend="opentsne", max_points=300, metrics_points=400)
     p = res.params[0]
     assert p["policy"] == "sample" and len(res.panels[0].xy) == 300 and store.unsorted_takes == 0
@@ -125,7 +81,7 @@ def test_tsne_projects_the_sample_only_by_default_and_says_so(tmp_path):
 
 
 def test_tsne_can_transform_the_rest_with_opentsne():
-    store = SyntheticStore(700, 16, k=2)
+    store = synthetic_store(700, 16, k=2)
     p = project(store, "tsne", backend="opentsne", max_points=200, rest="transform", seed=0)
     assert p.xy.shape == (700, 2) and p.params["policy"] == "transform" and np.isfinite(p.xy).all()
     with pytest.raises(ConfigError, match="--rest drop"):
@@ -133,7 +89,7 @@ def test_tsne_can_transform_the_rest_with_opentsne():
 
 
 def test_view_draws_a_bounded_sample_and_indexes_paths_as_arrays(tmp_path, small_chunks):
-    store = SyntheticStore(30_000, 32)
+    store = synthetic_store(30_000, 32)
     res = view(store, tmp_path / "m.html", method="pca", max_points=1000, max_draw=2500, thumbnails=0)
     assert len(res.panels[0].xy) == 2500 and res.params[0]["n_fit"] == 1000
     assert store.path_reads <= 2  # not once per point (issue 8: 2.4 s at 8k items, minutes at 100k)
@@ -147,9 +103,9 @@ def test_view_draws_a_bounded_sample_and_indexes_paths_as_arrays(tmp_path, small
 
 
 def test_metrics_run_on_a_bounded_sample():
-    store = SyntheticStore(50_000, 24)
+    store = synthetic_store(50_000, 24)
     m = code_metrics(store, store.labels, max_points=800)
-    assert m["n"] == 800 and m["n_labelled"] == 50_000 and store.max_block == 800 and m["knn_acc"] > 0.9
+    assert m["n"] == 800 and m["n_labelled"] == 50_000 and store.largest_block == 800 and m["knn_acc"] > 0.9
 
 
 def test_device_cpu_forces_cpu_libraries_on_a_cuda_machine_with_cuml(monkeypatch, tmp_path):
@@ -163,5 +119,5 @@ def test_device_cpu_forces_cpu_libraries_on_a_cuda_machine_with_cuml(monkeypatch
         resolve_view_backend("umap", "cuml", "cpu")
     with pytest.raises(ConfigError, match="runs on the CPU"):
         resolve_view_backend("tsne", "sklearn", "cuda")
-    res = view(SyntheticStore(200, 8), tmp_path / "m.png", method="pca", device="cpu")
+    res = view(synthetic_store(200, 8), tmp_path / "m.png", method="pca", device="cpu")
     assert res.params[0]["backend"] == "sklearn"

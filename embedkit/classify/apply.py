@@ -52,7 +52,7 @@ def score_rows(clf, store, rows=None, chunk: int = CHUNK_ROWS) -> np.ndarray:
 
 def evaluate_store(model_path, store, out=None, part: str = "all", chunk: int = CHUNK_ROWS) -> tuple[dict, list, dict]:
     """Evaluate a saved model on a store (``part``: ``all`` items or the model's own ``test``/``val``/``train``)."""
-    from embedkit.classify.evaluate import evaluate_scores, model_extra, recorded_sha1, write_evaluation
+    from embedkit.classify.evaluate import evaluate_scores, model_extra, write_evaluation
     from embedkit.classify.model_folder import check_store_matches, load_classifier
     from embedkit.splits import SPLITS, split_from_file
 
@@ -72,7 +72,7 @@ def evaluate_store(model_path, store, out=None, part: str = "all", chunk: int = 
             raise DataError(f"the model's split has no {part} items")
     idx = slice(None) if rows is None else rows
     rep, failures = evaluate_scores(score_rows(clf, store, rows, chunk), clf.classes_, store.labels[idx],
-                                    store.paths[idx], sha1=recorded_sha1(store, rows))
+                                    store.paths[idx], sha1=store.recorded_sha1(rows))
     files = write_evaluation(out, rep, failures, title=f"{part} of {store.path.name}",
                              extra=model_extra(meta)) if out else {}
     return rep, failures, files

@@ -6,7 +6,7 @@ items with their top-5 classes and scores).
 
 ``failures.html`` inlines the picture of a failure only when the file still has the sha1 recorded
 for that store row at embed time (:func:`embedkit.render.gallery.checked_thumbnail_data_uri`): pass
-:func:`recorded_sha1` of the store's rows to :func:`evaluate_scores`. A row without a recorded sha1
+the store's :meth:`~embedkit.store.codestore.CodeStore.recorded_sha1` to :func:`evaluate_scores`. A row without a recorded sha1
 (imported codes, or a caller that passed none) gets a placeholder, never an unchecked file.
 
 ``report.json``/``report.txt`` carry the macro precision/recall/F1 next to the global (micro) figures,
@@ -20,35 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.atomic import write_bytes_atomic, write_csv_atomic, write_text_atomic  # noqa: F401 - re-exported
+from embedkit.atomic import write_csv_atomic
 from embedkit.classify.metrics import accuracy_line, classification_report, rank_classes, write_report
 from embedkit.defaults import TOP_K
 from embedkit.words import plural
 
 
-def recorded_sha1(store, rows=None) -> np.ndarray:
-    """The sha1 recorded at embed time for each row of ``store`` (``rows`` of it when given); "" where none was
-    recorded (a store of imported codes may have no sha1 column)."""
-    from embedkit.errors import EmbedkitError
-
-    items = getattr(store, "items", None)
-    if rows is not None and items is not None and "sha1" in items.column_names:
-        # only the rows asked for become Python strings (a million sha1s as objects are ~100 MB)
-        col = items.column("sha1").take(np.asarray(rows, dtype=np.int64)).to_numpy(zero_copy_only=False)
-    else:
-        try:
-            col = np.asarray(store.column("sha1"), dtype=object)
-        except (EmbedkitError, KeyError, ValueError, AttributeError):
-            col = np.full(len(store), "", dtype=object)
-        if rows is not None:
-            col = col[rows]
-    return np.array(["" if v is None else str(v) for v in col], dtype=object)
-
-
 def model_extra(meta: dict) -> dict:
     """What a report says about the model that made it, from its ``model.json`` (or the same keys): the
     classifier's parameters (``classifier``: method, kernel, C, gamma, decision, ...) and the
-    logistic-regression baseline's figures (``baseline``, on the model's own test split)."""
+    logistic-regression baseline's figures (``logistic_baseline``, on the model's own test split; not
+    ``baseline``, which a softmax baseline's report uses for its own summary)."""
     params = dict(meta.get("params") or {})
     method = meta.get("method") or ("knn" if "n_neighbors" in params else "svm")
     if method == "knn":
@@ -63,7 +45,7 @@ def model_extra(meta: dict) -> dict:
     base = meta.get("baseline")
     if base:
         base = {**base, "where": "on the model's own test split, fitted on its training codes"}
-    return {"classifier": clf, "baseline": base}
+    return {"classifier": clf, "logistic_baseline": base}
 
 
 def evaluate(clf, X, y, paths, k: int = TOP_K, sha1=None):
@@ -74,7 +56,7 @@ def evaluate(clf, X, y, paths, k: int = TOP_K, sha1=None):
 def evaluate_scores(scores, classes, y, paths, k: int = TOP_K, sha1=None):
     """``(report, failures)`` from per-class ``scores`` (N x K, columns in ``classes`` order) of items ``y``.
 
-    ``sha1``: the sha1 recorded for each item's store row (:func:`recorded_sha1`), kept with its failure
+    ``sha1``: the sha1 recorded for each item's store row (``store.recorded_sha1(rows)``), kept with its failure
     row so that ``failures.html`` inlines only files that still have it; None: no picture is inlined.
     """
     classes = [str(c) for c in classes]

@@ -24,9 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embedkit.checks import check_codes
-from embedkit.classify.svm import DECISIONS, KERNELS, SVMClassifier, check_labels, resolve_gamma
+from embedkit.classify.constants import DECISIONS, KERNELS
+from embedkit.classify.svm import SVMClassifier, check_C, resolve_gamma
 from embedkit.defaults import CV_FOLDS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.estimators import check_labels
 
 
 def effective_folds(y, cv: int = CV_FOLDS) -> tuple[int, str | None]:
@@ -75,7 +77,7 @@ def param_grid(kernels, Cs, gammas) -> list[dict]:
     for k in kernels:
         if k not in KERNELS:
             raise invalid("kernel", k, KERNELS)
-        d = {"kernel": [k], "C": [float(c) for c in Cs]}
+        d = {"kernel": [k], "C": [check_C(c) for c in Cs]}
         if k != "linear":
             d["gamma"] = [float(g) for g in gammas]
         grid.append(d)
@@ -150,9 +152,7 @@ def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=
     one prediction in a thousand near decision ties (1,500 x 1,280 codes: 5 of 96 fold scores off
     by one item).
     """
-    from joblib import Parallel, delayed
-    from sklearn.model_selection import ParameterGrid, StratifiedKFold
-    from tqdm.auto import tqdm
+    from sklearn.model_selection import ParameterGrid
 
     t0 = time.perf_counter()
     if decision not in DECISIONS:
@@ -160,25 +160,51 @@ def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=
     X = check_codes(X, copy=False)
     y = check_labels(y, X.shape[0])
     n = X.shape[0]
+    grid = list(ParameterGrid(param_grid(kernels, Cs, resolve_gammas(gammas, X))))  # C checked before the Gram
     if gram_dtype not in ("float32", "float64"):
         raise invalid("gram_dtype", gram_dtype, ("float64", "float32"), "float64 is exact, float32 faster but may flip near-ties")
     need = n * n * np.dtype(gram_dtype).itemsize
     if need > max_gram_bytes:
         raise ConfigError(f"a grid search over {n} items needs a {n}x{n} Gram matrix ({need / 2**30:.1f} GiB), more than "
                           f"max_gram_bytes={max_gram_bytes / 2**30:.1f} GiB; search on a stratified subsample")
-    if isinstance(cv, (int, np.integer)):
-        cv, note = effective_folds(y, cv)
-        if note:
-            warnings.warn(note, stacklevel=2)
-        if n < cv:
-            raise DataError(f"a {cv}-fold grid search needs at least {cv} items, got {n}; add images")
-        with warnings.catch_warnings():  # "least populated class has only 1 member": said in the note
-            warnings.simplefilter("ignore", UserWarning)
-            folds = list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
-    else:
-        folds = [(np.asarray(a), np.asarray(b)) for a, b in cv]
-    grid = list(ParameterGrid(param_grid(kernels, Cs, resolve_gammas(gammas, X))))
-    gram, sq, a, c = centred_gram(X, device, dtype=gram_dtype)
+    folds = _folds(y, cv, seed)
+    gram = centred_gram(X, device, dtype=gram_dtype)
+    scores = _fold_scores(gram, y, folds, grid, decision, class_weight, coef0, degree, n_jobs, progress)
+    means = np.average(scores, axis=1)
+    stds = np.sqrt(np.average((scores - means[:, None]) ** 2, axis=1))
+    from scipy.stats import rankdata
+
+    ranks = rankdata(-means, method="min").astype(int)
+    best = int(np.argmin(ranks))
+    rows = [{"index": i, "params": grid[i], "mean_score": float(means[i]), "std_score": float(stds[i]),
+             "split_scores": scores[i].tolist(), "rank": int(ranks[i])} for i in range(len(grid))]
+    return GridSearchResult(dict(grid[best]), float(means[best]), rows, folds, time.perf_counter() - t0)
+
+
+def _folds(y: np.ndarray, cv, seed: int) -> list:
+    """``(train_idx, test_idx)`` pairs: ``cv`` stratified, shuffled, seeded folds (fewer where a class is too
+    small, with a warning), or the pairs given."""
+    from sklearn.model_selection import StratifiedKFold
+
+    n = len(y)
+    if not isinstance(cv, (int, np.integer)):
+        return [(np.asarray(a), np.asarray(b)) for a, b in cv]
+    cv, note = effective_folds(y, cv)
+    if note:
+        warnings.warn(note, stacklevel=3)
+    if n < cv:
+        raise DataError(f"a {cv}-fold grid search needs at least {cv} items, got {n}; add images")
+    with warnings.catch_warnings():  # "least populated class has only 1 member": said in the note
+        warnings.simplefilter("ignore", UserWarning)
+        return list(StratifiedKFold(cv, shuffle=True, random_state=seed).split(np.zeros(n), y))
+
+
+def _fold_scores(centred, y, folds, grid, decision, class_weight, coef0, degree, n_jobs, progress) -> np.ndarray:
+    """Accuracy of every grid point (rows) on every fold (columns), each kernel derived from the one Gram."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    gram, sq, a, c = centred
 
     def base(kind, rows, cols):
         g = gram[np.ix_(rows, cols)].astype(np.float64)
@@ -219,12 +245,4 @@ def grid_search_svm(X, y, kernels=SVM_KERNELS, Cs=SVM_CS, gammas=SVM_GAMMAS, cv=
             scores[i, f] = s
         bar.update(1)
     bar.close()
-    means = np.average(scores, axis=1)
-    stds = np.sqrt(np.average((scores - means[:, None]) ** 2, axis=1))
-    from scipy.stats import rankdata
-
-    ranks = rankdata(-means, method="min").astype(int)
-    best = int(np.argmin(ranks))
-    rows = [{"index": i, "params": grid[i], "mean_score": float(means[i]), "std_score": float(stds[i]),
-             "split_scores": scores[i].tolist(), "rank": int(ranks[i])} for i in range(len(grid))]
-    return GridSearchResult(dict(grid[best]), float(means[best]), rows, folds, time.perf_counter() - t0)
+    return scores

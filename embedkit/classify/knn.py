@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from embedkit.classify.svm import _TopKMixin, validated
+from embedkit.classify.svm import _TopKMixin
+from embedkit.estimators import validated
 
 
 class KNNCodesClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):

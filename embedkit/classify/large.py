@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from embedkit.classify.svm import KERNELS, _as_2col, _TopKMixin, resolve_gamma, validated
+from embedkit.classify.constants import KERNELS
+from embedkit.classify.svm import _as_2col, _TopKMixin, resolve_gamma
+from embedkit.estimators import validated
 from embedkit.errors import ConfigError, invalid
 
 #: Nystroem components of the fall-back model (the kernel is approximated on this many sampled rows)

@@ -154,8 +154,8 @@ def report_table(rep: dict, title: str = "") -> str:
     """A readable fixed-width table of a :func:`classification_report`.
 
     Below the per-class rows: ``ALL`` (global, micro: over all items) and, when present, ``MACRO``
-    (unweighted mean over classes), then the ``classifier`` parameters and the ``baseline`` figures
-    a report may carry (see :func:`embedkit.classify.evaluate.write_evaluation`).
+    (unweighted mean over classes), then the ``classifier`` parameters and the ``logistic_baseline``
+    figures a report may carry (see :func:`embedkit.classify.evaluate.write_evaluation`).
     """
     ks = [int(k[3:]) for k in rep if k.startswith("top") and k[3:].isdigit()]
     width = max([len("class")] + [len(c) for c in rep["classes"]])
@@ -183,8 +183,8 @@ def report_table(rep: dict, title: str = "") -> str:
     clf = rep.get("classifier")
     if clf:
         lines += ["", "classifier: " + ", ".join(f"{k} {_fmt_param(v)}" for k, v in clf.items() if v is not None)]
-    if "baseline" in rep:
-        b = rep.get("baseline")
+    if "logistic_baseline" in rep:
+        b = rep.get("logistic_baseline")
         where = f" ({b['where']})" if b and b.get("where") else ""
         lines.append(f"logistic-regression baseline{where}: " + (
             "  ".join(f"top-{k[3:]} {b[k]:.4f}" for k in b if k.startswith("top") and k[3:].isdigit())

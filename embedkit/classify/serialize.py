@@ -59,7 +59,10 @@ def dump_estimator(est, arrays: dict, prefix: str = "") -> dict:
     name = type(est).__name__
     if name not in _registry():
         raise ConfigError(f"a {name} cannot be saved; embedkit saves {', '.join(_registry())}")
-    params = est.get_params(deep=False)
+    from embedkit.device import Compute
+
+    # an entry point's resolved device is saved as what was asked (``auto``...): it is resolved again on load
+    params = {k: v.requested if isinstance(v, Compute) else v for k, v in est.get_params(deep=False).items()}
     for k, v in params.items():
         if not isinstance(v, (str, int, float, bool, type(None), dict)):
             raise ConfigError(f"parameter {k}={v!r} of {name} cannot be saved; use a plain value")

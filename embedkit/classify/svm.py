@@ -16,58 +16,23 @@ import logging
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import NotFittedError as _SkNotFitted
-from sklearn.utils.multiclass import check_classification_targets
 
-from embedkit.checks import check_codes
-from embedkit.classify.constants import DECISIONS, KERNELS  # noqa: F401 - re-exported
-from embedkit.errors import ConfigError, DataError, NotFittedError, invalid
+from embedkit.classify.constants import DECISIONS, KERNELS
+from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.estimators import validated
 
 log = logging.getLogger(__name__)
 
-def check_labels(y, n: int, min_classes: int = 2) -> np.ndarray:
-    """Labels for ``n`` items with at least ``min_classes`` classes, or a :class:`DataError`."""
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != n:
-        raise DataError(f"got {len(y) if y.ndim else 'no'} labels of shape {y.shape} for {n} items; give one label per item")
+
+def check_C(C) -> float:
+    """The SVM's C as a float, or a :class:`ConfigError`: a positive number (checked before any kernel is built)."""
     try:
-        check_classification_targets(y)
-    except ValueError as exc:
-        raise DataError(f"labels cannot be used for classification: {exc}") from exc
-    if y.dtype == object and ((y == "") | np.equal(y, None)).any():
-        raise DataError("some items have no label; put each image in a class sub-folder (or give a label column)")
-    k = len(np.unique(y))
-    if k < min_classes:
-        raise DataError(f"classification needs at least {min_classes} classes, got {k} "
-                        f"({'one class' if k == 1 else 'classes'} {np.unique(y)[:3].tolist()}); add images of other classes")
-    return y
-
-
-class EstimatorNotFittedError(NotFittedError, _SkNotFitted):
-    """Not fitted yet: embedkit's error that scikit-learn (``GridSearchCV``, ``check_is_fitted``) recognises too."""
-
-
-def validated(est, X, y="no_validation", reset: bool = False):
-    """scikit-learn's input validation (2-D, numeric, dense, ``n_features_in_``) with our errors and NaN check.
-
-    ``reset=True`` (in ``fit``) records ``n_features_in_``; otherwise X must match it.
-    """
-    from sklearn.utils.validation import check_is_fitted, validate_data
-
-    if not reset:
-        try:
-            check_is_fitted(est)
-        except _SkNotFitted as exc:
-            raise EstimatorNotFittedError(f"this {type(est).__name__} is not fitted yet; call fit(X, y) first") from exc
-    try:
-        out = validate_data(est, X, y, reset=reset, ensure_all_finite=False)
-    except ValueError as exc:
-        raise DataError(f"codes cannot be used: {exc}") from exc
-    X, y = out if isinstance(out, tuple) else (out, None)
-    X = check_codes(X, copy=False)
-    if y is not None:
-        y = check_labels(y, X.shape[0])
-    return X, y
+        c = float(C)
+    except (TypeError, ValueError):
+        c = float("nan")
+    if not c > 0 or c == float("inf"):
+        raise invalid("C", C, "a positive number")
+    return c
 
 
 def resolve_gamma(gamma, X) -> float:
@@ -163,8 +128,7 @@ class SVMClassifier(_TopKMixin, ClassifierMixin, BaseEstimator):
             raise invalid("kernel", self.kernel, KERNELS)
         if self.decision not in DECISIONS:
             raise invalid("decision", self.decision, DECISIONS, "ovr = one-vs-rest, ovo = one-vs-one")
-        if not float(self.C) > 0:
-            raise invalid("C", self.C, "a positive number")
+        check_C(self.C)
         backend = svm_backend(self.backend, self.device)
         if backend == "cuml" and self.kernel == "precomputed":
             raise ConfigError("kernel='precomputed' works only with backend='sklearn'")

@@ -24,7 +24,7 @@ from embedkit.classify.constants import METHODS
 from embedkit.classify.metrics import accuracy_line, repeats_line, small_class_notes
 from embedkit.defaults import CV_FOLDS, SPLIT_FRACTIONS, SVM_CS, SVM_GAMMAS, SVM_KERNELS
 from embedkit.errors import ConfigError, DataError, invalid
-from embedkit.splits import DESIGN, designs, make_split, pick_groups  # noqa: F401 - pick_groups re-exported
+from embedkit.splits import DESIGN, designs, make_split
 from embedkit.stats import summarize
 
 
@@ -84,61 +84,107 @@ def _jobs(n_jobs) -> int:
     return os.cpu_count() or 1 if n_jobs in (None, -1) else max(1, int(n_jobs))
 
 
+def _fitted_params(method: str, mode: str, best: dict, decision: str, class_weight) -> dict:
+    """The parameters of the model really fitted, for its report: the fall-back (SGD, one-vs-rest) takes
+    neither ``decision`` nor ``class_weight``."""
+    if method != "svm":
+        return best
+    if mode == "approx":
+        return {**best, "decision": "ovr", "class_weight": None}
+    return {**best, "decision": decision, "class_weight": class_weight}
+
+
 def _fit(store, labels, fit_rows, seed, progress, *, method, kernels, Cs, gammas, cv, decision, class_weight,
-         backend, device, compute, n_jobs, max_kernel_rows, memory_budget, n_neighbors, approx_params, calibrate):
+         backend, device, n_jobs, max_kernel_rows, memory_budget, n_neighbors, approx_params, calibrate):
     """Fit the classifier on ``fit_rows``: ``(clf, grid search or None, plan, notes, X_search, y_search)``."""
     from embedkit.classify.apply import read_rows
-    from embedkit.classify.gridsearch import effective_folds, grid_search_svm
-    from embedkit.classify.large import ApproxKernelSVM, plan_training, stratified_sample
-    from embedkit.classify.svm import SVMClassifier, check_labels, svm_backend
+    from embedkit.classify.large import plan_training
+    from embedkit.estimators import check_labels
 
     y_fit = check_labels(labels[fit_rows], len(fit_rows))
     notes, jobs = [], _jobs(n_jobs)
     # decide from sizes alone, before any code is read
     plan = (plan_training(len(fit_rows), store.dim, max_kernel_rows, memory_budget, jobs).to_dict()
             if method == "svm" else {"mode": "knn", "n_fit": len(fit_rows), "reason": f"{n_neighbors}-NN vote"})
-    gs, search_rows = None, fit_rows
     if method == "svm":
-        final_backend = svm_backend(backend, compute)
-        if final_backend == "cuml":
-            notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
-            final_backend = "sklearn"
-        if plan["mode"] == "approx":
-            notes.append(plan["reason"])
-            search_rows = fit_rows[stratified_sample(y_fit, plan["max_kernel_rows"], seed)]
-        plan["search_rows"] = len(search_rows)
-        X_search = read_rows(store, search_rows)
-        y_search = labels[search_rows]
-        folds, note = effective_folds(y_search, cv)
-        if note:
-            notes.append(note)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
-            gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
-                                 decision=decision, class_weight=class_weight, device=compute, n_jobs=n_jobs,
-                                 max_gram_bytes=1 << 62, progress=progress)
-        if plan["mode"] == "exact":
-            clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,
-                                device=device, n_jobs=n_jobs)
-            if calibrate:
-                from embedkit.classify.calibrate import CalibratedSVM
-
-                clf = CalibratedSVM(cv=folds).fit_from(clf, X_search, y_search, seed)
-            else:
-                clf.fit(X_search, y_search)
-        else:
-            dim = store.dim
-            clf = ApproxKernelSVM(**gs.best_params, seed=seed, **(approx_params or {})).fit_reader(
-                lambda pos: read_rows(store, fit_rows[pos]), y_fit, dim)
-            if calibrate:
-                notes.append("--calibrate is for the exact kernel SVM: the Nystroem fall-back's scores stay decision "
-                             "values")
+        clf, gs, X_search, y_search = _fit_svm(store, labels, fit_rows, y_fit, plan, notes, kernels, Cs, gammas, cv,
+                                               seed, decision, class_weight, backend, device, n_jobs, progress,
+                                               approx_params, calibrate)
         return clf, gs, plan, notes, X_search, y_search
     from embedkit.classify.knn import KNNCodesClassifier
 
     X_search, y_search = read_rows(store, fit_rows), y_fit
     clf = KNNCodesClassifier(n_neighbors=n_neighbors, device=device).fit(X_search, y_search)
-    return clf, gs, plan, notes, X_search, y_search
+    return clf, None, plan, notes, X_search, y_search
+
+
+def _fit_svm(store, labels, fit_rows, y_fit, plan: dict, notes: list, kernels, Cs, gammas, cv, seed, decision,
+             class_weight, backend, device, n_jobs, progress, approx_params, calibrate):
+    """Grid search then the final SVM on the training rows: exact, or the fall-back with its search on a
+    stratified subsample (``plan["mode"]``). Returns ``(classifier, grid search, search codes, their labels)``."""
+    from embedkit.classify.apply import read_rows
+    from embedkit.classify.gridsearch import effective_folds, grid_search_svm
+    from embedkit.classify.large import ApproxKernelSVM, stratified_sample
+    from embedkit.classify.svm import SVMClassifier, svm_backend
+
+    final_backend = svm_backend(backend, device)
+    if final_backend == "cuml":
+        notes.append("the final SVM is fitted with scikit-learn: cuML models cannot be saved without pickle yet")
+        final_backend = "sklearn"
+    search_rows = fit_rows
+    if plan["mode"] == "approx":
+        notes.append(plan["reason"])
+        if decision != "ovr" or class_weight is not None:
+            notes.append(f"the fall-back is one-vs-rest without class weights: decision {decision!r} and "
+                         f"class_weight {class_weight!r} applied to the grid search only")
+        search_rows = fit_rows[stratified_sample(y_fit, plan["max_kernel_rows"], seed)]
+    plan["search_rows"] = len(search_rows)
+    X_search = read_rows(store, search_rows)
+    y_search = labels[search_rows]
+    folds, note = effective_folds(y_search, cv)
+    if note:
+        notes.append(note)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the fold note is in `notes`
+        gs = grid_search_svm(X_search, y_search, kernels, Cs or SVM_CS, gammas or SVM_GAMMAS, cv=folds, seed=seed,
+                             decision=decision, class_weight=class_weight, device=device, n_jobs=n_jobs,
+                             max_gram_bytes=1 << 62, progress=progress)
+    if plan["mode"] == "exact":
+        clf = SVMClassifier(**gs.best_params, decision=decision, class_weight=class_weight, backend=final_backend,
+                            device=device, n_jobs=n_jobs)
+        if calibrate:
+            from embedkit.classify.calibrate import CalibratedSVM
+
+            clf = CalibratedSVM(cv=folds).fit_from(clf, X_search, y_search, seed)
+        else:
+            clf.fit(X_search, y_search)
+    else:
+        clf = ApproxKernelSVM(**gs.best_params, seed=seed, **(approx_params or {})).fit_reader(
+            lambda pos: read_rows(store, fit_rows[pos]), y_fit, store.dim)
+        if calibrate:
+            notes.append("--calibrate is for the exact kernel SVM: the Nystroem fall-back's scores stay decision "
+                         "values")
+    return clf, gs, X_search, y_search
+
+
+def _test(clf, store, labels, rows, X_fit, y_fit, baseline: bool):
+    """``(report, failures, test figures, logistic baseline figures or None)`` of ``clf`` on the test ``rows``;
+    the baseline is fitted on the same training codes as the classifier's final fit."""
+    from embedkit.classify.apply import score_rows
+    from embedkit.classify.evaluate import evaluate_scores
+    from embedkit.classify.metrics import classification_report
+    from embedkit.classify.svm import LogisticBaseline
+
+    rep, failures = evaluate_scores(score_rows(clf, store, rows), clf.classes_, labels[rows], store.paths[rows],
+                                    sha1=store.recorded_sha1(rows))
+    test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures),
+            "interval": rep["interval"]}
+    base = None
+    if baseline:
+        lr = LogisticBaseline().fit(X_fit, y_fit)
+        b = classification_report(labels[rows], score_rows(lr, store, rows), lr.classes_)
+        base = {"top1": b["top1"], "top5": b["top5"], "n": b["n"], "interval": b["interval"], "fit_rows": len(y_fit)}
+    return rep, failures, test, base
 
 
 def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FOLDS, seed: int = 0,
@@ -160,11 +206,8 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     test figures over all ``repeats`` splits are summarised (mean, std, interval; :func:`repeated_splits`);
     the saved model is the first split's.
     """
-    from embedkit.classify.apply import score_rows
-    from embedkit.classify.evaluate import evaluate_scores, model_extra, recorded_sha1, write_evaluation
-    from embedkit.classify.metrics import classification_report
+    from embedkit.classify.evaluate import model_extra, write_evaluation
     from embedkit.classify.model_folder import check_out_folder, save_classifier
-    from embedkit.classify.svm import LogisticBaseline
     from embedkit.device import resolve_compute
 
     t0 = time.perf_counter()
@@ -186,7 +229,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if len(fit_rows) == 0:
         raise DataError("the split leaves no items to train on; change --split-by/--fractions/--split-file")
     opts = dict(method=method, kernels=kernels, Cs=Cs, gammas=gammas, cv=cv, decision=decision,
-                class_weight=class_weight, backend=backend, device=device, compute=compute, n_jobs=n_jobs,
+                class_weight=class_weight, backend=backend, device=compute, n_jobs=n_jobs,
                 max_kernel_rows=max_kernel_rows, memory_budget=memory_budget, n_neighbors=n_neighbors,
                 approx_params=approx_params, calibrate=calibrate)
     clf, gs, plan, notes, X_search, y_search = _fit(store, labels, fit_rows, seed, progress, **opts)
@@ -196,20 +239,11 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
     if gs is not None:
         extra["grid_search"] = {**gs.to_dict(), "kernels": list(kernels), "cv": len(gs.folds), "cv_asked": cv,
                                 "seed": seed, "decision": decision}
-    test = base = rep = None
+    test = base = rep = failures = None
     if len(split.test):
-        rep, failures = evaluate_scores(score_rows(clf, store, split.test), clf.classes_, labels[split.test],
-                                        store.paths[split.test], sha1=recorded_sha1(store, split.test))
-        test = {"top1": rep["top1"], "top5": rep["top5"], "n": rep["n"], "failures": len(failures)}
-        if baseline:
-            lr = LogisticBaseline().fit(X_search, y_search)
-            b = classification_report(labels[split.test], score_rows(lr, store, split.test), lr.classes_)
-            base = {"top1": b["top1"], "top5": b["top5"], "n": b["n"], "interval": b["interval"],
-                    "fit_rows": len(y_search)}
-    del X_search
-    if rep is not None:
-        test["interval"] = rep["interval"]
+        rep, failures, test, base = _test(clf, store, labels, split.test, X_search, y_search, baseline)
         notes += small_class_notes(rep)
+    del X_search
     rep_runs = None
     if repeats > 1 and test is not None:
         runs = [{"seed": seed, "top1": test["top1"], "top5": test["top5"], "n": test["n"]}] + repeated_splits(
@@ -225,7 +259,7 @@ def train(store, out, kernels=SVM_KERNELS, Cs=None, gammas=None, cv: int = CV_FO
 
         write_text_atomic(out / "grid_search.txt", gs.table())
     if rep is not None:
-        chosen = {**best, "decision": decision, "class_weight": class_weight} if method == "svm" else best
+        chosen = _fitted_params(method, plan["mode"], best, decision, class_weight)
         files = write_evaluation(out, rep, failures, title=f"{method.upper()} on test",
                                  extra={"training": plan, "method": method, "repeats": rep_runs, **model_extra(
                                      {"method": method, "params": chosen, "gamma": getattr(clf, "gamma_", None),

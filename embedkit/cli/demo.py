@@ -39,8 +39,7 @@ def demo_images():
               help="Backbone to embed with.")
 @device_option
 @verbosity_options
-@click.pass_context
-def command(ctx, source, out, backbone, device, quiet, verbose):
+def command(source, out, backbone, device, quiet, verbose):
     """Run the whole pipeline on the demo images shipped with embedkit, or on SOURCE.
 
     With no SOURCE, uses the 84 emoji illustrations (12 classes) installed with the package, from any
@@ -60,15 +59,16 @@ def command(ctx, source, out, backbone, device, quiet, verbose):
             if not src.is_dir():
                 raise ConfigError(f"SOURCE {str(src)!r} is not a folder; give a folder with one sub-folder per class, "
                                   "or no SOURCE to use the demo images shipped with embedkit")
-        _run(ctx, Path(src), Path(out), backbone, device, quiet)
+        _run(Path(src), Path(out), backbone, device, quiet)
 
 
-def _run(ctx, src: Path, out: Path, backbone, device, quiet):
+def _run(src: Path, out: Path, backbone, device, quiet):
     from embedkit.classify.train import train
-    from embedkit.cli.neighbors import command as neighbors
+    from embedkit.cli.neighbors import echo_note, print_neighbors
+    from embedkit.retrieve.search import neighbors
     from embedkit.runner.embed import embed
     from embedkit.store.codestore import CodeStore
-    from embedkit.view.project import view
+    from embedkit.view.pipeline import view
 
     t0 = time.perf_counter()
     codes = out / "codes"
@@ -93,8 +93,8 @@ def _run(ctx, src: Path, out: Path, backbone, device, quiet):
     for p, lab in zip(store.paths, store.labels):
         first.setdefault(lab, p)
     queries = tuple(list(first.values())[:4])
-    ctx.invoke(neighbors, queries=queries, codes_dir=str(codes), k=8, html_out=str(out / "neighbors.html"),
-               device=device, quiet=quiet, exclude_self=True)
+    nr = neighbors(store, queries, 8, exclude_self=True, device=device, progress=not quiet, note=echo_note)
+    print_neighbors(nr, nr.write(html=str(out / "neighbors.html")))
     click.echo(f"demo done in {time.perf_counter() - t0:.1f}s: store {codes}, model and report {out / 'model'} "
                f"(report.txt, confusion.png, failures.html), map {out / 'map.png'} and {out / 'map.html'}, "
                f"gallery {out / 'neighbors.html'}")

@@ -1,89 +1,34 @@
-"""`embedkit neighbors QUERIES... --codes codes/`: nearest stored images of query images, or near-duplicates."""
+"""`embedkit neighbors STORE QUERIES...`: nearest stored images of query images, or near-duplicates (--dedupe).
+
+The decisions (which algorithm, which store row a query is, sha1 checks of the gallery) are the library's
+:func:`embedkit.neighbors` / :func:`embedkit.dedupe`; this module parses options and prints the result.
+"""
 
 from __future__ import annotations
-
-import os
-import time
-from pathlib import Path
 
 import click
 
 from embedkit.cli.options import batch_size_option, device_option, verbosity_options, workers_option
 from embedkit.cli.text import printable
-from embedkit.errors import ConfigError, DataError, EmbedkitError
-from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS
+from embedkit.errors import ConfigError
+from embedkit.retrieve.constants import BACKENDS, DEFAULT_COSINE_THRESHOLD, KINDS, METRICS
 
-__all__ = ["command", "cached_index"]
+__all__ = ["command", "echo_note", "print_dedupe", "print_neighbors"]
 
 # The library pieces (NumPy, FAISS, scikit-learn) are imported inside the functions that use them, not
 # when the CLI starts: `embedkit --help` and TAB completion stay fast.
 
-DEFAULT_COSINE_THRESHOLD = 0.05
 
-
-def _note(message: str) -> None:
+def echo_note(message: str) -> None:
+    """A library note (cache rebuilt, CPU fall-back) as a ``note:`` line on stderr."""
     click.echo(f"note: {message}", err=True)
 
 
-def format_distance(d, metric: str, digits: int = 4) -> str:
-    """``d`` with ``digits`` decimals; a cosine/l2 distance below 0 (float rounding) is 0, and never "-0.0000"."""
-    d = float(d)
-    if metric != "ip" and d < 0:
-        d = 0.0
-    text = f"{d:.{digits}f}"
-    return f"{0.0:.{digits}f}" if float(text) == 0 else text
-
-
-def _csv_distance(d, metric: str) -> str:
-    d = float(d)
-    if metric != "ip" and d < 0:
-        d = 0.0
-    return f"{d + 0.0:.6g}"  # + 0.0: no "-0"
-
-
-def recorded_sha1(store) -> "np.ndarray":  # noqa: F821 (numpy is imported inside)
-    """The sha1 recorded for each store row at embed time ("" where none was recorded)."""
-    import numpy as np
-
-    try:
-        col = store.column("sha1")
-    except (EmbedkitError, KeyError, ValueError):  # imported codes without a sha1 column
-        return np.full(len(store), "", dtype=object)
-    return np.array(["" if v is None else str(v) for v in col], dtype=object)
-
-
-def _same_file(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    return os.path.basename(a) == os.path.basename(b) and os.path.realpath(a) == os.path.realpath(b)
-
-
-def _store_rows_of(store, paths) -> dict:
-    """Store row of each query path that is itself a stored image (by path; one pass over the paths)."""
-    want = {os.path.basename(p): [] for p in paths}
-    for r, sp in enumerate(store.paths):
-        if os.path.basename(sp) in want:
-            want[os.path.basename(sp)].append(r)
-    out = {}
-    for p in paths:
-        for r in want[os.path.basename(p)]:
-            if _same_file(p, store.paths[r]):
-                out[p] = r
-                break
-    return out
-
-
-def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = False, progress: bool = True,
-                 device: str = "auto"):
-    """The library's :func:`embedkit.retrieve.cache.cached_index`, with its notes printed as ``note:`` lines."""
-    from embedkit.retrieve.cache import cached_index as _cached_index
-    return _cached_index(store, metric, kind, backend, rebuild=rebuild, progress=progress, device=device, note=_note)
-
-
 @click.command(name="neighbors")
+@click.argument("store", required=False, type=click.Path())
 @click.argument("queries", nargs=-1, type=click.Path())
-@click.option("--codes", "codes_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Code store folder (from `embedkit embed`).")
+@click.option("--codes", "codes_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Deprecated: give the store folder as the first argument instead.")
 @click.option("-k", "--top-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Neighbours listed per query (closest first).")
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
@@ -94,19 +39,23 @@ def cached_index(store, metric: str, kind: str, backend: str, rebuild: bool = Fa
               help="Search library; auto = GPU FAISS when present, torch on CUDA without it, else CPU FAISS.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False), default=None, help="Write a thumbnail gallery here.")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), default=None, help="Write the results as CSV here.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the results as JSON here (per query its neighbours; per group its images).")
+@click.option("--parquet", "parquet_out", type=click.Path(dir_okay=False), default=None,
+              help="Write the results as a Parquet table here (the CSV's columns, typed).")
 @click.option("--dedupe", is_flag=True, help="List groups of near-duplicate images of the store instead (no QUERIES).")
 @click.option("--threshold", type=float, default=None,
               help=f"--dedupe: largest distance of a near-duplicate pair (default {DEFAULT_COSINE_THRESHOLD} for cosine; required otherwise).")
-@click.option("--rebuild", is_flag=True, help="Rebuild the cached index in CODES/index/ even if it is up to date.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the cached index in STORE/index/ even if it is up to date.")
 @click.option("--exclude-self", is_flag=True,
               help="Leave out the query image itself when it is in the store (still -k results).")
 @device_option
 @workers_option
 @batch_size_option
 @verbosity_options
-def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, dedupe, threshold, rebuild, device,
-            quiet, verbose=False, workers=None, batch_size=None, exclude_self=False):
-    """Print the stored images nearest to each query image (files or folders of images), closest first.
+def command(store, queries, codes_dir, k, metric, kind, backend, html_out, csv_out, json_out, parquet_out, dedupe,
+            threshold, rebuild, device, quiet, verbose=False, workers=None, batch_size=None, exclude_self=False):
+    """Print the images of STORE nearest to each query image (files or folders of images), closest first.
 
     Queries are embedded with the store's backbone, layer and post-processing. Unreadable query images are
     listed and skipped. A query that is itself in the store shows its label; results with the same label are
@@ -115,133 +64,59 @@ def command(queries, codes_dir, k, metric, kind, backend, html_out, csv_out, ded
     The --html gallery inlines a store image only if the file still has the sha1 recorded at embed time
     (else a placeholder); the --csv file is safe to open in a spreadsheet (no text starts a formula).
     """
-    from embedkit.atomic import spreadsheet_safe
-    from embedkit.retrieve.queries import check_embeddable, collect_queries, embed_queries
-    from embedkit.store.codestore import CodeStore
+    import embedkit
 
-    t0 = time.perf_counter()
-    store = CodeStore.open(codes_dir)
+    if codes_dir is not None:
+        echo_note("--codes is deprecated; give the store first: embedkit neighbors STORE QUERY...")
+        store, queries = codes_dir, ((store,) if store else ()) + tuple(queries)
+    elif store is None:
+        raise ConfigError("give the code store folder first: embedkit neighbors STORE QUERY... (or STORE --dedupe)")
+    outputs = {"html": html_out, "csv": csv_out, "json": json_out, "parquet": parquet_out}
     if dedupe:
         if queries:
             raise ConfigError("--dedupe looks at the whole store and takes no QUERIES; drop them or drop --dedupe")
-        return _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device)
+        res = embedkit.dedupe(store, threshold, metric=metric, kind=kind, backend=backend, rebuild=rebuild,
+                              device=device, progress=not quiet, note=echo_note)
+        print_dedupe(res, res.write(**outputs))
+        return
     if threshold is not None:
         raise ConfigError("--threshold only applies with --dedupe")
-    if not queries:
-        raise ConfigError("give at least one query image or folder of images (or --dedupe)")
-    if k > len(store):
-        raise ConfigError(f"-k {k} is larger than the {len(store)} images in store {codes_dir}; use -k {len(store)} or less")
-    check_embeddable(store)  # before any image is read: a store of imported codes cannot embed queries
-    paths, skipped = collect_queries(queries)
-    codes, paths, bad = embed_queries(store, paths, device=device, workers=workers, batch_size=batch_size,
-                                      progress=not quiet)
-    skipped += bad
-    for p, reason in skipped:
+    res = embedkit.neighbors(store, queries, k, metric=metric, kind=kind, backend=backend, exclude_self=exclude_self,
+                             rebuild=rebuild, device=device, workers=workers, batch_size=batch_size,
+                             progress=not quiet, note=echo_note)
+    print_neighbors(res, res.write(**outputs))
+
+
+def _where(written: dict) -> str:
+    return "".join(f"; {kind} -> {path}" for kind, path in written.items())
+
+
+def print_neighbors(res, written: dict | None = None) -> None:
+    """Print a :class:`~embedkit.retrieve.search.NeighborsResult`: skipped queries, each query's list, a summary."""
+    from embedkit.retrieve.search import format_distance
+
+    for p, reason in res.skipped:
         click.echo(f"skipped query {printable(p)}: {printable(reason)}", err=True)
-    if codes is None:
-        raise DataError(f"none of the {len(skipped)} queries could be read as an image (reasons above)")
-    index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
-    D, ids = index.search(codes, min(k + 1, len(store)) if exclude_self else k)
-    labels = store.labels
-    sha1 = recorded_sha1(store) if html_out else None
-    in_store = _store_rows_of(store, paths)
-    rows, sections = [], []
-    for qi, qpath in enumerate(paths):
-        qrow = in_store.get(qpath)
-        qlabel = labels[qrow] if qrow is not None else ""
-        where_q = f"  [{qlabel}]" if qlabel else ("" if qrow is not None else "  (not in the store)")
-        click.echo(printable(f"query {qi + 1}/{len(paths)}: {qpath}{where_q}"))
-        items = [{"path": qpath, "caption": "query" + (f"\n[{qlabel}]" if qlabel else "") + "\n" + Path(qpath).name}]
-        rank, same = 0, 0
-        for d, r in zip(D[qi], ids[qi]):
-            if r < 0 or rank == k:
-                continue
-            p, lab = index.paths_[r], labels[r]
-            if exclude_self and qrow is not None and (r == qrow or _same_file(p, qpath)):
-                continue
-            rank += 1
-            hit = bool(qlabel) and lab == qlabel
-            same += hit
-            dist = format_distance(d, metric)
-            click.echo(printable(f"  {rank:3d}  {dist}  {p}" + (f"  [{lab}]" if lab else "") + ("  *" if hit else "")))
-            rows.append([spreadsheet_safe(qpath), rank, spreadsheet_safe(p), spreadsheet_safe(lab),
-                         _csv_distance(d, metric), spreadsheet_safe(qlabel)])
-            items.append({"path": p, "caption": f"#{rank} d={dist}\n{lab}\n{Path(p).name}",
-                          "ok": True if hit else None, "sha1": sha1[r] if sha1 is not None else ""})
-        title = f"query {qi + 1}: {qpath}" + (f" [{qlabel}]" if qlabel else "")
-        note = f"{rank} nearest ({metric})" + (", the query itself left out" if exclude_self else "")
-        if qlabel:
-            note += f"; green: same label as the query ({same} of {rank})"
-        sections.append({"title": title, "note": note, "items": items})
-    where = _outputs(html_out, csv_out, f"neighbors in {store.path}", sections,
-                     ("query", "rank", "path", "label", "distance", "query_label"), rows)
-    dt = time.perf_counter() - t0
-    click.echo(f"{len(paths)} quer{'y' if len(paths) == 1 else 'ies'} ({len(skipped)} skipped) x {k} neighbours from {index.describe()} "
-               f"[{how}] in {dt:.1f}s{where}")
+    for qi, q in enumerate(res.queries):
+        where_q = f"  [{q.label}]" if q.label else ("" if q.row is not None else "  (not in the store)")
+        click.echo(printable(f"query {qi + 1}/{len(res.queries)}: {q.path}{where_q}"))
+        for n in q.neighbors:
+            click.echo(printable(f"  {n.rank:3d}  {format_distance(n.distance, res.metric)}  {n.path}"
+                                 + (f"  [{n.label}]" if n.label else "") + ("  *" if n.same_label else "")))
+    nq = len(res.queries)
+    click.echo(f"{nq} quer{'y' if nq == 1 else 'ies'} ({len(res.skipped)} skipped) x {res.k} neighbours from "
+               f"{res.index} [{res.how}] in {res.seconds:.1f}s{_where(written or {})}")
 
 
-def _outputs(html_out, csv_out, title, sections, header, rows) -> str:
-    from embedkit.atomic import write_csv_atomic
+def print_dedupe(res, written: dict | None = None) -> None:
+    """Print a :class:`~embedkit.retrieve.search.DedupeResult`: each group's images, then a summary."""
+    from embedkit.retrieve.search import format_distance
 
-    where = ""
-    if html_out:
-        from embedkit.render.gallery import write_gallery
-
-        write_gallery(html_out, title, sections)
-        where += f"; html -> {html_out}"
-    if csv_out:
-        write_csv_atomic(csv_out, header, rows)
-        where += f"; csv -> {csv_out}"
-    return where
-
-
-def _dedupe(store, metric, kind, backend, threshold, rebuild, html_out, csv_out, quiet, t0, device):
-    from embedkit.atomic import spreadsheet_safe
-
-    if threshold is None:
-        if metric != "cosine":
-            raise ConfigError(f"--dedupe with --metric {metric} needs --threshold (a {metric} distance); "
-                              f"or use --metric cosine (default threshold {DEFAULT_COSINE_THRESHOLD})")
-        threshold = DEFAULT_COSINE_THRESHOLD
-    groups, described = _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, device)
-    labels, paths = store.labels, store.paths
-    sha1 = recorded_sha1(store) if html_out else None
-    rows, sections = [], []
-    for gi, g in enumerate(groups, 1):
-        dmax = format_distance(g.max_distance, metric)
-        click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {dmax}")
-        items = []
+    paths, labels = res.store.paths, res.store.labels
+    for gi, g in enumerate(res.groups, 1):
+        click.echo(f"group {gi}: {len(g.rows)} images, max linking distance {format_distance(g.max_distance, res.metric)}")
         for r in g.rows:
-            p = paths[r]
-            click.echo(printable(f"  {p}" + (f"  [{labels[r]}]" if labels[r] else "")))
-            rows.append([gi, spreadsheet_safe(p), spreadsheet_safe(labels[r])])
-            items.append({"path": p, "caption": f"{labels[r]}\n{Path(p).name}",
-                          "sha1": sha1[r] if sha1 is not None else ""})
-        sections.append({"title": f"group {gi}: {len(g.rows)} images (max distance {dmax})", "items": items})
-    where = _outputs(html_out, csv_out, f"near-duplicates in {store.path}", sections, ("group", "path", "label"), rows)
-    n_in = sum(len(g.rows) for g in groups)
-    click.echo(f"{len(groups)} near-duplicate groups ({n_in} images) under {metric} distance {threshold:g} among "
-               f"{len(store)} codes, {described}, in {time.perf_counter() - t0:.1f}s{where}")
-
-
-def _find_duplicates(store, metric, kind, backend, threshold, rebuild, quiet, device):
-    """``(groups, description of the index used)``: exact/HNSW through the cached index, IVF quantised.
-
-    IVF (``--kind ivf``, and ``auto`` above 200k codes) is the one-pass IVF + 8-bit index of
-    :mod:`embedkit.retrieve.dedupe_quantized`, with exact re-checks: an IVF-Flat index would hold every
-    code in RAM. It is built for this search only (not cached) and runs on CPU FAISS.
-    """
-    from embedkit.retrieve.common import FLAT_MAX, resolve_knn_backend
-    from embedkit.retrieve.dedupe import near_duplicate_groups
-    from embedkit.retrieve.dedupe_quantized import describe, quantized_duplicate_groups
-
-    kind_ = kind if kind != "auto" else ("flat" if len(store) <= FLAT_MAX else "ivf")
-    if kind_ != "ivf":
-        index, how = cached_index(store, metric, kind, backend, rebuild, progress=not quiet, device=device)
-        return near_duplicate_groups(index, store, threshold, progress=not quiet), f"{index.describe()} [{how}]"
-    if resolve_knn_backend(backend, "ivf", device) == "faiss-gpu":
-        _note("the quantised near-duplicate search runs on CPU FAISS")
-    stats = {}
-    groups = quantized_duplicate_groups(store, threshold, metric, progress=not quiet, stats=stats)
-    return groups, (f"{describe(len(store), store.dim, metric, stats['nlist'], stats['nprobe'], stats['dim'])}: "
-                    f"{stats['candidates']} candidate pairs, {stats['pairs']} under the threshold [built]")
+            click.echo(printable(f"  {paths[r]}" + (f"  [{labels[r]}]" if labels[r] else "")))
+    n_in = sum(len(g.rows) for g in res.groups)
+    click.echo(f"{len(res.groups)} near-duplicate groups ({n_in} images) under {res.metric} distance {res.threshold:g} "
+               f"among {len(res.store)} codes, {res.index}, in {res.seconds:.1f}s{_where(written or {})}")

@@ -72,7 +72,8 @@ def backbone_options(f):
 
 def batch_size_option(f):
     return click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                        help="Images per loader batch (default 32 on CPU, 128 on CUDA).")(f)
+                        help=f"Images per loader batch (default {defaults.BATCH_SIZE['cpu']} on CPU, "
+                             f"{defaults.BATCH_SIZE['cuda']} on CUDA).")(f)
 
 
 def workers_option(f):

@@ -67,7 +67,6 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
 
     from embedkit.errors import DataError
     from embedkit.store.codestore import CodeStore
-    from embedkit.store.writer import from_arrays
 
     from embedkit.io.decode import open_file
 
@@ -91,8 +90,8 @@ def import_cmd(codes, items_file, out, identity_from, overwrite, quiet, verbose)
     cols = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names if c not in ("path", "label")}
     labels = table.column("label").to_pylist() if "label" in table.column_names else None
     identity = CodeStore.open(identity_from).identity if identity_from else None
-    store = from_arrays(out, arr, table.column("path").to_pylist(), labels, identity, columns=cols,
-                        overwrite=overwrite)
+    store = CodeStore.from_arrays(out, arr, table.column("path").to_pylist(), labels, identity, columns=cols,
+                                  overwrite=overwrite)
     click.echo(f"imported {len(store)} x {store.dim} codes -> {store.path} ({len(store.shards)} shards"
                f"{', no backbone identity' if identity is None else ''})")
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from embedkit.errors import ConfigError, invalid
 from embedkit.inspect.figures import Panel, grid_figure
-from embedkit.inspect.probe import LoadedNet, conv_layer_names, load_net, resolve_module
+from embedkit.inspect.activations import LoadedNet, conv_layer_names, load_net, resolve_module
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

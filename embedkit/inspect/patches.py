@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from embedkit.errors import DataError, EmbedkitError, invalid
-from embedkit.inspect.probe import LoadedNet, Probe
+from embedkit.inspect.activations import LoadedNet, Probe
 from embedkit.inspect.receptive import ReceptiveField, receptive_field
 
 TOP_K = 9
@@ -155,7 +155,7 @@ def stream_top(nets: list[LoadedNet], items, layer: str, *, device="auto", batch
     from tqdm.auto import tqdm
 
     from embedkit.device import resolve_device
-    from embedkit.io.loader import ImageDataset, collate_skipping, default_workers
+    from embedkit.io.loader import ImageDataset, collate_skipping, default_batch_size, default_workers
 
     dev = resolve_device(device)
     pre = nets[0].preprocessing  # every network sees the same input images
@@ -164,7 +164,7 @@ def stream_top(nets: list[LoadedNet], items, layer: str, *, device="auto", batch
     probes = [p.to(dev) for p in probes]
     tops: list[TopK | None] = [None] * len(nets)
     nw = default_workers() if workers is None else int(workers)
-    bs = int(batch_size or (128 if dev.type == "cuda" else 32))
+    bs = int(batch_size or default_batch_size(dev))
     loader = DataLoader(ImageDataset(items, pre.transform_uint8(), want_sha1=False), batch_size=bs,
                         num_workers=nw, collate_fn=collate_skipping, shuffle=False)
     seen, skipped = 0, []
@@ -229,8 +229,8 @@ def inspect_patches(source, out, backbone: str = "efficientnet_lite0", layer: st
     """
     from pathlib import Path
 
-    from embedkit.inspect.probe import load_net
-    from embedkit.inspect.render import write_outputs
+    from embedkit.inspect.activations import load_net
+    from embedkit.inspect.outputs import write_outputs
 
     t0 = time.perf_counter()
     items = read_source(source)

@@ -171,7 +171,7 @@ class FieldTracker(TorchFunctionMode):
 def receptive_field(forward, input_size: int | tuple[int, int] = 224, in_channels: int = 3) -> ReceptiveField:
     """Receptive field of the tensor returned by ``forward(x)`` for a dummy ``(1, C, H, W)`` input.
 
-    ``forward`` is a network truncated at the layer (e.g. :class:`embedkit.inspect.probe.Probe`) or any
+    ``forward`` is a network truncated at the layer (e.g. :class:`embedkit.inspect.activations.Probe`) or any
     callable returning the layer's (1, C, h, w) activation. Raises :class:`ConfigError` when that
     activation is not a spatial map of the input (a pooled, flattened or fully connected layer).
     """

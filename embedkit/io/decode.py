@@ -189,7 +189,7 @@ def decode_bytes(data: bytes, want_sha1: bool = False, svg_size: int | None = No
     if not data:
         raise ValueError("empty file")
     if is_svg(data):
-        img = render_svg(data, svg_size)
+        img = render_svg(data, svg_size, check_size)
         check_size(*img.size)
         return img, _info(data, img, want_sha1)
     try:

@@ -10,6 +10,7 @@ import hashlib
 import os
 from typing import Callable, Iterable, Sequence
 
+from embedkit.defaults import BATCH_SIZE
 from embedkit.io.decode import decode_bytes, read_file, raw_jpeg
 from embedkit.io.discover import Item
 
@@ -82,8 +83,8 @@ def default_workers() -> int:
 
 
 def default_batch_size(device) -> int:
-    """Images per loader batch: GPUs want large batches, CPUs gain nothing past a few dozen."""
-    return 128 if getattr(device, "type", str(device)) == "cuda" else 32
+    """Images per loader batch on ``device`` (a torch device or its name): :data:`embedkit.defaults.BATCH_SIZE`."""
+    return BATCH_SIZE["cuda" if getattr(device, "type", str(device)).split(":")[0] == "cuda" else "cpu"]
 
 
 class TableItems:
@@ -91,7 +92,7 @@ class TableItems:
 
     def __init__(self, table):
         self.paths = table.column("path")
-        # names that are not UTF-8 are kept byte for byte beside the readable column (store.writer.items_table)
+        # names that are not UTF-8 are kept byte for byte beside the readable column (store.items.items_table)
         self.raw = table.column("path_bytes") if "path_bytes" in table.column_names else None
         if self.raw is not None and self.raw.null_count == len(self.raw):
             self.raw = None

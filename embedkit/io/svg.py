@@ -51,14 +51,15 @@ def check_svg_support(paths, where) -> None:
                                      f"the optional package resvg-py, which is not installed; fix: {INSTALL}")
 
 
-def render_svg(data: bytes, size: int | None = None) -> Image.Image:
+def render_svg(data: bytes, size: int | None = None, check_size=None) -> Image.Image:
     """RGB drawing of SVG ``data`` on white, its shorter side ``size`` pixels (:data:`SVG_SIZE`).
+
+    ``check_size(width, height)`` is the decoder's size rule (:func:`embedkit.io.decode.check_size`, which
+    passes it: this module is below the decoder), applied to a small probe drawing before the full one.
 
     Raises ``ValueError`` (a skip reason) for markup resvg cannot draw, for an SVG more elongated
     than the decoder accepts, and when the extra is missing.
     """
-    from embedkit.io.decode import check_size
-
     reason = missing()
     if reason:
         raise ValueError(reason)
@@ -68,7 +69,8 @@ def render_svg(data: bytes, size: int | None = None) -> Image.Image:
     svg = _local_only(data)
     try:
         probe = _draw(resvg_py, svg, width=PROBE, height=PROBE)  # fits the box: at most 64 x 64, cheap
-        check_size(*probe.size)
+        if check_size is not None:
+            check_size(*probe.size)
         landscape = probe.width >= probe.height
         img = _draw(resvg_py, svg, **({"height": size} if landscape else {"width": size}))
     except ValueError as exc:

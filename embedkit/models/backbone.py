@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -20,11 +19,10 @@ import torch
 from embedkit.defaults import BACKBONE, PRECISIONS
 from embedkit.device import autocast_dtype, resolve_device
 from embedkit.errors import MismatchError, invalid
-from embedkit.io.loader import default_workers
 from embedkit.models.features import FeatureModel
 from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec, get_spec
-from embedkit.models.weights import WeightsInfo, load_model, resolve_preprocessing
+from embedkit.models.weights import load_model, resolve_preprocessing
 
 CPU_MICRO_BATCH = 8
 
@@ -185,14 +183,5 @@ class Backbone:
         tf = self.preprocessing.transform_uint8()
         return self.forward(torch.stack([tf(to_rgb(im)) for im in images])).numpy()
 
-    def embed_paths(self, paths: Sequence[str], batch_size: int | None = None, workers: int | None = None):
-        """Codes of image files in memory: ``(codes, kept_indices, skipped[(index, reason)])``.
 
-        A convenience for small sets (queries); the loader belongs to :func:`embedkit.runner.local.embed_files`.
-        """
-        from embedkit.runner.local import embed_files
-
-        return embed_files(self, paths, batch_size=batch_size, workers=workers)
-
-
-__all__ = ["Backbone", "WeightsInfo", "default_workers"]
+__all__ = ["Backbone"]

@@ -89,11 +89,6 @@ class FeatureModel(nn.Module):
         return patches.mean(dim=1) if self.spatial == "avg" else patches.amax(dim=1)
 
 
-def _strip_classifier(model: nn.Module, source: str | Source) -> nn.Module:
-    """``model`` without its classifier (kept for callers of the old name)."""
-    return get_source(source).strip_classifier(model)
-
-
 def _truncate(model: nn.Module, node: str, source: str | Source, spec=None) -> nn.Module:
     src = get_source(source)
     nodes = src.graph_node_names(model)
@@ -133,8 +128,3 @@ def layer_nodes(name: str) -> tuple[dict, list[str]]:
     friendly = {k: special.get(v, v) for k, v in spec.layers.items()}
     return friendly, src.graph_node_names(model)
 
-
-def layer_names(name: str) -> list[str]:
-    """All names usable as a code layer: the backbone's friendly names, then every graph node."""
-    friendly, nodes = layer_nodes(name)
-    return list(friendly) + nodes

@@ -1,42 +1,16 @@
 """The identity of a code set: backbone, layer, weights, preprocessing and spatial reduction.
 
 Two code sets (a store and a model or index) are comparable only when their identities agree.
-Identities travel as their JSON form (a dict, as stored in ``meta.json`` / ``model.json``);
-:class:`CodeIdentity` is the typed view of one. Codes imported without a backbone have no
+Identities travel as their JSON form (a dict, as stored in ``meta.json`` / ``model.json``, made by
+:meth:`embedkit.models.backbone.Backbone.identity`). Codes imported without a backbone have no
 identity (None): they compare equal only to other codes without one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 IDENTITY_KEYS = ("backbone", "layer", "node", "spatial", "preprocessing")
 #: how the codes were computed -> the option that sets it
 NUMERICS = {"precision": "--precision", "decode": "--decode"}
-
-
-@dataclass(frozen=True)
-class CodeIdentity:
-    """What makes two code sets comparable (see :meth:`embedkit.models.backbone.Backbone.identity`)."""
-
-    backbone: str
-    layer: str
-    node: str
-    spatial: str
-    weights: dict = field(default_factory=dict)
-    preprocessing: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CodeIdentity":
-        return cls(d["backbone"], d["layer"], d.get("node", d["layer"]), d.get("spatial", "avg"),
-                   dict(d.get("weights") or {}), dict(d.get("preprocessing") or {}))
-
-    def to_dict(self) -> dict:
-        return {"backbone": self.backbone, "layer": self.layer, "node": self.node, "spatial": self.spatial,
-                "weights": self.weights, "preprocessing": self.preprocessing}
-
-    def mismatch(self, other) -> list[str]:
-        return identity_mismatch(self.to_dict(), other.to_dict() if isinstance(other, CodeIdentity) else other)
 
 
 def identity_mismatch(a: dict | None, b: dict | None) -> list[str]:

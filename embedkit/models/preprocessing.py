@@ -68,5 +68,3 @@ class Preprocessing:
 
 IMAGENET = Preprocessing()
 
-
-INCEPTION_SCALE = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")

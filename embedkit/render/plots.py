@@ -109,23 +109,6 @@ def per_class_precision_recall_png(per_class: dict, path, title: str = "Per-clas
     return save_figure(fig, path)
 
 
-def per_class_bar_png(values: dict, path, title: str = "Per-class score", xlabel: str = "score") -> Path:
-    """Horizontal bars of one per-class score (sorted), with its unweighted mean over classes (macro) dashed."""
-    plt = _plt()
-    names = sorted(values, key=lambda c: values[c])
-    vals = [float(values[c]) for c in names]
-    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.25 * len(names) + 1)))
-    ax.barh(range(len(names)), vals, color="#4477aa")
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlim(0, 1)
-    if vals:
-        ax.axvline(float(np.mean(vals)), color="#cc3311", ls="--", label=f"macro mean {np.mean(vals):.3f} (over classes)")
-        ax.legend(loc="lower right")
-    ax.set_xlabel(xlabel)
-    ax.set_title(title)
-    return save_figure(fig, path)
-
-
 def learning_curves_png(history: Sequence[dict], path, title: str = "Learning curves",
                         best_epoch: int | None = None) -> Path:
     """Loss and accuracy per epoch from rows with ``epoch`` and any of train_loss, val_loss, train_acc, val_acc.

@@ -6,7 +6,8 @@
 - ``persist``: the saved-index folder (JSON paths, checksums, store fingerprint);
 - ``cache``: ``cached_index``, the store's index cache in ``<store>/index/``;
 - ``queries``: ``collect_queries`` / ``embed_queries`` for query images;
-- ``dedupe``: near-duplicate groups; ``knn_classifier``: :class:`KNNClassifier`.
+- ``dedupe``: near-duplicate groups; ``knn_classifier``: :class:`KNNClassifier`;
+- ``search``: ``embedkit.neighbors`` and ``embedkit.dedupe``, what ``embedkit neighbors`` prints.
 
 Nothing is imported here, so ``import embedkit.retrieve`` stays cheap.
 """

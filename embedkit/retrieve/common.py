@@ -15,28 +15,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedkit.classify.svm import EstimatorNotFittedError
 from embedkit.device import cuda_available, has_module, optional_import, resolve_backend, resolve_compute
 from embedkit.errors import ConfigError, invalid
+from embedkit.retrieve.constants import BACKENDS
 from embedkit.store.postprocess import l2_normalize
 
-from embedkit.retrieve.constants import BACKENDS, KINDS, METRICS  # noqa: E402,F401 (re-exported)
-#: where exact search reads the codes: "memory" copies them into the index, "stream" reads the store chunk by chunk
-from embedkit.retrieve.constants import STORAGES  # noqa: E402,F401
 #: kind="auto": exact search up to this many vectors, IVF beyond
 FLAT_MAX = 200_000
-
-#: embedkit's NotFittedError that scikit-learn's ``check_is_fitted`` machinery recognises too (one class for
-#: the SVMs and the kNN estimators; it lives in classify.svm until it moves to embedkit.errors)
-NotFittedError = EstimatorNotFittedError
-
-
-def check_positive_int(name: str, value) -> int:
-    """``value`` as an int, or a :class:`ConfigError` in the standard "not valid" shape."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise invalid(name, value, "a positive integer")
-    return int(value)
-
 
 def largest_first(metric: str) -> bool:
     """True when the backend's native score is a similarity (inner product), ranked largest first."""

@@ -57,7 +57,7 @@ def near_duplicate_groups(index, X=None, threshold: float = 0.05, k: int = 10, c
                           progress: bool = False) -> list[DuplicateGroup]:
     """Groups of rows linked by distances ``<= threshold`` (in the index's metric).
 
-    ``index`` is a fitted :class:`~embedkit.retrieve.KNNIndex` with default ids (row numbers); ``X``
+    ``index`` is a fitted :class:`~embedkit.retrieve.index.KNNIndex` with default ids (row numbers); ``X``
     its codes (array, memmap or code store, read chunk by chunk); for a store-built streamed index ``X``
     may be left out. Groups are sorted largest first; rows inside a group ascending. Singletons are not
     returned. Memory: one chunk of queries and at most ``MAX_RESULTS`` neighbour results at a time.

@@ -38,7 +38,8 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.device import optional_import
 from embedkit.errors import ConfigError
-from embedkit.retrieve.common import check_positive_int, prep
+from embedkit.estimators import check_positive_int
+from embedkit.retrieve.common import prep
 from embedkit.retrieve.dedupe import DuplicateGroup, UnionFind, collect_groups
 from embedkit.retrieve.source import CodeSource
 from embedkit.store.postprocess import fit_whitening
@@ -149,6 +150,40 @@ def two_level_centroids(faiss, xt: np.ndarray, nlist: int, seed: int = 0) -> np.
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
 
 
+def _empty_index(faiss, source: CodeSource, metric: str, mean, P, nlist: int, seed: int, rng):
+    """``(centroids, quantizer, index)``: an IVF index with 8-bit codes of the projected rows, trained on a
+    sample (two-level k-means centroids, then the 8-bit ranges), still empty."""
+    n = source.shape[0]
+    train_rows = _sample(n, min(n, TRAIN_POINTS_PER_CELL * nlist, TRAIN_ROWS_MAX), rng)
+    xt = np.concatenate([project(prep(source.take(train_rows[b:b + SEARCH_BLOCK]), metric), mean, P)
+                         for b in range(0, len(train_rows), SEARCH_BLOCK)])
+    centroids = two_level_centroids(faiss, xt, nlist, seed)
+    dp = xt.shape[1]
+    quantizer = faiss.IndexFlatL2(dp)
+    quantizer.add(centroids)
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dp, len(centroids), faiss.ScalarQuantizer.QT_8bit,
+                                          faiss.METRIC_L2, True)
+    index.train(xt)  # the quantizer holds nlist centroids already: this trains the 8-bit ranges only
+    return centroids, quantizer, index
+
+
+def _join_close_pairs(uf: UnionFind, edges_d: np.ndarray, x: np.ndarray, start: int, q: np.ndarray,
+                      found: np.ndarray, source: CodeSource, metric: str, threshold: float) -> int:
+    """Re-check the candidate pairs ``(q, found)`` exactly (``x`` holds rows ``start...``, prepped) and join
+    those within ``threshold``; returns how many were."""
+    pairs = 0
+    for c0 in range(0, len(q), CHECK_BLOCK):
+        qa, fb = q[c0:c0 + CHECK_BLOCK], found[c0:c0 + CHECK_BLOCK]
+        dist = _exact(x[qa - start], prep(source.take(fb), metric), metric)
+        ok = dist <= threshold
+        pairs += int(ok.sum())
+        for a, b, dd in zip(qa[ok].tolist(), fb[ok].tolist(), dist[ok].tolist()):
+            uf.union(a, b)
+            edges_d[a] = max(edges_d[a], dd)
+            edges_d[b] = max(edges_d[b], dd)
+    return pairs
+
+
 def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", *, nlist: int | None = None,
                                nprobe: int = 8, dim: int = PROJECT_DIM, chunk_rows: int = CHUNK_ROWS // 4,
                                seed: int = 0, progress: bool = False, stats: dict | None = None) -> list[DuplicateGroup]:
@@ -183,18 +218,10 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
 
     mean, P = fit_projection(source, metric, int(dim), rng)
     dp = d if P is None else P.shape[1]
-    train_rows = _sample(n, min(n, TRAIN_POINTS_PER_CELL * nlist, TRAIN_ROWS_MAX), rng)
-    xt = np.concatenate([project(prep(source.take(train_rows[b:b + SEARCH_BLOCK]), metric), mean, P)
-                         for b in range(0, len(train_rows), SEARCH_BLOCK)])
-    centroids = two_level_centroids(faiss, xt, nlist, seed)
+    centroids, quantizer, index = _empty_index(faiss, source, metric, mean, P, nlist, seed, rng)
     nlist = len(centroids)  # the two-level split may round the count
     nprobe = min(int(nprobe), nlist)
-    quantizer = faiss.IndexFlatL2(dp)
-    quantizer.add(centroids)
-    index = faiss.IndexIVFScalarQuantizer(quantizer, dp, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2, True)
     index.nprobe = nprobe
-    index.train(xt)  # the quantizer holds nlist centroids already: this trains the 8-bit ranges only
-    del xt
 
     uf = UnionFind(n)
     edges_d = np.zeros(n, dtype=np.float64)
@@ -223,15 +250,7 @@ def quantized_duplicate_groups(codes, threshold: float, metric: str = "cosine", 
             keep = found < q  # each pair once (the other row was indexed first); drops the row itself
             q, found = q[keep], found[keep]
             candidates += len(q)
-            for c0 in range(0, len(q), CHECK_BLOCK):
-                qa, fb = q[c0:c0 + CHECK_BLOCK], found[c0:c0 + CHECK_BLOCK]
-                dist = _exact(x[qa - start], prep(source.take(fb), metric), metric)
-                ok = dist <= threshold
-                pairs += int(ok.sum())
-                for a, b, dd in zip(qa[ok].tolist(), fb[ok].tolist(), dist[ok].tolist()):
-                    uf.union(a, b)
-                    edges_d[a] = max(edges_d[a], dd)
-                    edges_d[b] = max(edges_d[b], dd)
+            pairs += _join_close_pairs(uf, edges_d, x, start, q, found, source, metric, threshold)
     if stats is not None:
         stats.update(nlist=nlist, nprobe=nprobe, dim=dp, candidates=candidates, pairs=pairs,
                      max_quantisation_error=max_err)

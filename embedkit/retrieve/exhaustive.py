@@ -15,7 +15,9 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.device import optional_import, resolve_device
 from embedkit.errors import StoreError
-from embedkit.retrieve.common import METRICS, check_positive_int, largest_first, prep, to_distance
+from embedkit.estimators import check_positive_int
+from embedkit.retrieve.common import largest_first, prep, to_distance
+from embedkit.retrieve.constants import METRICS
 from embedkit.retrieve.source import CodeSource
 
 
@@ -81,9 +83,6 @@ class StreamSearcher:
     @property
     def ntotal(self) -> int:
         return len(self.source) if self.source is not None else 0
-
-    def attach(self, source) -> None:
-        self.source = source
 
     def search(self, Q: np.ndarray, k: int, metric: str):
         if self.source is None:

@@ -1,4 +1,4 @@
-"""FAISS backend of :class:`~embedkit.retrieve.KNNIndex`: flat, IVF and HNSW indexes held in memory (CPU or GPU).
+"""FAISS backend of :class:`~embedkit.retrieve.index.KNNIndex`: flat, IVF and HNSW indexes held in memory (CPU or GPU).
 
 Codes come in through a :class:`~embedkit.retrieve.source.CodeSource` chunk by
 chunk, so building never needs a second full-size copy of a memmap or a store;

@@ -26,23 +26,12 @@ from sklearn.base import BaseEstimator
 
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
+from embedkit.estimators import EstimatorNotFittedError, check_positive_int
 from embedkit.retrieve import persist
-from embedkit.retrieve.common import (  # noqa: F401 - re-exported: the names callers have always imported from here
-    BACKENDS,
-    FLAT_MAX,
-    KINDS,
-    METRICS,
-    STORAGES,
-    NotFittedError,
-    check_positive_int,
-    faiss_gpu_available,
-    resolve_knn_backend,
-    to_distance,
-)
-from embedkit.retrieve.persist import INDEX_FORMAT  # noqa: F401 - re-exported
+from embedkit.retrieve.common import FLAT_MAX, resolve_knn_backend, to_distance
+from embedkit.retrieve.constants import KINDS, METRICS, STORAGES
 from embedkit.retrieve.source import CodeSource
 
-CHUNK = CHUNK_ROWS
 #: GPU FAISS returns at most this many neighbours per query
 GPU_MAX_K = 2048
 
@@ -69,7 +58,7 @@ class KNNIndex(BaseEstimator):
     """
 
     def __init__(self, metric="l2", kind="auto", nlist=None, nprobe=16, M=32, ef_search=64, backend="auto",
-                 device="auto", chunk_size=CHUNK, storage="auto"):
+                 device="auto", chunk_size=CHUNK_ROWS, storage="auto"):
         self.metric = metric
         self.kind = kind
         self.nlist = nlist
@@ -175,7 +164,7 @@ class KNNIndex(BaseEstimator):
     # --------------------------------------------------------------- search
     def _check_fitted(self) -> None:
         if not hasattr(self, "searcher_"):
-            raise NotFittedError("this KNNIndex is not built yet; call fit(X) or KNNIndex.load(dir) first")
+            raise EstimatorNotFittedError("this KNNIndex is not built yet; call fit(X) or KNNIndex.load(dir) first")
 
     def _check_queries(self, Q) -> np.ndarray:
         from embedkit.checks import check_codes
@@ -251,7 +240,7 @@ class KNNIndex(BaseEstimator):
     # -------------------------------------------------------- store & disk
     @classmethod
     def from_store(cls, store, *, progress=False, **params) -> "KNNIndex":
-        """Build an index on a :class:`~embedkit.store.CodeStore`'s codes, with its paths and identity."""
+        """Build an index on a :class:`~embedkit.store.codestore.CodeStore`'s codes, with its paths and identity."""
         return cls(**params).fit(store, progress=progress)
 
     def check_store(self, store) -> None:

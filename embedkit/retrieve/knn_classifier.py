@@ -1,4 +1,4 @@
-"""A k-nearest-neighbour classifier on a :class:`~embedkit.retrieve.KNNIndex`, to compare with the SVMs.
+"""A k-nearest-neighbour classifier on a :class:`~embedkit.retrieve.index.KNNIndex`, to compare with the SVMs.
 
 A scikit-learn classifier (``BaseEstimator`` + ``ClassifierMixin``: ``fit``
 returns self, fitted attributes end in ``_``, ``classes_``, ``predict``,
@@ -13,7 +13,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from embedkit.errors import DataError, invalid
-from embedkit.retrieve.common import METRICS, NotFittedError, check_positive_int
+from embedkit.estimators import EstimatorNotFittedError, check_positive_int
+from embedkit.retrieve.constants import METRICS
 from embedkit.retrieve.index import KNNIndex
 
 WEIGHTS = ("uniform", "distance")
@@ -46,7 +47,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
     n_neighbors : neighbours that vote (capped at the number of training codes).
     weights : ``"uniform"`` (majority) or ``"distance"`` (each vote weighs 1 / distance;
         Euclidean distance for ``l2``, ``1 - cos`` for ``cosine``; an exact match takes all the weight).
-    metric, kind, backend, index_params : passed to :class:`~embedkit.retrieve.KNNIndex`.
+    metric, kind, backend, index_params : passed to :class:`~embedkit.retrieve.index.KNNIndex`.
     device : ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: where the index searches (passed to ``KNNIndex``).
 
     Fitted attributes: ``classes_``, ``n_features_in_``, ``index_`` (the fitted KNNIndex), ``y_``
@@ -94,7 +95,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_fitted(self, X) -> np.ndarray:
         if not hasattr(self, "index_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
+            raise EstimatorNotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) first")
         return _validate(self, X, reset=False)
 
     def predict_proba(self, X) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The on-disk folder of a :class:`~embedkit.retrieve.KNNIndex` and the checks made when reading it back.
+"""The on-disk folder of a :class:`~embedkit.retrieve.index.KNNIndex` and the checks made when reading it back.
 
 A saved index is a folder::
 

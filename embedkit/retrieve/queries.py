@@ -52,13 +52,10 @@ def embed_queries(store, paths, *, device="auto", workers=None, batch_size=None,
     check_embeddable(store)
     if not paths:
         return None, [], []
-    bb = store.backbone(device)
-    try:
-        from embedkit.runner.local import embed_files
-    except ImportError:  # pragma: no cover - older layout: the backbone's own loop, without a progress bar
-        raw, kept, bad = bb.embed_paths(paths, batch_size=batch_size, workers=workers)
-    else:
-        raw, kept, bad = embed_files(bb, paths, batch_size=batch_size, workers=workers, progress=progress)
+    from embedkit.runner.local import embed_files
+
+    raw, kept, bad = embed_files(store.backbone(device), paths, batch_size=batch_size, workers=workers,
+                                 progress=progress)
     skipped = [(paths[i], reason) for i, reason in bad]
     kept_paths = [paths[i] for i in kept]
     codes = np.asarray(store.transform(raw), dtype=np.float32) if len(kept) else None

@@ -17,7 +17,7 @@ from embedkit.defaults import CHUNK_ROWS
 
 
 def is_store(obj) -> bool:
-    """Duck test for a :class:`~embedkit.store.CodeStore` (what the index needs of one, nothing more)."""
+    """Duck test for a :class:`~embedkit.store.codestore.CodeStore` (what the index needs of one, nothing more)."""
     return all(hasattr(obj, a) for a in ("iter_chunks", "take", "dim", "path")) and not isinstance(obj, np.ndarray)
 
 
@@ -42,11 +42,6 @@ class CodeSource:
         if not hasattr(X, "shape") or not hasattr(X, "dtype"):
             X = np.asarray(X)
         return cls(X)
-
-    @property
-    def in_memory(self) -> bool:
-        """True for a plain ndarray (not a memmap, not a store): copying it into an index costs nothing new."""
-        return self.store is None and type(self._codes) is np.ndarray
 
     def __len__(self) -> int:
         return self.shape[0]

@@ -1,4 +1,4 @@
-"""torch backend of :class:`~embedkit.retrieve.KNNIndex`: exact search by (query x block) matmul + top-k.
+"""torch backend of :class:`~embedkit.retrieve.index.KNNIndex`: exact search by (query x block) matmul + top-k.
 
 Used on CUDA without faiss-gpu and wherever FAISS is missing. :func:`topk_blocks`
 is the one search loop: database blocks come from the in-memory vectors on the
@@ -104,11 +104,3 @@ class TorchSearcher:
 
     def write(self, folder: Path) -> None:
         np.save(Path(folder) / "vectors.npy", self.reconstruct_all(), allow_pickle=False)
-
-    @classmethod
-    def read(cls, folder: Path, device, chunk_size: int, metric: str) -> "TorchSearcher":
-        from embedkit.retrieve.source import CodeSource
-
-        vecs = np.load(Path(folder) / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        # saved vectors are already normalised for cosine; normalising again is a no-op
-        return cls.build(CodeSource.of(vecs), metric=metric, device=device, chunk_size=chunk_size)

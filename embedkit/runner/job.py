@@ -16,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.atomic import write_json_atomic
+from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch, numerics_mismatch
-from embedkit.store.layout import DTYPES, FOLDERS, META, SHARDS, WORK
-from embedkit.store.postprocess import PostProcess
 from embedkit.store import writer
-from embedkit.store.writer import (
-    ITEM_FIELDS, default_shard_rows, finalize, items_table, remove_store_files, shard_marker,
-)
+from embedkit.store.items import items_table
+from embedkit.store.layout import DTYPES, FOLDERS, ITEM_FIELDS, META, SHARDS, WORK
+from embedkit.store.postprocess import PostProcess
+from embedkit.store.writer import default_shard_rows, finalize, remove_store_files, shard_marker
 
 QUEUE = "queue.parquet"
 JOB = "job.json"
@@ -80,9 +79,11 @@ class Job:
 
     def finish(self):
         """Install the store (PCA, then meta.json: the commit) and remove the plan."""
+        from embedkit.store.codestore import CodeStore
+
         try:
-            store = finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
-                             dtype=self.dtype, postprocess=self.postprocess())
+            finalize(self.folder, self.base_shards + self.new_shards, identity=self.identity, dim=self.dim,
+                     dtype=self.dtype, postprocess=self.postprocess())
         except DataError:
             if not self.base_shards:  # nothing readable: no store, only skipped.csv saying why
                 for sub in FOLDERS:
@@ -90,7 +91,7 @@ class Job:
                 shutil.rmtree(self.work, ignore_errors=True)
             raise
         shutil.rmtree(self.work, ignore_errors=True)
-        return store
+        return CodeStore.open(self.folder)
 
 
 class ShardBuffer:
@@ -225,9 +226,8 @@ def _plan(source, out: Path, old, identity, dim, dtype, l2, pca, shard_rows) -> 
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
     (out / SHARDS).mkdir(exist_ok=True)
-    tmp = work / (QUEUE + ".tmp")
-    pq.write_table(queue, tmp, row_group_size=rows)
-    tmp.replace(work / QUEUE)
+    with atomic_path(work / QUEUE) as tmp:
+        pq.write_table(queue, tmp, row_group_size=rows)
     job = Job(str(out), identity, int(dim), dtype, bool(l2), int(pca) if pca else None, rows, queue.num_rows,
               list(range(start, start + n_shards)), base, len(old) if old is not None else 0)
     job.save()  # the plan is committed last: a .work/ without job.json is "not started"

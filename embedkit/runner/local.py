@@ -143,17 +143,3 @@ def embed_files(bb, paths: Sequence[str], batch_size: int | None = None, workers
             bar.update(len(idx) + len(bad))
     arr = np.concatenate(out) if out else np.zeros((0, bb.dim), np.float32)
     return arr, kept, skipped
-
-
-def embed_image_file(bb, path: str) -> np.ndarray:
-    """Code of one image file (1 x D); unreadable files raise :class:`~embedkit.errors.DataError`."""
-    from embedkit.errors import DataError
-    from embedkit.io.decode import load_image
-
-    try:
-        img, _ = load_image(path, svg_size=bb.preprocessing.resize)
-    except FileNotFoundError as exc:
-        raise DataError(f"image {path!r} does not exist") from exc
-    except ValueError as exc:
-        raise DataError(f"image {path!r} cannot be read: {exc}") from exc
-    return bb.embed_images([img])

@@ -180,6 +180,7 @@ def run_ray(job, *, backbone: str, layer, weights: str, device: str, precision: 
     from tqdm.auto import tqdm
 
     from embedkit.device import optional_import
+    from embedkit.io.loader import default_batch_size
 
     ray = optional_import("ray", "--engine ray")
     optional_import("ray.data", "--engine ray")
@@ -205,7 +206,7 @@ def run_ray(job, *, backbone: str, layer, weights: str, device: str, precision: 
         resources = ray.cluster_resources()
         per_actor, actors, actor_device, threads = worker_plan(device, num_gpus, float(resources.get("GPU", 0)),
                                                                num_workers, float(resources.get("CPU", 1)))
-        bs = int(batch_size or (128 if per_actor else 32))
+        bs = int(batch_size or default_batch_size("cuda" if per_actor else "cpu"))
         ds = ray.data.from_arrow(queue)
         ds = ds.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=bs,
                             batch_format="numpy", num_cpus=0.5)  # plain tasks (Ray retries one), not fused

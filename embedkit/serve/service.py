@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedkit.errors import ConfigError, DataError, EmbedkitError, StoreError
+from embedkit.errors import ConfigError, DataError, StoreError
 from embedkit.serve.batcher import SearchBatcher
 
 #: largest upload accepted (bytes): far above any image embedkit embeds well, far below what would hurt
@@ -51,7 +51,7 @@ class SearchService:
         # the store's own cached columns (object arrays of str), not copies; paths found by binary search in a
         # sorted view (two pointer arrays) rather than a dict of N entries
         self.paths, self.labels = store.paths, store.labels
-        self.sha1 = _recorded_sha1(store)
+        self.sha1 = store.recorded_sha1()
         self._by_path = np.argsort(self.paths, kind="stable")
         self._sorted_paths = self.paths[self._by_path]
         self._sizes = {c: store.column(c) for c in ("width", "height", "bytes") if c in store.columns}
@@ -280,15 +280,6 @@ def _check_int(name: str, value, lo: int, hi: int) -> int:
     if v is None or not lo <= v <= hi:
         raise ConfigError(f"{name} {value!r} is not valid; use an integer from {lo} to {hi}")
     return v
-
-
-def _recorded_sha1(store) -> np.ndarray:
-    """The sha1 recorded for each row at embed time ("" where none was, e.g. imported codes)."""
-    try:
-        col = store.column("sha1")
-    except (EmbedkitError, KeyError, ValueError):
-        return np.full(len(store), "", dtype=object)
-    return np.array(["" if v is None else str(v) for v in col], dtype=object)
 
 
 def _points(store, projection, max_points: int) -> dict:

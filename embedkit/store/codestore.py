@@ -12,7 +12,6 @@ converts them.
 
 from __future__ import annotations
 
-import csv
 import os
 from functools import cached_property
 from pathlib import Path
@@ -22,18 +21,11 @@ import numpy as np
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import MismatchError, StoreError, invalid
 from embedkit.models.identity import identity_mismatch
-from embedkit.store.layout import DTYPES, ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, WORK, shard_file
+from embedkit.store.items import exact_paths, read_csv_rows, text_array
+from embedkit.store.layout import ITEM_FIELDS, MANIFEST, META, SKIPPED_CSV, WORK, shard_file
 from embedkit.store.validate import check_meta, check_parquet, check_shards, read_json
 
-__all__ = ["CodeStore", "DTYPES", "ITEM_FIELDS", "read_csv_rows"]
-
-
-def read_csv_rows(path: Path) -> list[dict]:
-    """Rows of a CSV file as dicts ([] when it does not exist)."""
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
-        return list(csv.DictReader(f))
+__all__ = ["CodeStore"]
 
 
 class CodeStore:
@@ -48,6 +40,12 @@ class CodeStore:
     def __repr__(self) -> str:
         who = f"{self.meta.get('backbone')}/{self.meta.get('layer')}" if self.identity else "no backbone identity"
         return f"CodeStore({str(self.path)!r}, {len(self)} x {self.dim} {self.meta.get('dtype')}, {who})"
+
+    @classmethod
+    def of(cls, store) -> "CodeStore":
+        """``store`` itself when it already is a store (anything read through ``take`` / ``iter_chunks``), else
+        the store opened at that path: what the library functions that take "a store or its folder" call."""
+        return store if hasattr(store, "take") and hasattr(store, "iter_chunks") else cls.open(store)
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "CodeStore":
@@ -134,8 +132,6 @@ class CodeStore:
         import pyarrow as pa
 
         if self.version == 1:
-            from embedkit.store.writer import text_array
-
             rows = read_csv_rows(self.path / "items.csv")
             if len(rows) != len(self):
                 raise StoreError(f"store {str(self.path)!r} is damaged: items.csv has {len(rows)} rows for "
@@ -172,8 +168,6 @@ class CodeStore:
     @cached_property
     def paths(self) -> np.ndarray:
         """Path of every row, exactly as on disk (object array, computed once)."""
-        from embedkit.store.writer import exact_paths
-
         return np.array(exact_paths(self.items), dtype=object)
 
     @cached_property
@@ -183,13 +177,23 @@ class CodeStore:
             return np.full(len(self), "", dtype=object)
         return np.array(["" if v is None else v for v in self.column("label")], dtype=object)
 
+    def recorded_sha1(self, rows=None) -> np.ndarray:
+        """The sha1 recorded at embed time for each row (``rows`` of them when given); "" where none was
+        recorded (imported codes may have no sha1 column). Galleries inline a picture only when the file
+        still has it."""
+        n = len(self) if rows is None else len(np.asarray(rows))
+        if "sha1" not in self.columns:
+            return np.full(n, "", dtype=object)
+        col = self.items.column("sha1")
+        if rows is not None:  # only the rows asked for become Python strings (a million sha1s are ~100 MB)
+            col = col.take(np.asarray(rows, dtype=np.int64))
+        return np.array(["" if v is None else str(v) for v in col.to_pylist()], dtype=object)
+
     @property
     def skipped(self) -> list[dict]:
         """Files that could not be read, with the reason (``[{"path", "reason"}]``)."""
         if self.version == 1:
             return read_csv_rows(self.path / SKIPPED_CSV)
-        from embedkit.store.writer import exact_paths
-
         out = []
         for s in self.shards:
             if s["skipped"]:
@@ -257,4 +261,5 @@ class CodeStore:
         """Write a store from codes made elsewhere; see :func:`embedkit.store.writer.from_arrays`."""
         from embedkit.store.writer import from_arrays
 
-        return from_arrays(out, codes, paths, labels, identity, **kwargs)
+        from_arrays(out, codes, paths, labels, identity, **kwargs)
+        return cls.open(out)

@@ -20,7 +20,8 @@ from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import StoreError
 from embedkit.store.layout import MANIFEST, META, ROW_KINDS, SHARDS, STORE_FORMAT, shard_file
 from embedkit.store.postprocess import PostProcess
-from embedkit.store.writer import default_shard_rows, finalize, items_table, skipped_table, write_shard
+from embedkit.store.items import exact_paths, items_table, skipped_table
+from embedkit.store.writer import default_shard_rows, finalize, write_shard
 
 MOVED_IN_V3 = ("parquet", "skipped.parquet", "raw.npy")  # the shard files format 3 keeps outside shards/
 
@@ -42,8 +43,6 @@ def upgrade_store(path, shard_rows: int | None = None):
     raw = np.load(path / "raw.npy", mmap_mode="r") if pp.pca_whiten else None
     items = old.items
     ints = {"width", "height", "bytes"}
-    from embedkit.store.writer import exact_paths
-
     cols = {name: (np.array([int(v) if v not in ("", None) else 0 for v in items.column(name).to_pylist()])
                    if name in ints else items.column(name).to_pylist())
             for name in items.column_names if name not in ("path", "path_bytes")}

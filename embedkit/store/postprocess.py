@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embedkit.atomic import atomic_path
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import StoreError
 from embedkit.store.validate import npy_header
@@ -81,10 +82,6 @@ class PostProcess:
         """The JSON form recorded in ``meta.json`` / ``model.json`` (compared between artifacts)."""
         return {"l2_normalize": bool(self.l2_normalize), "pca_whiten": self.pca_whiten}
 
-    @property
-    def is_identity(self) -> bool:
-        return not self.l2_normalize and not self.pca_whiten
-
     def out_dim(self, dim: int) -> int:
         """Dimension of processed codes given raw codes of ``dim``."""
         return int(self.components.shape[0]) if self.components is not None else dim
@@ -119,17 +116,14 @@ class PostProcess:
     def save(self, folder: str | os.PathLike) -> None:
         """Write ``pca.npz`` into ``folder`` (nothing without PCA); atomic."""
         if self.pca_whiten and self.components is not None:
-            folder = Path(folder)
-            tmp = folder / (PCA_FILE + ".tmp.npz")
-            np.savez(tmp, mean=self.mean, components=self.components, scale=self.scale)
-            os.replace(tmp, folder / PCA_FILE)
+            with atomic_path(Path(folder) / PCA_FILE, suffix=".npz") as tmp:  # np.savez wants the .npz ending
+                np.savez(tmp, mean=self.mean, components=self.components, scale=self.scale)
 
     def copy_to(self, folder: str | os.PathLike, source_folder: str | os.PathLike) -> None:
         """Copy the fitted ``pca.npz`` from ``source_folder`` to ``folder`` (write then rename)."""
         if self.pca_whiten:
-            tmp = Path(folder) / (PCA_FILE + ".tmp")
-            shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
-            os.replace(tmp, Path(folder) / PCA_FILE)
+            with atomic_path(Path(folder) / PCA_FILE) as tmp:
+                shutil.copyfile(Path(source_folder) / PCA_FILE, tmp)
 
     @classmethod
     def load(cls, info: dict | None, folder: str | os.PathLike | None = None,

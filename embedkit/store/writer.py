@@ -22,9 +22,9 @@ import numpy as np
 
 from embedkit.atomic import atomic_path, write_json_atomic
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
+from embedkit.store.items import exact_paths, items_table, skipped_table
 from embedkit.store.layout import (
-    DTYPES, FOLDERS, ITEM_FIELDS, MANIFEST, META, ROW_KINDS, SHARDS, SKIPPED_CSV, STORE_FORMAT, V1_FILES, WORK,
-    shard_file,
+    DTYPES, FOLDERS, MANIFEST, META, ROW_KINDS, SHARDS, SKIPPED_CSV, STORE_FORMAT, V1_FILES, WORK, shard_file,
 )
 from embedkit.store.postprocess import PCA_FILE, PostProcess, l2_normalize
 
@@ -57,76 +57,6 @@ def write_parquet_atomic(path: Path, table) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-
-
-def _utf8(s) -> bool:
-    try:
-        s.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def text_array(values, exact_bytes: bool = False):
-    """Strings as an Arrow array; names that are not valid UTF-8 (surrogate-escaped bytes) are shown with
-    U+FFFD. With ``exact_bytes``, also a binary array holding such names byte for byte (null elsewhere)."""
-    import pyarrow as pa
-
-    values = ["" if v is None else str(v) for v in values]
-    utf8 = [_utf8(v) for v in values]
-    if all(utf8):
-        return (pa.array(values, pa.string()), pa.nulls(len(values), pa.binary())) if exact_bytes \
-            else pa.array(values, pa.string())
-    shown = [v if ok else v.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for v, ok in zip(values, utf8)]
-    if not exact_bytes:
-        return pa.array(shown, pa.string())
-    raw = [None if ok else os.fsencode(v) for v, ok in zip(values, utf8)]
-    return pa.array(shown, pa.string()), pa.array(raw, pa.binary())
-
-
-def items_table(columns: dict):
-    """An Arrow table of item columns: path and label as strings, width/height/bytes as int64, sha1 as string.
-
-    A ``path_bytes`` column keeps file names that are not valid UTF-8 exactly (null for every other row):
-    Arrow strings must be UTF-8, and a name must never be lost or changed. Read paths back with
-    :func:`exact_paths`.
-    """
-    import pyarrow as pa
-
-    types = {"width": pa.int64(), "height": pa.int64(), "bytes": pa.int64()}
-    arrays, names = [], []
-    for name, values in columns.items():
-        if isinstance(values, (pa.Array, pa.ChunkedArray)):
-            arrays.append(values)
-        elif name == "path":
-            shown, raw = text_array(values, exact_bytes=True)
-            arrays += [shown, raw]
-            names.append("path")
-            name = "path_bytes"
-        elif name in types:
-            arrays.append(pa.array(values, type=types[name]))
-        elif name in ("label", "sha1", "reason", "skip") or (len(values) and isinstance(values[0], str)):
-            arrays.append(text_array(values))
-        else:
-            arrays.append(pa.array(values))
-        names.append(name)
-    return pa.table(arrays, names=names)
-
-
-def exact_paths(table) -> list:
-    """The ``path`` column of an items table with every name exactly as on disk (see :func:`items_table`)."""
-    paths = table.column("path").to_pylist()
-    if "path_bytes" in table.column_names:
-        raw = table.column("path_bytes")
-        if raw.null_count < len(raw):
-            paths = [p if b is None else os.fsdecode(b) for p, b in zip(paths, raw.to_pylist())]
-    return paths
-
-
-def skipped_table(rows):
-    """``[(path, reason)]`` as an Arrow table."""
-    rows = list(rows)
-    return items_table({"path": [r[0] for r in rows], "reason": [r[1] for r in rows]})
 
 
 def write_shard(folder, shard_id: int, codes: np.ndarray, items, skipped=None, *, dtype: str = "float32",
@@ -178,7 +108,7 @@ def shard_marker(folder, shard_id: int) -> dict | None:
 
 
 def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, postprocess: PostProcess,
-             extra_meta: dict | None = None):
+             extra_meta: dict | None = None) -> None:
     """Make the committed shards ``shard_ids`` (in row order) a store: PCA, skipped.csv, then meta.json.
 
     ``meta.json`` is the commit: it holds the shard list and the count, so an append becomes visible in
@@ -187,7 +117,6 @@ def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, 
     """
     from embedkit import __version__
     from embedkit.store.array import ShardedArray
-    from embedkit.store.codestore import CodeStore
 
     folder = Path(folder)
     markers = []
@@ -223,7 +152,6 @@ def finalize(folder, shard_ids, *, identity: dict | None, dim: int, dtype: str, 
             "shards": [{"id": m["id"], "rows": m["rows"], "skipped": m["skipped"]} for m in markers],
         }
         write_json_atomic(folder / META, meta)
-    return CodeStore.open(folder)
 
 
 def _write_skipped_csv(folder: Path, shard_ids) -> None:
@@ -293,8 +221,8 @@ def from_arrays(out, codes, paths, labels=None, identity: dict | None = None, *,
         write_shard(out, k, np.asarray(codes[start:stop], np.float32),
                     items_table({name: v[start:stop] for name, v in cols.items()}), dtype=dtype)
         ids.append(k)
-    return finalize(out, ids, identity=identity, dim=dim, dtype=dtype, postprocess=PostProcess(),
-                    extra_meta={"source": "import"})
+    finalize(out, ids, identity=identity, dim=dim, dtype=dtype, postprocess=PostProcess(),
+             extra_meta={"source": "import"})
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -318,5 +246,4 @@ def remove_store_files(out: Path) -> None:
         shutil.rmtree(out / sub, ignore_errors=True)
 
 
-__all__ = ["write_shard", "finalize", "from_arrays", "shard_marker", "items_table", "skipped_table",
-           "default_shard_rows", "ITEM_FIELDS"]
+__all__ = ["write_shard", "finalize", "from_arrays", "shard_marker", "default_shard_rows"]

@@ -1,15 +1,10 @@
 """The projection libraries behind ``view``: UMAP (cuML / umap-learn), t-SNE (cuML / openTSNE / scikit-learn), PCA."""
 
 from __future__ import annotations
+
 import numpy as np
+
 from embedkit import device as _device
-from embedkit.view.plot import (  # noqa: F401 (public API)
-    ViewPanel,
-    metrics_line,
-    palette,
-    plot_views,
-    spread_sample,
-)
 
 
 def _pca_fit(x: np.ndarray, k: int, seed: int, backend: str):

@@ -108,6 +108,12 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
     of another panel showing an image that already has a thumbnail reuses it. Points of a panel
     with ``sha1`` get an image only if the file still has that sha1, else a line saying why not.
     """
+    data = _page_data(panels, thumbnails, thumb_px, seed)
+    return write_text_atomic(path, _page(title, panels, data))
+
+
+def _page_data(panels: Sequence[ViewPanel], thumbnails: int, thumb_px: int, seed: int) -> dict:
+    """The page's JSON: class names and colours, each distinct path once, thumbnails, each panel's points."""
     from embedkit.render.gallery import NO_CHECKSUM, NOT_THIS_STORES, checked_thumbnail_data_uri, thumbnail_data_uri
 
     def thumb(k: int, i: int, paths) -> str:
@@ -151,8 +157,12 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
     tp = [-1] * len(path_id)
     for i, t in thumb_of.items():
         tp[i] = t
-    data = {"names": names, "colours": [colours[n] for n in names], "paths": list(path_id), "tp": tp,
+    return {"names": names, "colours": [colours[n] for n in names], "paths": list(path_id), "tp": tp,
             "thumbs": thumbs, "panels": data_panels}
+
+
+def _page(title: str, panels: Sequence[ViewPanel], data: dict) -> str:
+    """The HTML text: header, search bar, one canvas per panel with its figures, the legend, data and script."""
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
            f"<div class='hint'>{html.escape(_HINT)}</div>",
@@ -166,10 +176,10 @@ def write_view_html(path, panels: Sequence[ViewPanel], *, thumbnails: int = 300,
                    f"<div class='m'>{line or '&nbsp;'}</div>"
                    f"<canvas id='cv{k}' width='560' height='560'></canvas></div>")
     # the legend is the last item of the panels' row: beside the maps (below them only on a narrow window)
-    cols = 1 + len(names) // LEGEND_ROWS
+    cols = 1 + len(data["names"]) // LEGEND_ROWS
     out.append(f"<div class='legend' style='grid-template-columns:repeat({cols},max-content)'>")
-    for i, n in enumerate(names):
-        out.append(f"<span data-c='{i}'><i style='background:{colours[n]}'></i>{html.escape(n)}</span>")
+    for i, (n, colour) in enumerate(zip(data["names"], data["colours"])):
+        out.append(f"<span data-c='{i}'><i style='background:{colour}'></i>{html.escape(n)}</span>")
     out.append(f"</div></div><div id='tip'></div><script type='application/json' id='data'>{script_json(data)}</script>"
                f"<script>{_JS}</script></body></html>")
-    return write_text_atomic(path, "\n".join(out))
+    return "\n".join(out)

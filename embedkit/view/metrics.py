@@ -1,16 +1,13 @@
 """How well codes group by label: silhouette score and k-NN accuracy, on a bounded sample."""
 
 from __future__ import annotations
+
 from typing import Sequence
+
 import numpy as np
+
 from embedkit.errors import DataError
-from embedkit.view.plot import (  # noqa: F401 (public API)
-    ViewPanel,
-    metrics_line,
-    palette,
-    plot_views,
-    spread_sample,
-)
+from embedkit.view.project import Rows, _sample_indices
 
 
 def code_metrics(codes, labels: Sequence, k: int = 5, max_points: int = 5000, seed: int = 0,
@@ -25,8 +22,6 @@ def code_metrics(codes, labels: Sequence, k: int = 5, max_points: int = 5000, se
     """
     from sklearn.metrics import silhouette_score
     from sklearn.neighbors import NearestNeighbors
-
-    from embedkit.view.project import Rows, _sample_indices  # here: project re-exports this function
 
     src = codes if isinstance(codes, Rows) else Rows(codes)
     labels = np.asarray(labels, dtype=object)

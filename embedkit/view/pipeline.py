@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 
 from embedkit.errors import ConfigError, DataError, invalid
+from embedkit.store.codestore import CodeStore
+from embedkit.view.metrics import code_metrics
 from embedkit.view.plot import ViewPanel, metrics_line, plot_views
 from embedkit.view.project import (
     METHOD_NAMES,
@@ -28,7 +30,6 @@ from embedkit.view.project import (
     _fmt,
     _sample_indices,
     check_view_backend,
-    code_metrics,
     describe,
     project,
     resolve_method,
@@ -109,14 +110,6 @@ def split_rows(paths, test: set) -> np.ndarray:
     return np.flatnonzero(hit)
 
 
-def _open(store):
-    if hasattr(store, "take") and hasattr(store, "iter_chunks"):
-        return store
-    from embedkit.store.codestore import CodeStore
-
-    return CodeStore.open(store)
-
-
 def weights_label(ident: dict) -> str:
     """The weights codes were made with, in a few words: "ImageNet weights", "weights run/best.pt"..."""
     w = ident.get("weights") or {}
@@ -140,6 +133,28 @@ def _title(name: str, store) -> str:
     return f"{name} ({what + ', ' if what else ''}{_fmt(len(store))} codes)"
 
 
+def _splits(stores, split_json) -> list:
+    """The split.json of each store: the one given, else the one found next to fine-tuned weights, applied to
+    every store (so the same images of a baseline store are compared on it too)."""
+    if split_json is not None:
+        return [Path(split_json)] * len(stores)
+    found = [find_split_json(s) for s in stores]
+    first = next((f for f in found if f is not None), None)
+    return [f or first for f in found]
+
+
+def _draw(out: Path, panels: list, thumbnails: int | None, seed: int, title: str) -> None:
+    """The PNG figure or the HTML page (by ``out``'s suffix); by default thumbnails on the page only."""
+    png = out.suffix.lower() == ".png"
+    n_thumbs = (0 if png else 300) if thumbnails is None else int(thumbnails)
+    if png:
+        plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=title)
+    else:
+        from embedkit.view.html import write_view_html
+
+        write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=title)
+
+
 def _effective_options(store, method, backend, device, max_points, rest, pca_dims) -> dict:
     """What a new projection of ``store`` would record for the options that change it (defaults resolved)."""
     from embedkit.view.project import DEFAULT_MAX_POINTS, DEFAULT_REST, resolve_view_backend
@@ -155,6 +170,70 @@ def _effective_options(store, method, backend, device, max_points, rest, pca_dim
 def _differences(saved: dict, want: dict, keys) -> list:
     return [f"{key}: saved {saved.get(key)!r}, asked {v!r}" for key, v in want.items()
             if key in keys and saved.get(key) != v]
+
+
+def _same_as_saved(folder: Path, method: str, want: dict) -> bool:
+    """True when a projection of the same codes with the same options (``want``, defaults resolved) is saved in
+    ``folder`` (the same command run again); one made differently is an error, never replaced silently."""
+    if not (folder / "proj.json").exists():
+        return False
+    diff = _differences(Projection.load(folder).params, want, want)
+    if diff:
+        raise ConfigError(f"a {method} projection made differently is already saved in {str(folder)!r} "
+                          f"({'; '.join(diff)}); use --overwrite to recompute and replace it, --reuse to "
+                          "redraw from it as it is, or --proj-dir to keep both")
+    return True
+
+
+def _saved_projection(folder: Path, method: str, want: dict, name: str, say, same: bool) -> Projection:
+    """The projection saved in ``folder``, refused when it was made with other settings than ``want``."""
+    proj = Projection.load(folder)
+    diff = _differences(proj.params, want, _MATCH_KEYS)
+    if diff:
+        raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
+                          "drop --reuse to recompute it")
+    why = " (same codes and options; --overwrite recomputes it)" if same else ""
+    say(f"{name}: reusing the {method} projection saved in {folder}{why}")
+    return proj
+
+
+def _metrics(store, src: Rows, labels: np.ndarray, name: str, split, split_json, seed: int, metrics_points: int,
+             say) -> tuple[dict | None, dict | None, str | None]:
+    """``(figures on every labelled code, figures on the split's test images, a note on that split)``."""
+    m = m_test = note = None
+    if len(set(labels.tolist()) - {""}) >= 2:
+        t1 = time.perf_counter()
+        m = code_metrics(src, labels, seed=seed, max_points=metrics_points)
+        say(f"{name}: silhouette / {m['k']}-NN on {_fmt(m['n'])} codes in {time.perf_counter() - t1:.1f}s")
+    if split is not None:
+        test = split_rows(store.paths, split_test_paths(split))
+        how = "given" if split_json is not None else "found next to the weights"
+        if not len(test) and split_json is not None:
+            raise DataError(f"none of the {len(store)} images of store {str(store.path)!r} is in the test split "
+                            f"of {str(split_json)!r}; give the split.json of the run these codes come from")
+        if len(set(labels[test].tolist()) - {""}) >= 2:
+            m_test = code_metrics(src, labels, seed=seed, max_points=metrics_points, rows=test)
+            note = f"test split of {split} ({how}): {_fmt(len(test))} images"
+        elif len(test):
+            note = f"test split of {split}: {len(test)} images of fewer than 2 classes, no figures"
+    return m, m_test, note
+
+
+def _panel(store, name: str, proj: Projection, labels: np.ndarray, color_by: str, limit_draw: int, seed: int,
+           m, m_test) -> ViewPanel:
+    """What is drawn of one store: a bounded seeded sample of the projected points; vectorised indexing."""
+    show = np.arange(len(proj.indices)) if len(proj.indices) <= limit_draw else \
+        _sample_indices(len(proj.indices), limit_draw, seed + 7)
+    rows = proj.indices[show]
+    lab = None
+    if color_by == "label":
+        lab = labels[rows]
+    elif color_by == "design":
+        from embedkit.splits import design_of
+
+        lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
+    return ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
+                     m, m_test, sha1=store.recorded_sha1(rows))  # thumbnails only of unchanged files
 
 
 def view(stores, out, method: str | None = None, backend: str | None = "auto", seed: int = 0,
@@ -181,7 +260,7 @@ def view(stores, out, method: str | None = None, backend: str | None = "auto", s
     """
     t0 = time.perf_counter()
     single = isinstance(stores, (str, os.PathLike)) or hasattr(stores, "take")
-    stores = [_open(s) for s in ([stores] if single else stores)]
+    stores = [CodeStore.of(s) for s in ([stores] if single else stores)]
     out = Path(out)
     kind = out.suffix.lower()
     if kind not in (".png", ".html"):
@@ -201,14 +280,7 @@ def view(stores, out, method: str | None = None, backend: str | None = "auto", s
     names = [Path(s.path).name for s in stores]
     if len(set(names)) < len(names):
         names = [str(s.path) for s in stores]
-    if split_json is not None:
-        splits = [Path(split_json)] * len(stores)
-    else:  # found next to fine-tuned weights: the same images of a baseline store are compared on it too
-        found = [find_split_json(s) for s in stores]
-        first = next((f for f in found if f is not None), None)
-        splits = [f or first for f in found]
-    from embedkit.classify.evaluate import recorded_sha1
-
+    splits = _splits(stores, split_json)
     panels, dirs, params, reused, drawn = [], [], [], [], []
     split_notes = []
     for k, (store, name) in enumerate(zip(stores, names)):
@@ -227,79 +299,32 @@ def view(stores, out, method: str | None = None, backend: str | None = "auto", s
         if rest is not None:
             want["rest"] = rest
         src = Rows(store, what=f"codes of {name}")
-        same = False
-        if not reuse and not overwrite and (folder / "proj.json").exists():
-            # the same command again: the saved projection is reused when it is of the same codes and options
-            full = {**want, **_effective_options(store, method, backend, device, max_points, rest, pca_dims)}
-            diff = _differences(Projection.load(folder).params, full, full)
-            if diff:
-                raise ConfigError(f"a {method} projection made differently is already saved in {str(folder)!r} "
-                                  f"({'; '.join(diff)}); use --overwrite to recompute and replace it, --reuse to "
-                                  "redraw from it as it is, or --proj-dir to keep both")
-            same = True
+        # the same command again: the saved projection is reused when it is of the same codes and options
+        same = not reuse and not overwrite and _same_as_saved(folder, method, {
+            **want, **_effective_options(store, method, backend, device, max_points, rest, pca_dims)})
         if reuse or same:
-            proj = Projection.load(folder)
-            diff = _differences(proj.params, want, _MATCH_KEYS)
-            if diff:
-                raise ConfigError(f"the saved projection in {str(folder)!r} was made differently ({'; '.join(diff)}); "
-                                  "drop --reuse to recompute it")
-            reused.append(True)
-            why = " (same codes and options; --overwrite recomputes it)" if same else ""
-            say(f"{name}: reusing the {method} projection saved in {folder}{why}")
+            proj = _saved_projection(folder, method, want, name, say, same)
         else:
             say(f"{name}: {method} projection of {_fmt(len(store))} x {store.dim} codes")
             proj = project(src, method, backend, seed, max_points, pca_dims, rest=rest, device=device, log=say,
                            progress=progress)
             proj.params.update(store=str(store.path), store_created=meta.get("created"))
             proj.save(folder)
-            reused.append(False)
             say(f"{name}: {describe(proj.params)} in {proj.params['seconds']:.1f}s")
-        m = None
-        if metrics and has_labels and len(set(labels.tolist()) - {""}) >= 2:
-            t1 = time.perf_counter()
-            m = code_metrics(src, labels, seed=seed, max_points=metrics_points)
-            say(f"{name}: silhouette / {m['k']}-NN on {_fmt(m['n'])} codes in {time.perf_counter() - t1:.1f}s")
-        m_test, note = None, None
-        if metrics and has_labels and splits[k] is not None:
-            test = split_rows(store.paths, split_test_paths(splits[k]))
-            how = "given" if split_json is not None else "found next to the weights"
-            if not len(test) and split_json is not None:
-                raise DataError(f"none of the {len(store)} images of store {str(store.path)!r} is in the test split "
-                                f"of {str(split_json)!r}; give the split.json of the run these codes come from")
-            if len(set(labels[test].tolist()) - {""}) >= 2:
-                m_test = code_metrics(src, labels, seed=seed, max_points=metrics_points, rows=test)
-                note = f"test split of {splits[k]} ({how}): {_fmt(len(test))} images"
-            elif len(test):
-                note = f"test split of {splits[k]}: {len(test)} images of fewer than 2 classes, no figures"
+        reused.append(reuse or same)
+        m = m_test = note = None
+        if metrics and has_labels:
+            m, m_test, note = _metrics(store, src, labels, name, splits[k], split_json, seed, metrics_points, say)
         split_notes.append(note)
-        # Draw a bounded seeded sample of the projected points; vectorised indexing of paths and labels.
-        show = np.arange(len(proj.indices)) if len(proj.indices) <= limit_draw else \
-            _sample_indices(len(proj.indices), limit_draw, seed + 7)
-        rows = proj.indices[show]
-        lab = None
-        if color_by == "label":
-            lab = labels[rows]
-        elif color_by == "design":
-            from embedkit.splits import design_of
-
-            lab = np.array([design_of(p) for p in np.asarray(store.paths, dtype=object)[rows]], dtype=object)
-        panels.append(ViewPanel(_title(name, store), proj.xy[show], lab, np.asarray(store.paths, dtype=object)[rows],
-                                m, m_test, sha1=recorded_sha1(store, rows)))  # thumbnails only of unchanged files
+        panels.append(_panel(store, name, proj, labels, color_by, limit_draw, seed, m, m_test))
         dirs.append(folder)
         params.append(proj.params)
-        drawn.append((len(rows), len(proj.indices)))
-    n_thumbs = (0 if kind == ".png" else 300) if thumbnails is None else int(thumbnails)
-    head = title or f"{METHOD_NAMES[method]} of neural codes, coloured by {color_by}"
+        drawn.append((len(panels[-1].xy), len(proj.indices)))
     titles = [p.title for p in panels]
     if len(set(titles)) < len(titles):  # the same store twice: still tell the panels apart
         for i, p in enumerate(panels):
             p.title = f"{chr(ord('A') + i)}: {p.title}"
     t1 = time.perf_counter()
-    if kind == ".png":
-        plot_views(panels, out, thumbnails=n_thumbs, seed=seed, title=head)
-    else:
-        from embedkit.view.html import write_view_html
-
-        write_view_html(out, panels, thumbnails=n_thumbs, seed=seed, title=head)
+    _draw(out, panels, thumbnails, seed, title or f"{METHOD_NAMES[method]} of neural codes, coloured by {color_by}")
     say(f"drew {out} in {time.perf_counter() - t1:.1f}s")
     return ViewResult(out, panels, dirs, params, reused, time.perf_counter() - t0, drawn, split_notes)

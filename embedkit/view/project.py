@@ -21,9 +21,9 @@ Nothing N x N or N x D is ever built: peak memory is the fit sample after PCA
 (``max_points`` x ``pca_dims``), one chunk, and the N x 2 output.
 
 A :class:`Projection` is saved as ``proj.npy`` + ``proj.json`` so a figure can be
-redrawn without recomputing. :func:`code_metrics` gives the silhouette score and
-leave-one-out kNN accuracy of the codes themselves (not of the 2-D picture), on a
-bounded seeded sample of labelled rows.
+redrawn without recomputing. How well classes group in the codes themselves is
+:func:`embedkit.view.metrics.code_metrics`; drawing is :mod:`embedkit.view.plot` / :mod:`embedkit.view.html`,
+and :func:`embedkit.view.pipeline.view` puts them together.
 """
 
 from __future__ import annotations
@@ -41,16 +41,11 @@ from typing import Callable
 import numpy as np
 
 from embedkit import device as _device
+from embedkit.atomic import atomic_path, write_text_atomic
 from embedkit.checks import check_codes
 from embedkit.defaults import CHUNK_ROWS
 from embedkit.errors import ConfigError, DataError, StoreError, invalid
-from embedkit.view.plot import (  # noqa: F401 (public API)
-    ViewPanel,
-    metrics_line,
-    palette,
-    plot_views,
-    spread_sample,
-)
+from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap
 
 METHODS = ("umap", "tsne", "pca")
 #: how the methods are spelt for people
@@ -74,7 +69,6 @@ CHUNK_ELEMENTS = 1 << 24
 #: UMAP: above this many rows to transform, fit with umap-learn's approximate index (fast to query) even on < 4096 rows
 UMAP_APPROX_REST = 20_000
 MIN_POINTS = 3
-CHUNK = CHUNK_ROWS  # kept for callers of the old name
 
 
 def pca_fit_rows(dim: int) -> int:
@@ -106,13 +100,10 @@ class Projection:
             if arr is None:
                 (folder / f"{name}.npy").unlink(missing_ok=True)
                 continue
-            tmp = folder / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, folder / f"{name}.npy")
+            with atomic_path(folder / f"{name}.npy", suffix=".npy") as tmp:  # np.save wants the .npy ending
+                np.save(tmp, arr)
         doc = {"params": self.params, "indices": None if full else "indices.npy"}
-        tmp = folder / "proj.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
-        os.replace(tmp, folder / "proj.json")
+        write_text_atomic(folder / "proj.json", json.dumps(doc, indent=1, default=str))
         return folder
 
     @classmethod
@@ -312,18 +303,8 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
 
     # PCA (the view itself, or the reduction before UMAP/t-SNE) is fitted on at most pca_fit_rows(d) rows.
     k_pca = 2 if method == "pca" else (min(pca_dims, d) if d > pca_dims else None)
-    reduce = None
-    if k_pca is not None:
-        pidx = fit_idx[_sample_indices(len(fit_idx), pca_fit_rows(d), seed + 1)]
-        t1 = time.perf_counter()
-        mean, comps = _pca_fit(src.take(pidx), min(k_pca, len(pidx)), seed, be)
-        reduce = (mean, comps)
-        params["pca_fit_rows"] = int(len(pidx))
-        if method == "pca":
-            params["n_fit"] = int(len(pidx))
-            params["fraction"] = round(len(pidx) / n, 6)
-            params["policy"] = policy = "all" if len(pidx) == n else "transform"
-        say(f"{method}: PCA fitted on {_fmt(len(pidx))} x {d} codes in {time.perf_counter() - t1:.1f}s")
+    reduce = None if k_pca is None else _pca_reduction(src, fit_idx, k_pca, method, be, seed, params, say)
+    policy = params["policy"]
 
     def reduced(block: np.ndarray) -> np.ndarray:
         return block if reduce is None else (block - reduce[0]) @ reduce[1].T
@@ -341,40 +322,68 @@ def project(codes, method: str = "umap", backend: str | None = "auto", seed: int
         params["pca_dims"] = int(x.shape[1])
         say(f"{method}: fitting {be} on {_fmt(len(x))} of {_fmt(n)} points ({x.shape[1]} dims)...")
         t1 = time.perf_counter()
-        if method == "umap":
-            k = int(min(n_neighbors, len(x) - 1))
-            params.update(n_neighbors=k, min_dist=float(min_dist))
-            # umap-learn places new points against an exact distance matrix when it was fitted on < 4096 rows
-            # (about 4 ms a point); many new points pay for its approximate index instead (compiled once).
-            approx = policy == "transform" and n - len(x) > UMAP_APPROX_REST
-            params["umap_approx_index"] = approx
-            fit_xy, model = _umap(x, be, k, min_dist, seed, approx)
-        else:
-            p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
-            params["perplexity"] = p
-            fit_xy, model = _tsne(x, be, p, seed, progress=progress)
+        fit_xy, model = _fit_map(x, method, be, n, seed, n_neighbors, min_dist, perplexity, params, progress)
         del x
         params["fit_seconds"] = round(time.perf_counter() - t1, 3)
         say(f"{method}: fitted in {params['fit_seconds']:.1f}s")
         if policy == "transform":
-            xy = np.empty((n, 2), np.float32)
-            in_fit = np.zeros(n, bool)
-            in_fit[fit_idx] = True
-            xy[fit_idx] = fit_xy
-            del fit_xy
-            t1 = time.perf_counter()
-            say(f"{method}: transforming the other {_fmt(n - len(fit_idx))} points...")
-            for i, block in _chunks_bar(src, progress, f"{method}: transform"):
-                keep = np.flatnonzero(~in_fit[i:i + len(block)])
-                if len(keep):
-                    xy[i + keep] = _transform(model, method, reduced(block[keep]))
-            params["transform_seconds"] = round(time.perf_counter() - t1, 3)
-            say(f"{method}: transformed in {params['transform_seconds']:.1f}s")
+            xy = _place_rest(src, model, method, reduced, fit_idx, fit_xy, progress, say, params)
             idx = np.arange(n, dtype=np.int64)
         else:
             xy, idx = fit_xy, fit_idx
     params["seconds"] = round(time.perf_counter() - t0, 3)
     return Projection(np.ascontiguousarray(xy, np.float32), idx, params)
+
+
+def _pca_reduction(src: Rows, fit_idx: np.ndarray, k: int, method: str, be: str, seed: int, params: dict, say):
+    """``(mean, components)`` of a PCA fitted on at most ``pca_fit_rows(D)`` of the fit rows; for the PCA view
+    itself, ``params`` then say that those rows are what it was fitted on."""
+    n, d = src.n, src.d
+    pidx = fit_idx[_sample_indices(len(fit_idx), pca_fit_rows(d), seed + 1)]
+    t1 = time.perf_counter()
+    reduce = _pca_fit(src.take(pidx), min(k, len(pidx)), seed, be)
+    params["pca_fit_rows"] = int(len(pidx))
+    if method == "pca":
+        params["n_fit"] = int(len(pidx))
+        params["fraction"] = round(len(pidx) / n, 6)
+        params["policy"] = "all" if len(pidx) == n else "transform"
+    say(f"{method}: PCA fitted on {_fmt(len(pidx))} x {d} codes in {time.perf_counter() - t1:.1f}s")
+    return reduce
+
+
+def _fit_map(x: np.ndarray, method: str, be: str, n: int, seed: int, n_neighbors: int, min_dist: float,
+             perplexity: float, params: dict, progress: bool = False):
+    """``(2-D coordinates of x, fitted model)`` of UMAP or t-SNE, their parameters bounded by the sample size."""
+    if method == "umap":
+        k = int(min(n_neighbors, len(x) - 1))
+        params.update(n_neighbors=k, min_dist=float(min_dist))
+        # umap-learn places new points against an exact distance matrix when it was fitted on < 4096 rows
+        # (about 4 ms a point); many new points pay for its approximate index instead (compiled once).
+        approx = params["policy"] == "transform" and n - len(x) > UMAP_APPROX_REST
+        params["umap_approx_index"] = approx
+        return _umap(x, be, k, min_dist, seed, approx)
+    p = float(min(perplexity, max(1.0, (len(x) - 1) / 3.0)))
+    params["perplexity"] = p
+    return _tsne(x, be, p, seed, progress=progress)
+
+
+def _place_rest(src: Rows, model, method: str, reduced, fit_idx: np.ndarray, fit_xy: np.ndarray, progress: bool,
+                say, params: dict) -> np.ndarray:
+    """N x 2 coordinates: the fitted sample's, and every other row mapped by ``model``, chunk by chunk."""
+    n = src.n
+    xy = np.empty((n, 2), np.float32)
+    in_fit = np.zeros(n, bool)
+    in_fit[fit_idx] = True
+    xy[fit_idx] = fit_xy
+    t1 = time.perf_counter()
+    say(f"{method}: transforming the other {_fmt(n - len(fit_idx))} points...")
+    for i, block in _chunks_bar(src, progress, f"{method}: transform"):
+        keep = np.flatnonzero(~in_fit[i:i + len(block)])
+        if len(keep):
+            xy[i + keep] = _transform(model, method, reduced(block[keep]))
+    params["transform_seconds"] = round(time.perf_counter() - t1, 3)
+    say(f"{method}: transformed in {params['transform_seconds']:.1f}s")
+    return xy
 
 
 def _chunks_bar(src: Rows, progress: bool, desc: str):
@@ -384,15 +393,3 @@ def _chunks_bar(src: Rows, progress: bool, desc: str):
         for i, block in src.chunks():
             yield i, block
             bar.update(len(block))
-
-
-from embedkit.view.backends import _pca_fit, _transform, _tsne, _umap  # noqa: E402,F401
-from embedkit.view.metrics import code_metrics  # noqa: E402,F401 (public API)
-
-
-def __getattr__(name):  # view() and friends live in embedkit.view.pipeline; importable from here as before
-    if name in ("COLOR_BY", "ViewResult", "view"):
-        from embedkit.view import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

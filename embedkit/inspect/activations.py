@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from embedkit.errors import ConfigError, invalid
+from embedkit.models.preprocessing import Preprocessing
 from embedkit.models.registry import BackboneSpec
 
 
@@ -102,7 +103,7 @@ class LoadedNet:
     model: nn.Module
     weights: str
     identity: str
-    preprocessing: object
+    preprocessing: Preprocessing
 
     @property
     def label(self) -> str:
@@ -110,15 +111,14 @@ class LoadedNet:
 
 
 def load_net(backbone: str, weights="default") -> LoadedNet:
-    """Build ``backbone`` with ``weights`` through the registry and :func:`load_model` (eval mode, CPU)."""
-    from embedkit.models.preprocessing import Preprocessing
+    """Build ``backbone`` with ``weights`` through the registry and :func:`load_model` (eval mode, CPU), with
+    the preprocessing a :class:`~embedkit.models.backbone.Backbone` of them would use (the checkpoint's, else the spec's)."""
     from embedkit.models.registry import get_spec
-    from embedkit.models.weights import load_model
+    from embedkit.models.weights import load_model, resolve_preprocessing
 
     spec = get_spec(backbone)
     model, info = load_model(spec, weights)
-    pre = Preprocessing.from_dict(info.preprocessing) if info.preprocessing else spec.preprocessing
-    return LoadedNet(spec, model.eval(), str(weights), info.identity, pre)
+    return LoadedNet(spec, model.eval(), str(weights), info.identity, resolve_preprocessing(spec, info))
 
 
 __all__ = ["LoadedNet", "Probe", "conv_layer_names", "load_net", "resolve_module"]
