@@ -15,9 +15,13 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from embedkit.errors import StoreError
 from embedkit.store.layout import DTYPES, FORMATS, MAX_SHARD_ID
+
+if TYPE_CHECKING:  # the annotation only: numpy is imported where the headers are read
+    import numpy as np
 
 MAX_JSON_BYTES = 64 << 20  # the shard list of ten million images is ~100 kB
 MAX_DIM = 1 << 20
@@ -51,7 +55,7 @@ def read_json(path: Path, store) -> object:
         raise damaged(store, f"{path.name} is not valid JSON ({exc})") from None
 
 
-def npy_header(f) -> tuple[tuple, bool, "np.dtype", int]:
+def npy_header(f) -> tuple[tuple, bool, np.dtype, int]:
     """``(shape, fortran_order, dtype, data offset)`` of the ``.npy`` stream ``f``, from its header alone
     (NumPy's own parser, which refuses oversized headers); raises ValueError for anything else."""
     import numpy as np
