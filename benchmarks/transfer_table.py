@@ -111,7 +111,8 @@ def report(cache: Path, out: Path, meta: dict) -> None:
             L.append(f"| {u} | {', '.join(r['classes'])} | {r['imagenet']['n']} | {100 * r['imagenet']['top1']:.1f} "
                      f"| {100 * r['tuned']['top1']:.1f} | {r['adapt']['best_epoch']}/{r['adapt']['epochs']} |")
     out.with_suffix(".md").write_text("\n".join(L) + "\n")
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "units": rows}, indent=1, default=str))
+    kept = {u: {**r, "adapt": {k: v for k, v in r["adapt"].items() if k != "best_path"}} for u, r in rows.items()}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "units": kept}, indent=1, default=str))
     print("\n".join(L))
 
 

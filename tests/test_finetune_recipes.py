@@ -34,7 +34,7 @@ def test_recipes_set_options_that_explicit_ones_override():
         FinetuneConfig.from_recipe(strategy="full", average="wise").validate()
     with pytest.raises(ConfigError, match="recipe.*'fast'.*paper.*small"):
         FinetuneConfig.from_recipe("fast")
-    assert set(RECIPES) == {"paper", "small"}
+    assert set(RECIPES) == {"paper", "small", "codes"}
 
 
 def test_top_all_trains_every_layer_in_phase_two():
