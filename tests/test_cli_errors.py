@@ -57,7 +57,8 @@ def test_refusals_of_embed_come_before_torch_and_in_cli_words(tmp_path, shapes_d
 def test_a_near_miss_backbone_name_fails_before_torch_with_did_you_mean(tmp_path, shapes_dir):
     for args in (["embed", str(shapes_dir), "-o", str(tmp_path / "x"), "--backbone", "efficientnet_lit0"],
                  ["layers", "efficientnet_lite"], ["inspect", "patches", str(shapes_dir), "-o", str(tmp_path / "p.png"),
-                                                   "--backbone", "resnet5"]):
+                                                   "--backbone", "resnet5"],
+                 ["finetune", str(shapes_dir), "-o", str(tmp_path / "f"), "--backbone", "efficientnet_lit0"]):
         out, torch = _run_without_torch(args)
         assert "did you mean" in out and not torch, out
     assert "did you mean efficientnet_lite0?" in _run_without_torch(["layers", "efficientnet_lit0"])[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from embedkit.cli.options import device_option, split_options, verbosity_options, words
+from embedkit.cli.options import backbone_name, device_option, split_options, verbosity_options, words
 from embedkit.cli.text import printable
 from embedkit.errors import ConfigError
 from embedkit.finetune.config import AUGMENT_STYLES, AVERAGES, HEAD_INITS, MONITORS, SCHEDULES, STRATEGIES
@@ -24,7 +24,7 @@ RECIPE_KEYS = {k for r in RECIPES.values() for k in r.options}
 @click.command(name="finetune")
 @click.argument("source", type=click.Path(exists=True))
 @click.option("-o", "--out", required=True, type=click.Path(), help="Run folder (best.pt, last.pt, history.csv, curves.png, split.json).")
-@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+@click.option("--backbone", default="efficientnet_lite0", show_default=True, callback=backbone_name,
               help="Registered name (vgg19 = the paper's, resnet50, efficientnet_lite0...) or any timm/torchvision model.")
 @click.option("--weights", default="default", show_default=True,
               help="Starting weights: 'default' (ImageNet), 'none' (random) or a .pt/.pth file / finetune checkpoint.")
