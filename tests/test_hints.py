@@ -20,6 +20,7 @@ from embedkit.cli.main import app
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "embedkit"
+SOURCES = sorted([*PKG.rglob("*.py"), *(REPO / "cli").rglob("*.py")])  # cli/ is installed as embedkit.cli
 PIP = re.compile(r"pip install ((?:[\"'][^\"']+[\"']|[A-Za-z0-9_.\[\]{}-]+)(?: (?:or|[\"'][^\"']+[\"']))*)")
 COMMAND = re.compile(r"`embedkit ([^`]+)`")
 FLAG = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]+)")
@@ -29,7 +30,7 @@ OTHER_TOOLS = {"index-url", "head"}
 
 def _messages():
     """(file:line, text) of every non-docstring string literal under embedkit/ (f-string fields as '{}')."""
-    for path in sorted(PKG.rglob("*.py")):
+    for path in SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         docs = {id(n.body[0].value) for n in ast.walk(tree)
                 if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
@@ -130,7 +131,7 @@ def test_every_optional_import_is_in_the_table():
     """A module missing from the table would get a guessed `pip install MODULE` hint."""
     from embedkit.device import _OPTIONAL
 
-    used = {m.group(1) for _, text in [(None, p.read_text()) for p in PKG.rglob("*.py")]
+    used = {m.group(1) for _, text in [(None, p.read_text()) for p in SOURCES]
             for m in re.finditer(r"optional_import\(\s*[\"']([\w.]+)[\"']", text)}
     assert used and used <= set(_OPTIONAL), used - set(_OPTIONAL)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "embedkit"
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "embedkit"
+#: the command-line code lives in the top-level cli/ folder and is installed as embedkit.cli (pyproject.toml)
+CLI = REPO / "cli"
 
 #: bottom first; a stage may import only stages of lower layers (and itself): one layer's stages are peers
 LAYERS = (
@@ -33,7 +36,13 @@ LAZY_BY_DESIGN = [{"embedkit.models.registry", "embedkit.models.zoo", "embedkit.
 
 
 def _module(path: Path) -> str:
-    return ".".join(("embedkit",) + path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+    root, prefix = (CLI, ("embedkit", "cli")) if path.is_relative_to(CLI) else (PACKAGE, ("embedkit",))
+    return ".".join(prefix + path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _sources() -> list[Path]:
+    """Every source file of the installed package: embedkit/ and the cli/ folder that becomes embedkit.cli."""
+    return sorted([*PACKAGE.rglob("*.py"), *CLI.rglob("*.py")])
 
 
 def _stage(module: str) -> str:
@@ -43,9 +52,9 @@ def _stage(module: str) -> str:
 
 def imports() -> list[tuple[str, str, int]]:
     """``(importer, imported module, line)`` of every embedkit import in the package."""
-    modules = {_module(p) for p in PACKAGE.rglob("*.py")}
+    modules = {_module(p) for p in _sources()}
     out = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in _sources():
         me = _module(path)
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
@@ -61,7 +70,7 @@ def imports() -> list[tuple[str, str, int]]:
 
 
 def test_every_stage_has_a_layer():
-    stages = {_stage(_module(p)) for p in PACKAGE.rglob("*.py")}
+    stages = {_stage(_module(p)) for p in _sources()}
     assert stages - set(LAYER) == set(), "a new stage: give it its place in LAYERS"
 
 
@@ -120,9 +129,23 @@ def test_readme_layout_names_every_module():
     layout = layout[:layout.find("\n## ", 1)] if "\n## " in layout[1:] else layout
     rows = {line.split("|")[1].strip(" `/"): line for line in layout.splitlines() if line.startswith("| `")}
     missing = []
-    for folder in sorted(p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+    for folder in sorted([*(p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()), CLI]):
         for mod in sorted(folder.glob("*.py")):
             if mod.stem != "__init__" and f"`{mod.stem}`" not in rows.get(folder.name, ""):
                 missing.append(f"{folder.name}/{mod.name}")
     missing += [p.name for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__") and p.stem not in layout]
     assert missing == []
+
+
+def test_the_package_list_names_every_package_and_installs_no_top_level_cli():
+    """pyproject lists the packages (cli/ is mapped to embedkit.cli): a new sub-package must be listed, or a
+    wheel would leave it out; and the CLI is `embedkit.cli`, never a top-level `cli` in site-packages."""
+    import tomllib
+
+    conf = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    folders = {_module(p.parent / "__init__.py") for p in _sources() if p.name == "__init__.py"}
+    assert set(conf["packages"]) == folders and "cli" not in conf["packages"]
+    assert conf["package-dir"] == {"embedkit.cli": "cli"}
+    import embedkit.cli.main
+
+    assert Path(embedkit.cli.main.__file__).resolve().parent == CLI
