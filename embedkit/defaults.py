@@ -9,8 +9,7 @@ from __future__ import annotations
 BACKBONE = "efficientnet_lite0"
 #: the registered backbones (embedkit.models.zoo), known here without importing torch so that the CLI can check
 #: a name before the seconds of imports (tests/test_cli_errors.py checks it against the registry)
-BUILTIN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "mobilenet_v2", "resnet50",
-                     "vgg16", "vgg19")
+BUILTIN_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet50", "vgg16", "vgg19")
 #: train / validation / test fractions (the paper's 64/16/20)
 SPLIT_FRACTIONS = (0.64, 0.16, 0.20)
 #: folds of the SVM grid search (the paper's 3-fold cross-validation)

