@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_table import cached, group_column, parse_value, svm_row  # noqa: E402 (a sibling script)
+from paper_table import cached, embed_store, group_column, parse_value, svm_row  # noqa: E402 (a sibling script)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/datasets/icons-dev"
@@ -68,14 +68,6 @@ def adapt(manifest: Path, run: Path, recipe: str, val_sets, backbone: str, overr
                   backbone=backbone, split=(0.84, 0.16, 0.0), split_by="design", val_groups=tuple(val_sets), **overrides)
     return {"best_path": str(ft.best_path), "best_epoch": ft.best_epoch, "epochs": len(ft.history),
             "backbone_change": ft.backbone_change, "minutes": round((time.perf_counter() - t0) / 60, 1)}
-
-
-def embed_codes(manifest: Path, out: Path, backbone: str, weights: str):
-    from embedkit import CodeStore, embed
-
-    if (out / "meta.json").is_file():
-        return CodeStore.open(out)
-    return embed(str(manifest), out, backbone=backbone, weights=weights, overwrite=True, progress=False).store
 
 
 def report(cache: Path, out: Path, meta: dict) -> None:
@@ -148,8 +140,9 @@ def main(argv=None) -> int:
                 write_manifest(run / "adapt.csv", np.array(paths)[src], labels[src]), run / "run", args.recipe,
                 val_sets, args.backbone, overrides))
             target = write_manifest(work / f"target-{c}.csv", np.array(paths)[tgt], labels[tgt])
-            stores = {"imagenet": embed_codes(target, work / f"codes-imagenet-{c}", args.backbone, "default"),
-                      "tuned": embed_codes(target, work / f"codes-tuned-{c}", args.backbone, info["best_path"])}
+            stores = {"imagenet": embed_store(target, work / f"codes-imagenet-{c}", args.backbone, reuse=True),
+                      "tuned": embed_store(target, work / f"codes-tuned-{c}", args.backbone, weights=info["best_path"],
+                                           reuse=True)}
             tp, tg = np.array(paths)[tgt], groups[tgt]
             for f in group_folds(tg, args.folds, seed=0):
                 kw = {"split_by": "design", "seed": 0,

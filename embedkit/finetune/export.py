@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from embedkit.atomic import torch_save_atomic, write_csv_atomic, write_json_atomic
+from embedkit.atomic import torch_save_atomic, write_csv_atomic
 from embedkit.finetune.config import FinetuneConfig
 from embedkit.finetune.state import cpu_state
 from embedkit.models.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
@@ -33,11 +33,12 @@ def export_backbone(model: nn.Module, path, cfg: FinetuneConfig, class_names, pr
     return Path(path)
 
 
-def export_average(model, probe, tuned_path: Path, best_path: Path, cfg, class_names, pre, evaluate, out: Path,
-                   log, progress: bool = True) -> float | None:
+def export_average(model, probe, tuned_path: Path, best_path: Path, cfg, class_names, pre, evaluate, log,
+                   progress: bool = True) -> dict | None:
     """best.pt = the mix of linear probe and best fine-tuned epoch whose codes classify the validation split best.
 
-    ``evaluate(model)`` is the validation accuracy of the codes. Returns the chosen mix (None: nothing to mix).
+    ``evaluate(model)`` is the validation accuracy of the codes. Returns the choice, for ``average.json``
+    (None: the run never left phase 1, nothing to mix).
     """
     from tqdm.auto import tqdm
 
@@ -60,12 +61,11 @@ def export_average(model, probe, tuned_path: Path, best_path: Path, cfg, class_n
     info = {"average": "wise", "alpha": alpha, "val_code_acc_by_alpha": {str(a): v for a, v in scores.items()},
             "tied_alphas": tied, "epoch": tuned["finetune"].get("epoch")}
     export_backbone(model, best_path, cfg, class_names, pre, {**tuned["finetune"], **info})
-    write_json_atomic(out / "average.json", info)
     log("averaging: validation accuracy of the codes (nearest class mean) by mix (0 = linear probe, 1 = fine-tuned) "
         + ", ".join(f"{a:g}: {v:.3f}" for a, v in scores.items()) + f"; best.pt holds mix {alpha:g}"
         + (f" (a tie between mixes {', '.join(f'{a:g}' for a in tied)}: ties go to the one nearest halfway)"
            if len(tied) > 1 else ""))
-    return alpha
+    return info
 
 
 def write_history(history: list, out: Path, best_epoch: int | None = None) -> None:

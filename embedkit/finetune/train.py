@@ -25,7 +25,6 @@ the start, at the epoch reached (see :func:`replan_schedule`), so the added epoc
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import nullcontext
@@ -210,8 +209,8 @@ class _Trainer:
         """Validation accuracy of the codes: the training split's codes (no augmentation) classify the validation split."""
         from embedkit.finetune.average import val_code_accuracy
 
-        return val_code_accuracy(model or self.model, self.layers[-1].module, self.plain_train, self.val_loader,
-                                 self.data.targets, self.device)
+        return val_code_accuracy(self.model if model is None else model, self.layers[-1].module, self.plain_train,
+                                 self.val_loader, self.data.targets, self.device)
 
     def pass_over(self, part_loader, desc: str, total: int, train: bool = False):
         from tqdm.auto import tqdm
@@ -290,19 +289,17 @@ class _Trainer:
 
     def export(self, prog: Progress) -> tuple[float, str]:
         """best.pt (the mix where asked); returns ``(backbone change, note)``, the note when the codes did not move."""
-        alpha = None
+        mix = None
         if self.cfg.average == "wise":
-            alpha = export_average(self.model, prog.probe, self.tuned_path, self.best_path, self.cfg,
-                                   self.data.class_names, self.pre, self.code_accuracy, self.out, self.log,
-                                   self.progress)
+            mix = export_average(self.model, prog.probe, self.tuned_path, self.best_path, self.cfg,
+                                 self.data.class_names, self.pre, self.code_accuracy, self.log, self.progress)
         change, note = backbone_change(self.start_weights, read_checkpoint(self.best_path)["state_dict"]), ""
         if change == 0.0:
-            note = unchanged_note(self.cfg, prog.best_epoch, alpha)
+            note = unchanged_note(self.cfg, prog.best_epoch, mix["alpha"] if mix else None)
             self.log(note)
-            if (self.out / "average.json").is_file():
-                info = {**json.loads((self.out / "average.json").read_text()),
-                        "codes_equal_start": True, "note": note}
-                write_json_atomic(self.out / "average.json", info)
+        if mix is not None:  # written once, with what the chosen mix did to the codes
+            write_json_atomic(self.out / "average.json", {**mix, **({"codes_equal_start": True, "note": note}
+                                                                    if note else {})})
         return change, note
 
     def test(self, best_epoch: int) -> dict:
